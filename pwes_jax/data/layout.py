@@ -22,6 +22,7 @@ import json
 import os
 from typing import Iterable, Optional, Sequence
 
+from absl import logging
 import numpy as np
 
 # Class indices used everywhere: foreground classes first, background last.
@@ -104,6 +105,31 @@ class Dataset:
 
   def feature_path(self, video: str) -> str:
     return feature_path(self.root, video)
+
+  def videos_without_annotation(self) -> list:
+    """Names of the negative videos (no ground-truth interval), in file order."""
+    annotated = {a.video for a in self.annotations}
+    return [v.video for v in self.videos if v.video not in annotated]
+
+  def summary(self) -> dict:
+    """Counts for logs and reports.
+
+    Returns:
+      ``videos``, ``subjects``, ``ME``, ``MaE`` (interval counts), ``videos_without_annotation``,
+      ``annotations_without_apex``, ``mean_frames`` and ``mean_snippets``.
+    """
+    frames = np.array([v.num_frames for v in self.videos], np.float64)
+    snippets = np.array([self.info.num_snippets(v.num_frames) for v in self.videos], np.float64)
+    counts = {name: sum(a.type == name for a in self.annotations) for name in CLASS_NAMES}
+    return {
+        "videos": len(self.videos),
+        "subjects": len(self.subjects),
+        **counts,
+        "videos_without_annotation": len(self.videos_without_annotation()),
+        "annotations_without_apex": sum(a.apex < 0 for a in self.annotations),
+        "mean_frames": float(frames.mean()) if len(frames) else 0.0,
+        "mean_snippets": float(snippets.mean()) if len(snippets) else 0.0,
+    }
 
 
 def feature_path(root: str, video: str) -> str:
@@ -192,14 +218,20 @@ def read_info(root: str) -> DatasetInfo:
 def _read_csv(path: str, header: Sequence[str]) -> list:
   if not os.path.isfile(path):
     raise error(path, None, None, "missing")
-  with open(path, newline="") as f:
-    rows = list(csv.reader(f))
+  try:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+      rows = list(csv.reader(f))
+  except (UnicodeDecodeError, csv.Error) as e:
+    raise error(path, None, None, f"unreadable CSV ({e})") from None
   if not rows:
     raise error(path, None, None, "empty file (expected a header row)")
   got = [h.strip() for h in rows[0]]
   missing = [h for h in header if h not in got]
   if missing:
     raise error(path, None, missing[0], f"column missing from header {got}")
+  for h in header:
+    if got.count(h) > 1:
+      raise error(path, None, h, f"column appears {got.count(h)} times in header {got}")
   idx = {h: got.index(h) for h in header}
   out = []
   for line_no, row in enumerate(rows[1:], start=2):
@@ -230,6 +262,9 @@ def read_videos(root: str) -> tuple:
     name = r["video"]
     if not name:
       raise error(path, None, "video", f"line {line_no}: empty video name")
+    if name in (".", "..") or "/" in name or "\\" in name:
+      raise error(path, name, "video", f"line {line_no}: not usable as a file name "
+                  "(features/<video>.npz)")
     if not r["subject"]:
       raise error(path, name, "subject", f"line {line_no}: empty subject")
     if name in seen:
@@ -286,11 +321,24 @@ def load_dataset(root: str) -> Dataset:
     if info.num_snippets(v.num_frames) < 1:
       raise error(os.path.join(root, "videos.csv"), v.video, "num_frames",
                   f"{v.num_frames} frames give no snippet of {info.snippet_length} frames")
-  return Dataset(root, info, videos, annotations)
+  dataset = Dataset(root, info, videos, annotations)
+  negatives = dataset.videos_without_annotation()
+  if negatives:
+    shown = ", ".join(negatives[:5]) + (", ..." if len(negatives) > 5 else "")
+    logging.warning("%s: %d of %d videos have no annotation (negative videos): %s",
+                    os.path.join(root, "annotations.csv"), len(negatives), len(videos), shown)
+  return dataset
 
 
 def load_features(dataset: Dataset, video: Video) -> tuple:
-  """Loads and validates ``features/<video>.npz``; returns float32 ``(rgb, flow)`` ``[T, D]``."""
+  """Loads and validates ``features/<video>.npz``; returns float32 ``(rgb, flow)`` ``[T, D]``.
+
+  Raises:
+    DatasetError: naming the file, the video and the array when the file is missing or
+      unreadable, an array is missing, not 2-D or not floating point, ``rgb`` and ``flow``
+      differ in length, the width is not ``feature_dim``, the length is not
+      ``info.num_snippets(num_frames)`` or a value is NaN/Inf.
+  """
   path = dataset.feature_path(video.video)
   name = video.video
   if not os.path.isfile(path):
@@ -300,30 +348,32 @@ def load_features(dataset: Dataset, video: Video) -> tuple:
       arrays = {k: z[k] for k in z.files}
   except Exception as e:  # noqa: BLE001 - any unreadable file becomes one clear error.
     raise error(path, name, None, f"unreadable feature file ({e})") from None
-  out = []
-  expected_t = dataset.info.num_snippets(video.num_frames)
   for key in ("rgb", "flow"):
     if key not in arrays:
       raise error(path, name, key, f"array missing (has {sorted(arrays)})")
     a = arrays[key]
     if a.ndim != 2:
       raise error(path, name, key, f"expected 2-D [T, D], got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.floating):
+      raise error(path, name, key, f"dtype {a.dtype} is not floating point")
+  if arrays["rgb"].shape[0] != arrays["flow"].shape[0]:
+    raise error(path, name, "flow", f"rgb has {arrays['rgb'].shape[0]} snippets, flow "
+                f"{arrays['flow'].shape[0]}")
+  expected_t = dataset.info.num_snippets(video.num_frames)
+  out = []
+  for key in ("rgb", "flow"):
+    a = arrays[key]
     if a.shape[1] != dataset.info.feature_dim:
       raise error(path, name, key, f"feature width {a.shape[1]} != dataset.json feature_dim "
                   f"{dataset.info.feature_dim}")
     if a.shape[0] != expected_t:
       raise error(path, name, key, f"{a.shape[0]} snippets, expected {expected_t} = "
                   f"({video.num_frames} - 1) // {dataset.info.snippet_length}")
-    if not np.issubdtype(a.dtype, np.floating):
-      raise error(path, name, key, f"dtype {a.dtype} is not floating point")
     bad = ~np.isfinite(a)
     if bad.any():
       t = int(np.argwhere(bad)[0][0])
       raise error(path, name, key, f"{int(bad.sum())} NaN/Inf values (first at snippet {t})")
     out.append(a.astype(np.float32))
-  if out[0].shape[0] != out[1].shape[0]:
-    raise error(path, name, "flow", f"rgb has {out[0].shape[0]} snippets, flow "
-                f"{out[1].shape[0]}")
   return out[0], out[1]
 
 
