@@ -1,0 +1,186 @@
+"""From a run's per-fold outputs to proposals, MEGC metrics, paper-style tables and plots."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping, Optional, Sequence
+
+from absl import logging
+import numpy as np
+
+from pwes_jax import checkpointing
+from pwes_jax import evaluation
+from pwes_jax import proposals as proposals_lib
+from pwes_jax.data import layout
+from pwes_jax.data import source
+
+COLUMNS = ("F1(0.5)", "F1(1.0)", "F1(p)", "REC", "PRE", "F1")
+
+
+def attention_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+  """ROC AUC of ``scores [N]`` for binary ``labels [N]`` (ties count one half); NaN if one class."""
+  scores = np.asarray(scores, np.float64)
+  labels = np.asarray(labels).astype(bool)
+  n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+  if n_pos == 0 or n_neg == 0:
+    return float("nan")
+  order = np.argsort(scores, kind="mergesort")
+  ranks = np.empty(len(scores), np.float64)
+  sorted_scores = scores[order]
+  # Average ranks over ties.
+  _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+  avg = first + (counts - 1) / 2.0 + 1.0
+  ranks[order] = np.repeat(avg, counts)
+  return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def video_proposals(outputs: Mapping, info: layout.DatasetInfo, config) -> dict:
+  """``{video: [proposal dict]}`` for every video of ``outputs`` (Section 3.6)."""
+  inf = config.inference
+  return {
+      name: proposals_lib.generate_proposals(
+          out["attention"], out["suppressed"], snippet_length=info.snippet_length, fps=info.fps,
+          top_ratio=inf.top_ratio, nms_threshold=inf.nms_threshold,
+          me_max_seconds=inf.me_max_seconds, flank_ratio=inf.flank_ratio)
+      for name, out in outputs.items()}
+
+
+def _fold_outputs(workdir: str, fold_index: int):
+  from pwes_jax import train  # pylint: disable=g-import-not-at-top
+  record = train.read_fold_record(workdir, fold_index)
+  if record is None or not record.get("finished"):
+    raise FileNotFoundError(f"fold {fold_index} of {workdir} has not finished "
+                            f"(no {train.fold_record_path(workdir, fold_index)})")
+  path = os.path.join(checkpointing.fold_dir(workdir, fold_index), "outputs.npz")
+  return record, train.load_outputs(path)
+
+
+def evaluate_run(workdir: str, dataset: layout.Dataset, config,
+                 fold_indices: Sequence[int], *, verbose: bool = True) -> dict:
+  """Proposals, attention AUC and MEGC metrics (tuned and honest) of a run's finished folds.
+
+  Writes ``workdir/predictions.json`` (held-out predictions, the evaluator's format) and
+  ``workdir/results.json``; prints the paper-style table when ``verbose``.
+  """
+  gt = evaluation.ground_truth_from_annotations(dataset.videos, dataset.annotations,
+                                                dataset.info.fps, source=dataset.root)
+  inside = source.snippet_ground_truth(dataset)
+  train_preds, test_preds, folds = {}, {}, {}
+  for i in fold_indices:
+    record, outputs = _fold_outputs(workdir, i)
+    test = {n: outputs[n] for n in record["test_videos"]}
+    train = {n: outputs[n] for n in record["train_videos"] if n in outputs}
+    test_preds[i] = video_proposals(test, dataset.info, config)
+    train_preds[i] = video_proposals(train, dataset.info, config)
+    att = np.concatenate([test[n]["attention"] for n in test])
+    lab = np.concatenate([inside[n] for n in test])
+    folds[i] = {"test_subject": record["test_subject"], "attention_auc": attention_auc(att, lab),
+                "train_seconds": record.get("train_seconds"),
+                "train_summary": record.get("train_summary", {})}
+  result = evaluation.honest_operating_point(train_preds, test_preds, gt,
+                                             protocol=config.eval.protocol)
+  for i, stats in folds.items():
+    stats.update(result["honest"].get("per_fold", {}).get(str(i), {}))
+  pooled = {n: p for per in test_preds.values() for n, p in per.items()}
+  with open(os.path.join(workdir, "predictions.json"), "w") as f:
+    json.dump({"videos": {n: [{k: _jsonable(v) for k, v in p.items()} for p in ps]
+                          for n, ps in pooled.items()}}, f)
+  aucs = [s["attention_auc"] for s in folds.values() if np.isfinite(s["attention_auc"])]
+  out = {"workdir": os.path.abspath(workdir), "dataset": dataset.root,
+         "protocol": config.eval.protocol, "method": method_name(config),
+         "folds": {str(k): v for k, v in folds.items()},
+         "mean_attention_auc": float(np.mean(aucs)) if aucs else float("nan"),
+         "tuned": result["tuned"], "honest": result["honest"], "warning": result["warning"]}
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(out, f, indent=1, default=_jsonable)
+  if verbose:
+    print(markdown_table([out]), flush=True)
+    print(f"\nmean attention AUC over {len(aucs)} folds: {out['mean_attention_auc']:.3f}")
+    print(f"\nNOTE: {evaluation.TUNED_WARNING}", flush=True)
+  return out
+
+
+def _jsonable(v):
+  if isinstance(v, (np.integer,)):
+    return int(v)
+  if isinstance(v, (np.floating,)):
+    return float(v)
+  return v
+
+
+def method_name(config) -> str:
+  variant = config.mplg.variant
+  name = {"none": "Baseline", "pplm": "+PPLM"}.get(variant, "+MPLG" if variant == "full"
+                                                   else f"MPLG-{variant}")
+  if config.dfcl.enabled and variant != "none":
+    name += "+DFCL"
+  elif config.dfcl.enabled:
+    name += " +DFCL"
+  return name
+
+
+def paper_row(result: Mapping) -> list:
+  """The paper's six columns from an evaluation result (tuned or honest)."""
+  rows = result["rows"]
+  return [result.get("f1_0.5"), result.get("f1_1.0"), result.get("f1_p"),
+          rows["overall"]["recall"], rows["overall"]["precision"], rows["overall"]["f1"]]
+
+
+def _fmt(v) -> str:
+  return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.3f}"
+
+
+def markdown_table(results: Sequence[Mapping], *, per_fold: bool = False,
+                   names: Optional[Sequence[str]] = None) -> str:
+  """A markdown table with the paper's columns: one tuned and one honest row per run."""
+  head = "| run | operating point | " + " | ".join(COLUMNS) + " | attention AUC |"
+  lines = [head, "|" + "---|" * (len(COLUMNS) + 3)]
+  for j, res in enumerate(results):
+    name = names[j] if names else res.get("method", os.path.basename(res.get("workdir", "")))
+    auc = _fmt(res.get("mean_attention_auc"))
+    for point in ("tuned", "honest"):
+      cells = " | ".join(_fmt(v) for v in paper_row(res[point]))
+      lines.append(f"| {name} | {point} | {cells} | {auc} |")
+    if per_fold:
+      for k, fold in sorted(res.get("folds", {}).items(), key=lambda kv: int(kv[0])):
+        rows = fold.get("rows")
+        cells = (" | ".join(["-", "-", "-"] + [_fmt(rows["overall"][m]) for m in
+                                               ("recall", "precision", "f1")])
+                 if rows else " | ".join("-" * 6))
+        lines.append(f"| {name} fold {k} ({fold.get('test_subject')}) | honest | {cells} | "
+                     f"{_fmt(fold.get('attention_auc'))} |")
+  return "\n".join(lines)
+
+
+def plot_video(path: str, name: str, output: Mapping, annotations: Sequence[layout.Annotation],
+               proposals: Sequence[Mapping], info: layout.DatasetInfo) -> None:
+  """A PNG of one video: attention and suppressed TCAM over time, ground truth shaded by type,
+  proposals as bars labelled with their scores."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  L = info.snippet_length
+  t = np.arange(len(output["attention"])) * L / info.fps
+  fig, ax = plt.subplots(figsize=(12, 3.2))
+  colors = {"ME": "tab:red", "MaE": "tab:blue"}
+  for a in annotations:
+    ax.axvspan(a.onset / info.fps, (a.offset + 1) / info.fps, color=colors[a.type], alpha=0.15,
+               label=f"GT {a.type}")
+  ax.plot(t, output["attention"], color="k", lw=1.2, label="attention A")
+  ax.plot(t, output["suppressed"][:, 0], color="tab:red", lw=0.9, label="A*P(ME)")
+  ax.plot(t, output["suppressed"][:, 1], color="tab:blue", lw=0.9, label="A*P(MaE)")
+  for k, p in enumerate(proposals[:15]):
+    y = -0.06 - 0.04 * (k % 4)
+    ax.plot([p["onset"] / info.fps, (p["offset"] + 1) / info.fps], [y, y], lw=3,
+            color=colors[p["type"]])
+    ax.text(p["onset"] / info.fps, y + 0.01, f"{p['score']:.2f}", fontsize=6)
+  handles, labels = ax.get_legend_handles_labels()
+  uniq = dict(zip(labels, handles))
+  ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper right", ncol=3)
+  ax.set_xlabel("seconds")
+  ax.set_ylim(-0.25, 1.05)
+  ax.set_title(name)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

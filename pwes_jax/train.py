@@ -1,0 +1,359 @@
+"""LOSO training and evaluation: folds, batches, jitted steps, checkpoints, outputs.
+
+The method itself lives in ``objective.py``; this module only orchestrates. Folds run one at a
+time (``config.loso.parallel_folds = 1``) or in groups whose train states are stacked on a leading
+fold axis and sharded over a device mesh (see ``sharding.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any, Optional, Sequence
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from pwes_jax import checkpointing
+from pwes_jax import dfcl
+from pwes_jax import model as model_lib
+from pwes_jax import objective as objective_lib
+from pwes_jax.data import batching
+from pwes_jax.data import folds as folds_lib
+from pwes_jax.data import source
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or Inf; the message names the fold and the step."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a fold's training carries; changed only through ``.replace``.
+
+  Attributes:
+    step: scalar int32, optimizer steps taken.
+    params: model parameters.
+    opt_state: optimizer state.
+    rng: the fold's base key; step ``s`` uses ``fold_in(rng, s)``.
+    bank: the DFCL memory bank (``dfcl.MemoryBank``) or None.
+  """
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+  bank: Any = None
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  o = config.optim
+  if o.weight_decay:
+    return optax.adamw(o.learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
+  return optax.adam(o.learning_rate, b1=o.b1, b2=o.b2)
+
+
+def fold_key(config, fold_index: int) -> jax.Array:
+  return jax.random.fold_in(jax.random.PRNGKey(config.seed), fold_index)
+
+
+def init_state(model, tx, config, key: jax.Array, feature_dim: int,
+               num_bank_videos: int) -> TrainState:
+  """A fresh train state (parameters from ``key``; empty memory bank of ``num_bank_videos``)."""
+  init_key, run_key = jax.random.split(key)
+  x = jnp.zeros((1, 8, feature_dim), jnp.float32)
+  params = model.init({"params": init_key}, x, x, jnp.ones((1, 8)), train=False)["params"]
+  bank = None
+  if config.dfcl.enabled:
+    bank = dfcl.init_bank(num_bank_videos, tuple(config.dfcl.regions), config.model.embed_dim)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    rng=run_key, bank=bank)
+
+
+def train_step(state: TrainState, batch: dict, *, model, tx, config):
+  """One optimizer step on one fold: ``(state, batch) -> (state, metrics)``. Pure."""
+  rng = jax.random.fold_in(state.rng, state.step)
+  grad_fn = jax.value_and_grad(objective_lib.objective, has_aux=True)
+  (_, (metrics, region)), grads = grad_fn(state.params, batch, rng, state.bank, state.step,
+                                          model=model, config=config)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  bank = state.bank
+  if region is not None:
+    vectors, vector_valid = region
+    active = (state.step >= config.mplg.pretrain_steps).astype(jnp.float32)
+    bank = dfcl.update_bank(bank, batch["video_id"], vectors, vector_valid,
+                            batch["batch_valid"] * active)
+  metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state, bank=bank), metrics
+
+
+def make_jitted_step(model, tx, config):
+  """The sequential step, jitted once with the state donated."""
+  return jax.jit(functools.partial(train_step, model=model, tx=tx, config=config),
+                 donate_argnums=0)
+
+
+def make_forward(model):
+  """Jitted inference: ``(params, rgb, flow, valid) -> outputs`` (eval mode, no dropout)."""
+  @jax.jit
+  def forward(params, rgb, flow, valid):
+    out = model.apply({"params": params}, rgb, flow, valid, train=False)
+    return {k: out[k] for k in ("attention", "probs", "suppressed")}
+  return forward
+
+
+# ------------------------------------------------------------------------------------------------
+# Run-level context shared by all folds.
+
+
+@flax.struct.dataclass
+class RunContext:
+  """What every fold of a run shares (static, not a pytree of arrays)."""
+  config: Any = flax.struct.field(pytree_node=False)
+  workdir: str = flax.struct.field(pytree_node=False)
+  dataset: Any = flax.struct.field(pytree_node=False)
+  videos: dict = flax.struct.field(pytree_node=False)
+  buckets: tuple = flax.struct.field(pytree_node=False)
+  bucket_probs: Any = flax.struct.field(pytree_node=False)
+  bank_videos: int = flax.struct.field(pytree_node=False)
+  model: Any = flax.struct.field(pytree_node=False)
+  tx: Any = flax.struct.field(pytree_node=False)
+
+
+def make_context(config, workdir: str, dataset, fold_list: Sequence[folds_lib.Fold]
+                 ) -> RunContext:
+  """Loads features and points and fixes the run's buckets and bank size."""
+  videos = source.load_video_arrays(dataset, config)
+  lengths = [v.rgb.shape[0] for v in videos.values()]
+  buckets = batching.make_buckets(lengths, batch_size=config.optim.batch_size,
+                                  max_buckets=config.data.max_buckets,
+                                  multiple=config.data.bucket_multiple)
+  counts = np.zeros(len(buckets))
+  for n in lengths:
+    counts[int(np.searchsorted(buckets, n))] += 1
+  bank_videos = max(len(f.train_videos) for f in fold_list)
+  return RunContext(config=config, workdir=workdir, dataset=dataset, videos=videos,
+                    buckets=tuple(int(b) for b in buckets), bucket_probs=counts / counts.sum(),
+                    bank_videos=bank_videos, model=model_lib.build_model(config.model),
+                    tx=make_optimizer(config))
+
+
+def shared_bucket(ctx: RunContext, step: int) -> int:
+  """The length bucket of ``step``: a function of (seed, step) only, shared by all folds."""
+  rng = np.random.default_rng([ctx.config.seed, step, 0xB0C])
+  return int(rng.choice(len(ctx.buckets), p=ctx.bucket_probs))
+
+
+def fold_sampler(ctx: RunContext, fold: folds_lib.Fold) -> batching.BatchSampler:
+  train = [ctx.videos[n] for n in fold.train_videos]
+  return batching.BatchSampler(train, ctx.buckets, ctx.config.optim.batch_size,
+                               ctx.config.data.max_points,
+                               seed=ctx.config.seed * 100_003 + fold.index,
+                               bucket_probs=ctx.bucket_probs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Logging helpers.
+
+
+class MetricsLog:
+  """Appends JSON lines to ``workdir/metrics.jsonl`` (and TensorBoard events when available)."""
+
+  def __init__(self, workdir: str, use_tensorboard: bool):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = {}
+    self._use_tb = use_tensorboard
+    self._workdir = workdir
+
+  def write(self, fold: int, step: int, values: dict) -> None:
+    row = {"fold": fold, "step": step, **{k: float(v) for k, v in values.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    if self._use_tb:
+      w = self._writer(fold)
+      if w is not None:
+        for k, v in values.items():
+          w.add_scalar(k, float(v), step)
+        w.flush()
+
+  def _writer(self, fold: int):
+    if fold not in self._tb:
+      try:
+        from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+        self._tb[fold] = SummaryWriter(os.path.join(checkpointing.fold_dir(self._workdir, fold),
+                                                    "tensorboard"))
+      except ImportError:
+        self._tb[fold] = None
+    return self._tb[fold]
+
+
+def check_finite(history: list, fold_index: int) -> None:
+  """Raises :class:`NonFiniteLossError` naming the first step whose loss is not finite."""
+  for step, m in history:
+    loss = float(m["loss"])
+    if not np.isfinite(loss):
+      raise NonFiniteLossError(f"fold {fold_index}: loss is {loss} at step {step}; "
+                               f"terms: { {k: float(v) for k, v in m.items()} }")
+
+
+def summarize(history: list) -> dict:
+  keys = history[0][1].keys()
+  return {k: float(np.mean([float(m[k]) for _, m in history])) for k in keys}
+
+
+# ------------------------------------------------------------------------------------------------
+# Outputs of a trained fold.
+
+
+def infer_videos(ctx: RunContext, params, names: Sequence[str], forward=None) -> dict:
+  """Runs the model over videos; returns ``{name: {attention [T], probs [T,C+1], suppressed}}``."""
+  forward = forward or make_forward(ctx.model)
+  arrays = [ctx.videos[n] for n in names]
+  out = {}
+  for batch in batching.iterate_padded(arrays, ctx.buckets, ctx.config.optim.batch_size,
+                                       ctx.config.data.max_points):
+    res = jax.device_get(forward(params, batch["rgb"], batch["flow"], batch["valid"]))
+    for row, vid in enumerate(batch["video_id"]):
+      if vid < 0:
+        continue
+      t = arrays[vid].rgb.shape[0]
+      out[arrays[vid].name] = {k: np.asarray(v[row, :t]) for k, v in res.items()}
+  return out
+
+
+def save_outputs(path: str, outputs: dict) -> None:
+  flat = {f"{k}__{name}": v for name, d in outputs.items() for k, v in d.items()}
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, **flat)
+  os.replace(tmp, path)
+
+
+def load_outputs(path: str) -> dict:
+  out = {}
+  with np.load(path) as z:
+    for key in z.files:
+      kind, name = key.split("__", 1)
+      out.setdefault(name, {})[kind] = z[key]
+  return out
+
+
+def fold_record_path(workdir: str, fold_index: int) -> str:
+  return os.path.join(checkpointing.fold_dir(workdir, fold_index), "fold.json")
+
+
+def read_fold_record(workdir: str, fold_index: int) -> Optional[dict]:
+  path = fold_record_path(workdir, fold_index)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def finish_fold(ctx: RunContext, fold: folds_lib.Fold, params, train_summary: dict,
+                seconds: float, forward=None) -> dict:
+  """Writes the fold's per-video outputs (test and training videos) and its record."""
+  fdir = checkpointing.fold_dir(ctx.workdir, fold.index)
+  names = list(fold.test_videos) + list(fold.train_videos)
+  outputs = infer_videos(ctx, params, names, forward)
+  save_outputs(os.path.join(fdir, "outputs.npz"), outputs)
+  record = {"fold": fold.index, "test_subject": fold.test_subject,
+            "test_videos": list(fold.test_videos), "train_videos": list(fold.train_videos),
+            "steps": int(ctx.config.optim.steps), "train_seconds": seconds,
+            "train_summary": train_summary, "finished": True}
+  tmp = fold_record_path(ctx.workdir, fold.index) + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(record, f, indent=1)
+  os.replace(tmp, fold_record_path(ctx.workdir, fold.index))
+  return record
+
+
+# ------------------------------------------------------------------------------------------------
+# Sequential folds.
+
+
+def train_fold(ctx: RunContext, fold: folds_lib.Fold, step_fn, log: MetricsLog,
+               forward=None) -> dict:
+  """Trains one fold (resuming from its latest checkpoint) and writes its outputs."""
+  config = ctx.config
+  fdir = checkpointing.fold_dir(ctx.workdir, fold.index)
+  os.makedirs(fdir, exist_ok=True)
+  feature_dim = ctx.dataset.info.feature_dim
+  state = init_state(ctx.model, ctx.tx, config, fold_key(config, fold.index), feature_dim,
+                     ctx.bank_videos)
+  manager = checkpointing.make_manager(os.path.join(fdir, "checkpoints"),
+                                       keep=config.checkpoint.max_to_keep)
+  restored = checkpointing.restore_latest(manager, state)
+  if restored is not None:
+    state = restored
+    logging.info("fold %d: resumed at step %d", fold.index, int(state.step))
+  sampler = fold_sampler(ctx, fold)
+  start = int(state.step)
+  history, window, t0, t_window = [], [], time.time(), time.time()
+  for step in range(start, config.optim.steps):
+    batch = sampler.sample(step, bucket=shared_bucket(ctx, step))
+    state, metrics = step_fn(state, batch)
+    window.append((step, metrics))
+    done = step + 1
+    if done % config.log_every == 0 or done == config.optim.steps:
+      window = [(s, jax.device_get(m)) for s, m in window]
+      check_finite(window, fold.index)
+      rate = len(window) / max(time.time() - t_window, 1e-9)
+      mean = summarize(window)
+      log.write(fold.index, done, dict(mean, steps_per_sec=rate))
+      logging.info("fold %d step %d/%d: loss %.4f (%.1f steps/s)", fold.index, done,
+                   config.optim.steps, mean["loss"], rate)
+      history.extend(window)
+      window, t_window = [], time.time()
+    if done % config.checkpoint.every_steps == 0 or done == config.optim.steps:
+      checkpointing.save(manager, done, state)
+  manager.close()
+  seconds = time.time() - t0
+  summary = summarize(history[-config.log_every:]) if history else {}
+  steps_run = config.optim.steps - start
+  print(f"fold {fold.index:2d} (subject {fold.test_subject}): {steps_run} steps in "
+        f"{seconds:.1f} s ({steps_run / max(seconds, 1e-9):.1f} steps/s)", flush=True)
+  return finish_fold(ctx, fold, state.params, summary, seconds, forward)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains every selected LOSO fold, writes per-video outputs, evaluates, reports.
+
+  Rerunning with the same ``workdir`` skips finished folds and resumes unfinished ones from their
+  latest checkpoint; a resumed fold ends with the same parameters as an uninterrupted one.
+
+  Returns:
+    The evaluation result (see ``pwes_jax.report.evaluate_run``).
+  """
+  objective_lib.check_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=1))
+  dataset = source.prepare_dataset(config, workdir)
+  all_folds = folds_lib.loso_folds(dataset)
+  selected = folds_lib.select_folds(all_folds, config.loso.folds)
+  ctx = make_context(config, workdir, dataset, all_folds)
+  log = MetricsLog(workdir, config.tensorboard)
+  todo = []
+  for fold in selected:
+    record = read_fold_record(workdir, fold.index)
+    if record is not None and record.get("finished"):
+      logging.info("fold %d already finished; skipping", fold.index)
+    else:
+      todo.append(fold)
+  if todo:
+    if config.loso.parallel_folds > 1:
+      from pwes_jax import sharding  # pylint: disable=g-import-not-at-top
+      sharding.train_folds_parallel(ctx, todo, log)
+    else:
+      step_fn = make_jitted_step(ctx.model, ctx.tx, config)
+      forward = make_forward(ctx.model)
+      for fold in todo:
+        train_fold(ctx, fold, step_fn, log, forward)
+  from pwes_jax import report  # pylint: disable=g-import-not-at-top
+  return report.evaluate_run(workdir, ctx.dataset, config, [f.index for f in selected])
