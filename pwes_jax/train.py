@@ -89,7 +89,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx, config):
     active = (state.step >= config.mplg.pretrain_steps).astype(jnp.float32)
     bank = dfcl.update_bank(bank, batch["video_id"], vectors, vector_valid,
                             batch["batch_valid"] * active)
-  metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+  metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state, bank=bank), metrics
 
 
@@ -97,6 +97,22 @@ def make_jitted_step(model, tx, config):
   """The sequential step, jitted once with the state donated."""
   return jax.jit(functools.partial(train_step, model=model, tx=tx, config=config),
                  donate_argnums=0)
+
+
+@functools.lru_cache(maxsize=8)
+def _programs(config_json: str):
+  """Model, optimizer and jitted programs of a config, built once per process and config."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  model = model_lib.build_model(config.model)
+  tx = make_optimizer(config)
+  return model, tx, make_jitted_step(model, tx, config), make_forward(model)
+
+
+def programs(config):
+  """``(model, tx, jitted step, jitted forward)`` for ``config``; cached so that repeated runs in
+  one process (sweeps, tests) reuse the compiled programs."""
+  return _programs(config.to_json())
 
 
 def make_forward(model):
@@ -140,8 +156,7 @@ def make_context(config, workdir: str, dataset, fold_list: Sequence[folds_lib.Fo
   bank_videos = max(len(f.train_videos) for f in fold_list)
   return RunContext(config=config, workdir=workdir, dataset=dataset, videos=videos,
                     buckets=tuple(int(b) for b in buckets), bucket_probs=counts / counts.sum(),
-                    bank_videos=bank_videos, model=model_lib.build_model(config.model),
-                    tx=make_optimizer(config))
+                    bank_videos=bank_videos, model=programs(config)[0], tx=programs(config)[1])
 
 
 def shared_bucket(ctx: RunContext, step: int) -> int:
@@ -351,8 +366,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       from pwes_jax import sharding  # pylint: disable=g-import-not-at-top
       sharding.train_folds_parallel(ctx, todo, log)
     else:
-      step_fn = make_jitted_step(ctx.model, ctx.tx, config)
-      forward = make_forward(ctx.model)
+      _, _, step_fn, forward = programs(config)
       for fold in todo:
         train_fold(ctx, fold, step_fn, log, forward)
   from pwes_jax import report  # pylint: disable=g-import-not-at-top

@@ -10,3 +10,12 @@ if "xla_force_host_platform_device_count" not in _flags:
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
+# Identical programs compiled by different tests (each run builds its own jitted step) are
+# compiled once per session: XLA compile time dominates the tiny end-to-end runs on a CPU.
+import tempfile  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("PWES_TEST_COMPILE_CACHE",
+                                 os.path.join(tempfile.gettempdir(), "pwes_jax_test_xla_cache")))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

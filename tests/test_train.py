@@ -1,0 +1,143 @@
+"""End-to-end LOSO training on the tiny synthetic preset: outputs, resume, NaN guard, compiles."""
+
+import json
+import os
+import shutil
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from configs import synthetic
+from pwes_jax import checkpointing
+from pwes_jax import train
+from pwes_jax.data import folds as folds_lib
+from pwes_jax.data import source
+
+
+def tiny_config(**overrides):
+  c = synthetic.get_config("tiny")
+  c.optim.steps = 12
+  c.mplg.pretrain_steps = 4
+  c.checkpoint.every_steps = 4
+  c.log_every = 4
+  c.loso.folds = "0,1"
+  for key, value in overrides.items():
+    section, field = key.split(".")
+    c[section][field] = value
+  return c
+
+
+@pytest.fixture(scope="module")
+def data_cache(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("data"))
+
+
+def run(tmp_path, data_cache, name="run", **overrides):
+  c = tiny_config(**overrides)
+  c.data.cache_dir = data_cache
+  workdir = str(tmp_path / name)
+  return c, workdir, train.train_and_evaluate(c, workdir)
+
+
+def fold_params(workdir, fold):
+  manager = checkpointing.make_manager(
+      os.path.join(checkpointing.fold_dir(workdir, fold), "checkpoints"))
+  step = manager.latest_step()
+  restored = manager.restore(step)
+  manager.close()
+  return step, restored
+
+
+def test_tiny_run_writes_outputs_metrics_and_checkpoints(tmp_path, data_cache):
+  c, workdir, result = run(tmp_path, data_cache)
+  assert set(result["folds"]) == {"0", "1"}
+  for fold in (0, 1):
+    fdir = checkpointing.fold_dir(workdir, fold)
+    record = json.load(open(os.path.join(fdir, "fold.json")))
+    assert record["finished"] and record["steps"] == c.optim.steps
+    outputs = train.load_outputs(os.path.join(fdir, "outputs.npz"))
+    assert set(outputs) == set(record["test_videos"]) | set(record["train_videos"])
+    for out in outputs.values():
+      t = out["attention"].shape[0]
+      assert out["probs"].shape == (t, 3) and out["suppressed"].shape == (t, 2)
+      assert np.all(np.isfinite(out["probs"]))
+    step, _ = fold_params(workdir, fold)
+    assert step == c.optim.steps
+  lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert {l["fold"] for l in lines} == {0, 1}
+  assert all(np.isfinite(l["loss"]) and l["steps_per_sec"] > 0 for l in lines)
+  # DFCL switches on after pretraining: anchors appear only then.
+  assert any(l["anchors"] > 0 for l in lines if l["step"] > c.mplg.pretrain_steps)
+  assert all(l["anchors"] == 0 for l in lines if l["step"] <= c.mplg.pretrain_steps)
+  assert os.path.isfile(os.path.join(workdir, "results.json"))
+  preds = json.load(open(os.path.join(workdir, "predictions.json")))["videos"]
+  assert preds and all(p["offset"] >= p["onset"] for ps in preds.values() for p in ps)
+
+
+def test_rerun_skips_finished_folds(tmp_path, data_cache):
+  _, workdir, first = run(tmp_path, data_cache)
+  mtime = os.path.getmtime(os.path.join(checkpointing.fold_dir(workdir, 0), "outputs.npz"))
+  c = tiny_config()
+  c.data.cache_dir = data_cache
+  second = train.train_and_evaluate(c, workdir)
+  assert os.path.getmtime(os.path.join(checkpointing.fold_dir(workdir, 0), "outputs.npz")) == mtime
+  assert second["tuned"]["rows"] == first["tuned"]["rows"]
+
+
+def test_resume_after_kill_gives_identical_results(tmp_path, data_cache):
+  _, full_dir, full = run(tmp_path, data_cache, "full", **{"loso.folds": "1"})
+  # Simulate a kill after the step-8 checkpoint: drop the later checkpoint and the outputs.
+  killed = str(tmp_path / "killed")
+  shutil.copytree(full_dir, killed)
+  fdir = checkpointing.fold_dir(killed, 1)
+  os.remove(os.path.join(fdir, "fold.json"))
+  os.remove(os.path.join(fdir, "outputs.npz"))
+  shutil.rmtree(os.path.join(fdir, "checkpoints", "12"))
+  c = tiny_config(**{"loso.folds": "1"})
+  c.data.cache_dir = data_cache
+  resumed = train.train_and_evaluate(c, killed)
+  a = train.load_outputs(os.path.join(checkpointing.fold_dir(full_dir, 1), "outputs.npz"))
+  b = train.load_outputs(os.path.join(fdir, "outputs.npz"))
+  for name in a:
+    np.testing.assert_array_equal(a[name]["attention"], b[name]["attention"])
+  assert resumed["tuned"]["rows"] == full["tuned"]["rows"]
+  assert resumed["folds"]["1"]["attention_auc"] == full["folds"]["1"]["attention_auc"]
+  assert np.isfinite(full["folds"]["1"]["attention_auc"])
+
+
+def test_same_seed_same_metrics(tmp_path, data_cache):
+  _, _, a = run(tmp_path, data_cache, "a", **{"loso.folds": "1"})
+  _, _, b = run(tmp_path, data_cache, "b", **{"loso.folds": "1"})
+  assert a["tuned"]["rows"] == b["tuned"]["rows"]
+  assert a["folds"]["1"]["attention_auc"] == b["folds"]["1"]["attention_auc"]
+
+
+def test_nan_loss_names_fold_and_step(tmp_path, data_cache):
+  with pytest.raises(train.NonFiniteLossError, match=r"fold 0: loss is nan at step 1\b"):
+    run(tmp_path, data_cache, "nan", **{"optim.learning_rate": float("nan"),
+                                        "loso.folds": "0"})
+
+
+def test_train_step_compiles_once_per_bucket(tmp_path, data_cache):
+  c = tiny_config()
+  c.data.cache_dir = data_cache
+  dataset = source.prepare_dataset(c, str(tmp_path))
+  all_folds = folds_lib.loso_folds(dataset)
+  ctx = train.make_context(c, str(tmp_path), dataset, all_folds)
+  fold = all_folds[0]
+  sampler = train.fold_sampler(ctx, fold)
+  traced = chex.assert_max_traces(n=len(ctx.buckets))(
+      lambda s, b: train.train_step(s, b, model=ctx.model, tx=ctx.tx, config=c))
+  step = jax.jit(traced, donate_argnums=0)
+  state = train.init_state(ctx.model, ctx.tx, c, train.fold_key(c, 0),
+                           dataset.info.feature_dim, ctx.bank_videos)
+  for s in range(3 * len(ctx.buckets)):
+    state, _ = step(state, sampler.sample(s, bucket=s % len(ctx.buckets)))
+  assert int(state.step) == 3 * len(ctx.buckets)
+
+
+def test_unknown_mplg_variant_fails_before_training(tmp_path, data_cache):
+  with pytest.raises(ValueError, match="config.mplg.variant"):
+    run(tmp_path, data_cache, "bad", **{"mplg.variant": "bogus"})
