@@ -184,3 +184,109 @@ def plot_video(path: str, name: str, output: Mapping, annotations: Sequence[layo
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------
+# Reports over finished runs (launch/report.py).
+
+
+def finished_folds(workdir: str) -> list:
+  """Sorted indices of the run's finished folds.
+
+  Raises:
+    FileNotFoundError: if ``workdir`` does not exist or has no finished fold.
+  """
+  from pwes_jax import spotting  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"workdir {workdir} does not exist")
+  records = spotting.fold_records(workdir)
+  if not records:
+    raise FileNotFoundError(f"workdir {workdir} has no finished fold (no fold_XX/fold.json "
+                            "marked finished); train it with launch.main first")
+  return list(records)
+
+
+def load_run(workdir: str) -> tuple:
+  """``(config, dataset)`` of a run: the config from ``config.json``, the dataset from
+  ``config.data.dataset_dir`` or the synthetic cache (regenerated if it was deleted)."""
+  from pwes_jax import spotting  # pylint: disable=g-import-not-at-top
+  config = spotting.load_run_config(workdir)
+  return config, source.prepare_dataset(config, workdir)
+
+
+def load_results(workdir: str, *, recompute: bool = False, verbose: bool = False) -> dict:
+  """A run's ``results.json``; evaluated (and written) over every finished fold when missing.
+
+  With ``recompute`` the run is re-evaluated over every finished fold even if the file exists
+  (:func:`evaluate_run` rewrites ``results.json`` and ``predictions.json``). A file that misses
+  some finished folds is used as it is, with a warning.
+  """
+  folds = finished_folds(workdir)
+  path = os.path.join(workdir, "results.json")
+  if os.path.isfile(path) and not recompute:
+    with open(path) as f:
+      res = json.load(f)
+    covered = {int(k) for k in res.get("folds", {})}
+    missing = [i for i in folds if i not in covered]
+    if missing:
+      logging.warning("%s does not cover finished fold(s) %s; re-evaluate with --recompute",
+                      path, missing)
+    return res
+  logging.info("%s: evaluating finished folds %s", workdir, folds)
+  config, dataset = load_run(workdir)
+  return evaluate_run(workdir, dataset, config, folds, verbose=verbose)
+
+
+def run_names(results: Sequence[Mapping], names: Optional[Sequence[str]] = None) -> list:
+  """Row labels: ``names`` if given, else method names made unique with the workdir's name."""
+  if names is not None:
+    if len(names) != len(results):
+      raise ValueError(f"{len(names)} names {list(names)} for {len(results)} runs")
+    return list(names)
+  methods = [r.get("method", "run") for r in results]
+  return [m if methods.count(m) == 1 else f"{m} ({os.path.basename(r.get('workdir', ''))})"
+          for m, r in zip(methods, results)]
+
+
+def render_report(results: Sequence[Mapping], *, per_fold: bool = False,
+                  names: Optional[Sequence[str]] = None) -> str:
+  """The markdown report: :func:`markdown_table`, the runs' folds and the tuned-row warning."""
+  labels = run_names(results, names)
+  lines = [markdown_table(results, per_fold=per_fold, names=labels), ""]
+  for label, res in zip(labels, results):
+    folds = sorted(int(k) for k in res.get("folds", {}))
+    lines.append(f"- {label}: {res.get('workdir')} ({len(folds)} folds {folds}, protocol "
+                 f"{res.get('protocol')})")
+  lines += ["", f"NOTE (tuned rows): {evaluation.TUNED_WARNING}",
+            "Honest rows: each fold's threshold is chosen on its training subjects."]
+  return "\n".join(lines) + "\n"
+
+
+def plot_run(workdir: str, num_videos: int, *, out_dir: Optional[str] = None) -> list:
+  """PNGs (:func:`plot_video`) of ``num_videos`` held-out videos of a run's finished folds.
+
+  Annotated videos come first (in fold order), then videos without annotation. Files go to
+  ``out_dir`` (default ``workdir/plots``) as ``<video>.png``; returns their paths.
+  """
+  from pwes_jax import train  # pylint: disable=g-import-not-at-top
+  folds = finished_folds(workdir)
+  config, dataset = load_run(workdir)
+  out_dir = out_dir or os.path.join(workdir, "plots")
+  os.makedirs(out_dir, exist_ok=True)
+  held_out = []
+  for i in folds:
+    record = train.read_fold_record(workdir, i)
+    held_out += [(i, n) for n in record["test_videos"]]
+  annotated = {a.video for a in dataset.annotations}
+  held_out.sort(key=lambda fn: fn[1] not in annotated)  # stable: fold order within each group
+  paths, loaded = [], {}
+  for i, name in held_out[:max(int(num_videos), 0)]:
+    if i not in loaded:
+      loaded[i] = _fold_outputs(workdir, i)[1]
+    out = loaded[i][name]
+    props = video_proposals({name: out}, dataset.info, config)[name]
+    path = os.path.join(out_dir, f"{name}.png")
+    plot_video(path, f"{name} (fold {i}, held out)", out, dataset.annotations_of(name), props,
+               dataset.info)
+    paths.append(path)
+  return paths

@@ -1,0 +1,65 @@
+r"""Paper-style tables (and plots) of finished runs.
+
+Usage::
+
+  python -m launch.report --workdir=/tmp/base --workdir=/tmp/full [--names=Baseline,PWES] \
+      [--output=report.md] [--per_fold] [--plots=4] [--recompute]
+
+For each run it reads ``results.json`` (evaluated over every finished fold and written when
+missing, or always with ``--recompute``) and prints a markdown table with the paper's columns
+F1(0.5), F1(1.0), F1(p), REC, PRE, F1: one row tuned on the test predictions (the paper's
+protocol) and one honest row (thresholds chosen on the training subjects) per run, plus one row
+per fold with ``--per_fold``. ``--plots=N`` writes ``WORKDIR/plots/<video>.png`` for N held-out
+videos per run: attention and suppressed TCAM, ground truth shaded by type, proposals as bars.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+from pwes_jax import report
+from pwes_jax.data import layout
+
+_WORKDIRS = flags.DEFINE_multi_string("workdir", None, "Run directory (repeat for several).")
+_OUTPUT = flags.DEFINE_string("output", None, "Also write the markdown report to this file.")
+_PER_FOLD = flags.DEFINE_bool("per_fold", False, "Add one honest row per fold.")
+_PLOTS = flags.DEFINE_integer("plots", 0, "Plot this many held-out videos per run into "
+                              "WORKDIR/plots/.", lower_bound=0)
+_NAMES = flags.DEFINE_list("names", None, "Row labels, one per --workdir (default: method).")
+_RECOMPUTE = flags.DEFINE_bool("recompute", False, "Re-evaluate every finished fold even if "
+                               "results.json exists (rewrites results.json, predictions.json).")
+
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  workdirs = _WORKDIRS.value
+  names = _NAMES.value
+  if names is not None and len(names) != len(workdirs):
+    raise app.UsageError(f"--names has {len(names)} entries for {len(workdirs)} --workdir")
+  try:
+    results = [report.load_results(w, recompute=_RECOMPUTE.value) for w in workdirs]
+    text = report.render_report(results, per_fold=_PER_FOLD.value, names=names)
+    plots = []
+    for w in workdirs:
+      if _PLOTS.value:
+        plots += report.plot_run(w, _PLOTS.value)
+  except (FileNotFoundError, layout.DatasetError, ValueError) as e:
+    raise SystemExit(f"report: {e}") from None
+  print(text, end="")
+  if _OUTPUT.value:
+    out = os.path.abspath(_OUTPUT.value)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+      f.write(text)
+    print(f"report written to {out}", file=sys.stderr)
+  for p in plots:
+    print(f"plot written to {p}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,158 @@
+"""Tests of the run report: markdown tables, results loading, plots and the launch.report CLI."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from configs import synthetic as synthetic_config
+from pwes_jax import report
+from pwes_jax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEADER = ("| run | operating point | F1(0.5) | F1(1.0) | F1(p) | REC | PRE | F1 | "
+          "attention AUC |")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """One tiny trained run (fold 0 only, 6 steps), shared by the module's tests."""
+  workdir = str(tmp_path_factory.mktemp("report_run"))
+  config = synthetic_config.get_config("tiny")
+  config.optim.steps = 6
+  config.loso.folds = "0"
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def _rows(recall, precision, f1):
+  row = {"tp": 1, "n_pred": 2, "n_gt": 3, "recall": recall, "precision": precision, "f1": f1}
+  return {"overall": row, "me": row, "mae": row, "me_1.0": row}
+
+
+def _result(method, tuned, honest, folds=None, auc=0.75):
+  """A hand-made results dict; ``tuned``/``honest`` = (f1_0.5, f1_1.0, f1_p, rec, pre, f1)."""
+  def point(v):
+    return {"f1_0.5": v[0], "f1_1.0": v[1], "f1_p": v[2], "rows": _rows(*v[3:])}
+  return {"workdir": f"/runs/{method}", "method": method, "protocol": "megc",
+          "mean_attention_auc": auc, "tuned": point(tuned), "honest": point(honest),
+          "folds": folds or {}}
+
+
+def _cells(line):
+  return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def test_table_has_paper_columns_and_one_tuned_and_one_honest_row_per_run():
+  res = [_result("A", (0.1, 0.2, 0.3, 0.4, 0.5, 0.6), (0.01, 0.02, 0.03, 0.04, 0.05, 0.06)),
+         _result("B", (1, 1, 1, 1, 1, 1), (0, 0, float("nan"), 0, 0, 0), auc=float("nan"))]
+  lines = report.markdown_table(res).splitlines()
+  assert lines[0] == HEADER
+  assert len(_cells(lines[1])) == 9 and set("".join(_cells(lines[1]))) == {"-"}
+  assert [_cells(l) for l in lines[2:]] == [
+      ["A", "tuned", "0.100", "0.200", "0.300", "0.400", "0.500", "0.600", "0.750"],
+      ["A", "honest", "0.010", "0.020", "0.030", "0.040", "0.050", "0.060", "0.750"],
+      ["B", "tuned", "1.000", "1.000", "1.000", "1.000", "1.000", "1.000", "-"],
+      ["B", "honest", "0.000", "0.000", "-", "0.000", "0.000", "0.000", "-"],
+  ]
+
+
+@pytest.mark.parametrize("per_fold,expected_rows", [
+    pytest.param(False, 2, id="without per_fold only the two run rows"),
+    pytest.param(True, 4, id="with per_fold one honest row per fold, in index order"),
+])
+def test_per_fold_rows(per_fold, expected_rows):
+  folds = {"10": {"test_subject": "s11", "attention_auc": 0.5, "rows": _rows(0.2, 0.3, 0.24)},
+           "2": {"test_subject": "s03", "attention_auc": float("nan")}}
+  res = _result("M", (0.1,) * 6, (0.2,) * 6, folds=folds)
+  lines = report.markdown_table([res], per_fold=per_fold, names=["run"]).splitlines()[2:]
+  assert len(lines) == expected_rows
+  if per_fold:
+    assert _cells(lines[2]) == ["run fold 2 (s03)", "honest"] + ["-"] * 7
+    assert _cells(lines[3]) == ["run fold 10 (s11)", "honest", "-", "-", "-", "0.200",
+                                "0.300", "0.240", "0.500"]
+
+
+@pytest.mark.parametrize("names,expected", [
+    pytest.param(None, ["A (x)", "A (y)", "B"], id="duplicate methods get the workdir name"),
+    pytest.param(["p", "q", "r"], ["p", "q", "r"], id="given names are used as they are"),
+])
+def test_run_names(names, expected):
+  res = [_result("A", (0,) * 6, (0,) * 6), _result("A", (0,) * 6, (0,) * 6),
+         _result("B", (0,) * 6, (0,) * 6)]
+  res[0]["workdir"], res[1]["workdir"] = "/r/x", "/r/y"
+  assert report.run_names(res, names) == expected
+
+
+def test_run_names_refuses_a_wrong_number_of_names():
+  with pytest.raises(ValueError, match="2 names"):
+    report.run_names([_result("A", (0,) * 6, (0,) * 6)], ["a", "b"])
+
+
+def test_render_report_warns_that_tuned_rows_are_tuned_on_the_test_set():
+  text = report.render_report([_result("A", (0,) * 6, (0,) * 6)])
+  assert text.startswith(HEADER)
+  assert "TUNED ON THE TEST PREDICTIONS" in text
+
+
+def _run_cli(*args):
+  return subprocess.run([sys.executable, "-m", "launch.report", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+
+
+def test_cli_on_a_tiny_run_writes_the_table_and_a_png(tiny_run, tmp_path):
+  out = tmp_path / "sub" / "report.md"
+  proc = _run_cli(f"--workdir={tiny_run}", f"--output={out}", "--per_fold", "--plots=1",
+                  "--names=tiny")
+  assert proc.returncode == 0, proc.stderr
+  text = out.read_text()
+  assert proc.stdout == text
+  with open(os.path.join(tiny_run, "results.json")) as f:
+    results = json.load(f)
+  assert text.startswith(report.markdown_table([results], per_fold=True, names=["tiny"]))
+  rows = [_cells(l)[:2] for l in text.splitlines() if l.startswith("| tiny")]
+  assert rows == [["tiny", "tuned"], ["tiny", "honest"], ["tiny fold 0 (s01)", "honest"]]
+  pngs = os.listdir(os.path.join(tiny_run, "plots"))
+  assert pngs == ["s01_v01.png"]
+  with open(os.path.join(tiny_run, "plots", pngs[0]), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_results_are_recomputed_from_the_finished_folds(tiny_run, tmp_path):
+  copy = str(tmp_path / "run")
+  shutil.copytree(tiny_run, copy, ignore=shutil.ignore_patterns("plots"))
+  os.remove(os.path.join(copy, "results.json"))
+  with open(os.path.join(tiny_run, "results.json")) as f:
+    original = json.load(f)
+  res = report.load_results(copy)
+  assert os.path.isfile(os.path.join(copy, "results.json"))
+  for point in ("tuned", "honest"):
+    assert report.paper_row(res[point]) == pytest.approx(report.paper_row(original[point]))
+  assert list(res["folds"]) == ["0"]
+  auc, auc0 = res["mean_attention_auc"], original["mean_attention_auc"]
+  assert (math.isnan(auc) and math.isnan(auc0)) or auc == pytest.approx(auc0)
+
+
+@pytest.mark.parametrize("layout_kind", [
+    pytest.param("empty", id="an empty directory"),
+    pytest.param("unfinished", id="a fold directory without a finished record"),
+])
+def test_a_workdir_without_finished_folds_is_a_clear_error(tmp_path, layout_kind):
+  if layout_kind == "unfinished":
+    (tmp_path / "fold_00").mkdir()
+    (tmp_path / "fold_00" / "fold.json").write_text(json.dumps({"finished": False}))
+  with pytest.raises(FileNotFoundError, match="no finished fold"):
+    report.load_results(str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="no finished fold"):
+    report.plot_run(str(tmp_path), 1)
+
+
+def test_cli_on_an_empty_workdir_exits_with_a_clear_message(tmp_path):
+  proc = _run_cli(f"--workdir={tmp_path}")
+  assert proc.returncode != 0
+  assert f"workdir {tmp_path} has no finished fold" in proc.stderr
+  assert "Traceback" not in proc.stderr

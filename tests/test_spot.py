@@ -1,0 +1,184 @@
+"""Tests of spotting with a trained run (pwes_jax/spotting.py and launch/spot.py)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import synthetic as synthetic_config
+from pwes_jax import spotting
+from pwes_jax import train
+from pwes_jax.data import layout
+from pwes_jax.data import source
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FEATURE_DIM = 32  # the tiny config's synthetic feature width
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """One tiny trained run (fold 0 only, 6 steps), shared by the module's tests."""
+  workdir = str(tmp_path_factory.mktemp("spot_run"))
+  config = synthetic_config.get_config("tiny")
+  config.optim.steps = 6
+  config.loso.folds = "0"
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def _features_dir(workdir):
+  config = spotting.load_run_config(workdir)
+  return os.path.join(source.synthetic_dir(config, workdir), "features")
+
+
+def _held_out(workdir):
+  return train.read_fold_record(workdir, 0)["test_videos"]
+
+
+def _predictions(workdir):
+  with open(os.path.join(workdir, "predictions.json")) as f:
+    return json.load(f)["videos"]
+
+
+def _assert_same_proposals(got, want):
+  assert [(p["onset"], p["offset"], p["type"]) for p in got] == [
+      (p["onset"], p["offset"], p["type"]) for p in want]
+  np.testing.assert_allclose([p["score"] for p in got], [p["score"] for p in want],
+                             rtol=1e-4, atol=1e-6)
+
+
+def test_spot_with_the_held_out_fold_reproduces_the_runs_predictions(tiny_run, tmp_path):
+  feats = tmp_path / "features"
+  feats.mkdir()
+  for name in _held_out(tiny_run):
+    shutil.copy(os.path.join(_features_dir(tiny_run), f"{name}.npz"), feats / f"{name}.npz")
+  result = spotting.spot(tiny_run, str(feats), fold=0)
+  preds = _predictions(tiny_run)
+  assert sorted(result["videos"]) == sorted(_held_out(tiny_run))
+  for name, props in result["videos"].items():
+    assert props, name
+    _assert_same_proposals(props, preds[name])
+    for p in props:
+      assert p["onset_seconds"] == pytest.approx(p["onset"] / 30.0)
+      assert p["offset_seconds"] == pytest.approx((p["offset"] + 1) / 30.0)
+  assert result["folds"] == [0]
+  assert result["source"] == str(feats)
+  assert (result["fps"], result["snippet_length"]) == (30.0, 8)
+
+
+def test_fold_all_with_one_finished_fold_is_that_fold(tiny_run):
+  name = _held_out(tiny_run)[0]
+  path = os.path.join(_features_dir(tiny_run), f"{name}.npz")
+  result = spotting.spot(tiny_run, path, fold="all")
+  assert result["folds"] == [0]
+  _assert_same_proposals(result["videos"][name], _predictions(tiny_run)[name])
+
+
+def test_a_fold_that_has_not_finished_is_refused(tiny_run):
+  path = os.path.join(_features_dir(tiny_run), f"{_held_out(tiny_run)[0]}.npz")
+  with pytest.raises(FileNotFoundError, match=r"fold\(s\) \[2\] have not finished"):
+    spotting.spot(tiny_run, path, fold=2)
+
+
+def _bad_arrays(kind):
+  rng = np.random.default_rng(0)
+  rgb = rng.normal(size=(20, FEATURE_DIM)).astype(np.float32)
+  flow = rng.normal(size=(20, FEATURE_DIM)).astype(np.float32)
+  if kind == "rgb_width":
+    return {"rgb": rgb[:, :31], "flow": flow}, "rgb", "feature width 31"
+  if kind == "flow_width":
+    return {"rgb": rgb, "flow": np.concatenate([flow, flow], 1)}, "flow", "feature width 64"
+  if kind == "lengths":
+    return {"rgb": rgb, "flow": flow[:19]}, "flow", "rgb has 20 snippets, flow 19"
+  if kind == "nan":
+    flow[3, 5] = np.nan
+    return {"rgb": rgb, "flow": flow}, "flow", "first at snippet 3"
+  if kind == "missing":
+    return {"rgb": rgb}, "flow", "array missing"
+  if kind == "integer":
+    return {"rgb": rgb.astype(np.int32), "flow": flow}, "rgb", "not floating point"
+  if kind == "empty":
+    return {"rgb": rgb[:0], "flow": flow[:0]}, "rgb", "no snippet"
+  raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", [
+    pytest.param("rgb_width", id="rgb narrower than the model input"),
+    pytest.param("flow_width", id="flow wider than the model input"),
+    pytest.param("lengths", id="rgb and flow of different lengths"),
+    pytest.param("nan", id="a NaN in flow"),
+    pytest.param("missing", id="no flow array"),
+    pytest.param("integer", id="integer rgb"),
+    pytest.param("empty", id="zero snippets"),
+])
+def test_bad_feature_files_name_the_file_and_the_field(tiny_run, tmp_path, kind):
+  arrays, field, message = _bad_arrays(kind)
+  path = str(tmp_path / "bad_video.npz")
+  np.savez(path, **arrays)
+  with pytest.raises(layout.DatasetError) as err:
+    spotting.spot(tiny_run, path, fold=0)
+  text = str(err.value)
+  assert f"file {path}" in text and "video 'bad_video'" in text
+  assert f"field '{field}'" in text and message in text
+
+
+def test_pad_video_pads_to_a_multiple_of_eight_with_a_mask():
+  rgb = np.arange(13 * 2, dtype=np.float32).reshape(13, 2)
+  batch = spotting.pad_video(rgb, -rgb)
+  assert batch["rgb"].shape == (1, 16, 2) and batch["valid"].shape == (1, 16)
+  for t in range(16):
+    inside = t < 13
+    assert batch["valid"][0, t] == float(inside)
+    for c in range(2):
+      assert batch["rgb"][0, t, c] == (rgb[t, c] if inside else 0.0)
+      assert batch["flow"][0, t, c] == (-rgb[t, c] if inside else 0.0)
+
+
+def test_average_outputs_is_the_elementwise_mean_over_folds():
+  rng = np.random.default_rng(1)
+  outs = [{"attention": rng.random(5), "suppressed": rng.random((5, 2))} for _ in range(3)]
+  avg = spotting.average_outputs(outs)
+  for t in range(5):
+    assert avg["attention"][t] == pytest.approx(sum(o["attention"][t] for o in outs) / 3)
+    for c in range(2):
+      assert avg["suppressed"][t, c] == pytest.approx(
+          sum(o["suppressed"][t, c] for o in outs) / 3)
+
+
+def _run_cli(*args):
+  return subprocess.run([sys.executable, "-m", "launch.spot", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+
+
+def test_cli_writes_the_proposals_json(tiny_run, tmp_path):
+  name = _held_out(tiny_run)[0]
+  path = os.path.join(_features_dir(tiny_run), f"{name}.npz")
+  out = tmp_path / "out" / "spots.json"
+  proc = _run_cli(f"--workdir={tiny_run}", f"--features={path}", f"--output={out}",
+                  "--fold=0", "--fps=60")
+  assert proc.returncode == 0, proc.stderr
+  result = json.loads(out.read_text())
+  assert set(result) >= {"videos", "folds", "source"}
+  assert result["folds"] == [0] and result["fps"] == 60.0
+  props = result["videos"][name]
+  assert props
+  for p in props:
+    assert set(p) == {"onset", "offset", "score", "type", "onset_seconds", "offset_seconds"}
+    assert p["onset_seconds"] == pytest.approx(p["onset"] / 60.0)
+
+
+def test_cli_bad_feature_width_exits_with_a_clear_message(tiny_run, tmp_path):
+  path = str(tmp_path / "narrow.npz")
+  arrays, _, _ = _bad_arrays("rgb_width")
+  np.savez(path, **arrays)
+  proc = _run_cli(f"--workdir={tiny_run}", f"--features={path}",
+                  f"--output={tmp_path / 'o.json'}")
+  assert proc.returncode != 0
+  assert f"file {path}" in proc.stderr and "field 'rgb'" in proc.stderr
+  assert "feature width 31 != the model's input width 32" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "o.json").exists()
