@@ -43,9 +43,14 @@ def fold_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
 
 
 def group_layout(num_folds: int, parallel_folds: int, num_devices: int) -> tuple:
-  """``(group_size, mesh_size)``: a group holds ``parallel_folds`` folds padded to the mesh."""
+  """``(group_size, mesh_size)`` for ``num_folds`` folds, ``parallel_folds`` at a time.
+
+  The mesh takes ``min(num_devices, parallel_folds)`` devices; a group's fold count is padded
+  up to a multiple of the mesh size (padded folds are masked out by ``fold_valid``).
+  """
+  parallel_folds = max(1, parallel_folds)
   per_group = max(1, min(parallel_folds, num_folds))
-  mesh_size = max(1, min(num_devices, per_group))
+  mesh_size = max(1, min(num_devices, parallel_folds))
   return int(math.ceil(per_group / mesh_size) * mesh_size), mesh_size
 
 
