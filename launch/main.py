@@ -3,10 +3,15 @@
   python -m launch.main --config=configs/synthetic.py --workdir=/tmp/pwes
   python -m launch.main --config=configs/casme2.py --workdir=/tmp/c2 \
       --config.data.dataset_dir=/data/casme2 --config.mplg.variant=caf1 --folds=0-3
+
+Multi-host (one command per process; each trains the folds on its own devices):
+  python -m launch.main ... --config.loso.parallel_folds=22 \
+      --coordinator_address=10.0.0.1:1234 --num_processes=2 --process_id=0
 """
 
 from absl import app
 from absl import flags
+import jax
 from ml_collections import config_flags
 
 from pwes_jax import train
@@ -18,10 +23,21 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (checkpoints, 
                                "metrics); rerunning with it resumes.", required=True)
 _FOLDS = flags.DEFINE_string("folds", None, "LOSO folds to run, e.g. '0,3,5-7' (overrides "
                              "config.loso.folds).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0, for multi-host runs.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_CPU_COLLECTIVES = flags.DEFINE_string("cpu_collectives", None,
+                                       "CPU collectives for multi-process CPU runs ('gloo').")
 
 
 def main(argv):
   del argv
+  if _CPU_COLLECTIVES.value:
+    jax.config.update("jax_cpu_collectives_implementation", _CPU_COLLECTIVES.value)
+  if _COORDINATOR.value:
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   config = _CONFIG.value
   if _FOLDS.value is not None:
     with config.unlocked():

@@ -22,17 +22,19 @@ def make_manager(directory: str, *, keep: int = 2,
   checkpoints of the folds on its own devices, as host-local arrays, without cross-host barriers.
   """
   multiprocessing = ocp.options.MultiprocessingOptions()
+  directory = os.path.abspath(directory)
   if single_process:
+    os.makedirs(directory, exist_ok=True)  # Orbax will not create it with active_processes.
     me = jax.process_index()
     multiprocessing = ocp.options.MultiprocessingOptions(
         primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"p{me}")
   options = ocp.CheckpointManagerOptions(
       preservation_policy=checkpoint_managers.LatestN(keep),
       enable_async_checkpointing=False,
-      create=True,
+      create=not single_process,
       multiprocessing_options=multiprocessing,
   )
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  return ocp.CheckpointManager(directory, options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:

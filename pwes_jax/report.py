@@ -57,11 +57,12 @@ def _fold_outputs(workdir: str, fold_index: int):
 
 
 def evaluate_run(workdir: str, dataset: layout.Dataset, config,
-                 fold_indices: Sequence[int], *, verbose: bool = True) -> dict:
+                 fold_indices: Sequence[int], *, verbose: bool = True,
+                 write: bool = True) -> dict:
   """Proposals, attention AUC and MEGC metrics (tuned and honest) of a run's finished folds.
 
   Writes ``workdir/predictions.json`` (held-out predictions, the evaluator's format) and
-  ``workdir/results.json``; prints the paper-style table when ``verbose``.
+  ``workdir/results.json`` when ``write``; prints the paper-style table when ``verbose``.
   """
   gt = evaluation.ground_truth_from_annotations(dataset.videos, dataset.annotations,
                                                 dataset.info.fps, source=dataset.root)
@@ -83,22 +84,32 @@ def evaluate_run(workdir: str, dataset: layout.Dataset, config,
   for i, stats in folds.items():
     stats.update(result["honest"].get("per_fold", {}).get(str(i), {}))
   pooled = {n: p for per in test_preds.values() for n, p in per.items()}
+  out = _result(workdir, dataset, config, folds, result)
+  if write:
+    _write_json_files(workdir, pooled, out)
+  if verbose:
+    print(markdown_table([out]), flush=True)
+    n = sum(np.isfinite(s["attention_auc"]) for s in folds.values())
+    print(f"\nmean attention AUC over {n} folds: {out['mean_attention_auc']:.3f}")
+    print(f"\nNOTE: {evaluation.TUNED_WARNING}", flush=True)
+  return out
+
+
+def _result(workdir, dataset, config, folds, result) -> dict:
+  aucs = [s["attention_auc"] for s in folds.values() if np.isfinite(s["attention_auc"])]
+  return {"workdir": os.path.abspath(workdir), "dataset": dataset.root,
+          "protocol": config.eval.protocol, "method": method_name(config),
+          "folds": {str(k): v for k, v in folds.items()},
+          "mean_attention_auc": float(np.mean(aucs)) if aucs else float("nan"),
+          "tuned": result["tuned"], "honest": result["honest"], "warning": result["warning"]}
+
+
+def _write_json_files(workdir: str, pooled: Mapping, out: Mapping) -> None:
   with open(os.path.join(workdir, "predictions.json"), "w") as f:
     json.dump({"videos": {n: [{k: _jsonable(v) for k, v in p.items()} for p in ps]
                           for n, ps in pooled.items()}}, f)
-  aucs = [s["attention_auc"] for s in folds.values() if np.isfinite(s["attention_auc"])]
-  out = {"workdir": os.path.abspath(workdir), "dataset": dataset.root,
-         "protocol": config.eval.protocol, "method": method_name(config),
-         "folds": {str(k): v for k, v in folds.items()},
-         "mean_attention_auc": float(np.mean(aucs)) if aucs else float("nan"),
-         "tuned": result["tuned"], "honest": result["honest"], "warning": result["warning"]}
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(out, f, indent=1, default=_jsonable)
-  if verbose:
-    print(markdown_table([out]), flush=True)
-    print(f"\nmean attention AUC over {len(aucs)} folds: {out['mean_attention_auc']:.3f}")
-    print(f"\nNOTE: {evaluation.TUNED_WARNING}", flush=True)
-  return out
 
 
 def _jsonable(v):

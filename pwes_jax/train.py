@@ -346,10 +346,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
     The evaluation result (see ``pwes_jax.report.evaluate_run``).
   """
   objective_lib.check_config(config)
+  lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=1))
-  dataset = source.prepare_dataset(config, workdir)
+  if lead:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=1))
+    dataset = source.prepare_dataset(config, workdir)
+  _sync("dataset ready")
+  if not lead:
+    dataset = source.prepare_dataset(config, workdir)
   all_folds = folds_lib.loso_folds(dataset)
   selected = folds_lib.select_folds(all_folds, config.loso.folds)
   ctx = make_context(config, workdir, dataset, all_folds)
@@ -369,5 +374,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
       _, _, step_fn, forward = programs(config)
       for fold in todo:
         train_fold(ctx, fold, step_fn, log, forward)
+  _sync("folds finished")
   from pwes_jax import report  # pylint: disable=g-import-not-at-top
-  return report.evaluate_run(workdir, ctx.dataset, config, [f.index for f in selected])
+  return report.evaluate_run(workdir, ctx.dataset, config, [f.index for f in selected],
+                             verbose=lead, write=lead)
+
+
+def _sync(name: str) -> None:
+  """A barrier across processes (no-op on a single host)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
