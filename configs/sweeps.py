@@ -1,0 +1,43 @@
+"""Ablation sweeps of the paper's tables, as lists of config overrides.
+
+Run one with `python -m launch.sweep --config=configs/synthetic.py --sweep=table2 --workdir=DIR`
+(each entry trains its own LOSO run in DIR/<name>, then one report table is printed and written
+to DIR/report.md). Add `--config.x=y` overrides to shrink or change the base config for every
+entry, e.g. `--folds=0-5` for a quick look.
+"""
+
+# name -> list of (row name, {config path: value}).
+SWEEPS = {
+    # Table I: main components.
+    "table1": [
+        ("Baseline", {"mplg.variant": "none", "dfcl.enabled": False}),
+        ("+PPLM", {"mplg.variant": "pplm", "dfcl.enabled": False}),
+        ("+MPLG", {"mplg.variant": "full", "dfcl.enabled": False}),
+        ("+MPLG+DFCL", {"mplg.variant": "full", "dfcl.enabled": True}),
+    ],
+    # Table II: compositions of MPLG (no DFCL, as in the paper's table).
+    "table2": [
+        ("Baseline", {"mplg.variant": "none", "dfcl.enabled": False}),
+        ("MPLG-c", {"mplg.variant": "c", "dfcl.enabled": False}),
+        ("MPLG-ca", {"mplg.variant": "ca", "dfcl.enabled": False}),
+        ("MPLG-caf1", {"mplg.variant": "caf1", "dfcl.enabled": False}),
+        ("MPLG-caf2", {"mplg.variant": "caf2", "dfcl.enabled": False}),
+        ("MPLG", {"mplg.variant": "full", "dfcl.enabled": False}),
+    ],
+    # Table IV: MPLG threshold theta.
+    "table4": [(f"theta={t}", {"mplg.theta": t}) for t in (0.5, 0.6, 0.7, 0.8, 0.9)],
+    # Table V: MPLG top ratio.
+    "table5": [(f"top_ratio={r}", {"mplg.top_ratio": r}) for r in (0.1, 0.2, 0.3)],
+    # Table VI: DFCL temperature.
+    "table6": [(f"tau={t}", {"dfcl.tau": t}) for t in (0.07, 0.2, 0.5, 0.8, 1.0, 1.5)],
+    # Table VII: background region vectors.
+    "table7": [(f"bg_regions={n}", {"dfcl.regions": (2, 3, n)}) for n in (5, 8, 10, 12, 15)],
+    # Table VIII: apex versus random point labels.
+    "table8": [("Apex", {"data.point_mode": "apex"}), ("Random", {"data.point_mode": "random"})],
+}
+
+
+def get_sweep(name):
+  if name not in SWEEPS:
+    raise ValueError(f"unknown sweep {name!r}; known: {sorted(SWEEPS)}")
+  return SWEEPS[name]

@@ -1,0 +1,62 @@
+"""Run an ablation sweep of `configs/sweeps.py` and print one paper-style table.
+
+  python -m launch.sweep --config=configs/synthetic.py --sweep=table2 --workdir=/tmp/table2
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from configs import sweeps
+from pwes_jax import report
+from pwes_jax import train
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/synthetic.py", "Base config.",
+                                          lock_config=True)
+_SWEEP = flags.DEFINE_string("sweep", "table1", f"One of {sorted(sweeps.SWEEPS)}.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the runs.", required=True)
+_FOLDS = flags.DEFINE_string("folds", None, "LOSO folds of every run (default: config's).")
+_ONLY = flags.DEFINE_list("only", None, "Run only these entries (row names).")
+
+
+def apply_overrides(config, overrides):
+  """A copy of ``config`` with ``{"section.field": value}`` overrides applied."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    for path, value in overrides.items():
+      node = config
+      *parents, leaf = path.split(".")
+      for p in parents:
+        node = node[p]
+      if leaf not in node:
+        raise KeyError(f"override {path!r}: no such config field")
+      node[leaf] = value
+  return config
+
+
+def main(argv):
+  del argv
+  results, names = [], []
+  for name, overrides in sweeps.get_sweep(_SWEEP.value):
+    if _ONLY.value and name not in _ONLY.value:
+      continue
+    config = apply_overrides(_CONFIG.value, overrides)
+    with config.unlocked():
+      if _FOLDS.value is not None:
+        config.loso.folds = _FOLDS.value
+      if not config.data.cache_dir:  # every entry shares one generated dataset
+        config.data.cache_dir = os.path.join(_WORKDIR.value, "data")
+    workdir = os.path.join(_WORKDIR.value, name.replace("+", "plus_").replace("=", "_"))
+    print(f"=== {name}: {overrides} -> {workdir}", flush=True)
+    results.append(train.train_and_evaluate(config, workdir))
+    names.append(name)
+  table = report.markdown_table(results, names=names)
+  with open(os.path.join(_WORKDIR.value, "report.md"), "w") as f:
+    f.write(f"# Sweep {_SWEEP.value}\n\n{table}\n")
+  print(table)
+
+
+if __name__ == "__main__":
+  app.run(main)
