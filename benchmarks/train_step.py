@@ -1,0 +1,304 @@
+"""Speed of one training step per length bucket, against a dense matmul's FLOP/s.
+
+  python -m benchmarks.train_step [--config=configs/casme2.py] [--batch_size=8] [--steps=2]
+      [--warmup=1] [--buckets=auto|168,248,...] [--variant=both|baseline|full]
+
+For the config's model (``configs/casme2.py``: the paper's sizes, 1024-d I3D features, D = 2048,
+attention hidden 512) it builds the run's length buckets exactly as training does
+(``batching.make_buckets``) from the snippet counts ``(num_frames - 1) // L`` of the synthetic
+preset's videos (``synthetic.plan``: no feature files are generated), pads batches of random
+features with ``batching.pad_batch`` (videos of the bucket's own lengths, points from the plan's
+annotations), and times the sequential jitted step (``train.make_jitted_step``, state donated)
+on each bucket:
+
+* compile seconds (``lower`` + ``compile``; the compiled executable is then run directly);
+* steps/s and ms/step (median of ``--steps`` timed steps after ``--warmup`` untimed ones, every
+  step ended by ``block_until_ready``);
+* XLA-counted FLOPs per step (``compiled.cost_analysis()['flops']``), the achieved FLOP/s and
+  its share of the practical peak: a jitted dense fp32 ``N x N @ N x N`` matmul (best of
+  ``--matmul_repeats``) timed in the same run right before each bucket, so that the peak follows
+  the load of a shared machine (also printed at the start and the end);
+* the compiled memory stats (``compiled.memory_analysis()``: arguments, temporaries, peak);
+* per variant the bucket-weighted mean step time (weights: share of the dataset's videos in each
+  bucket, which is how training draws buckets) and the expected share of padded snippets
+  (``batching.padding_share``), beside the padded share of each benchmark batch.
+
+Variants: ``baseline`` (``mplg.variant = none``, DFCL off) and ``full`` (the config as given:
+PWES with MPLG and DFCL), run back to back on each bucket so both see the same load. Both
+compute every term from step 0 (the pretraining switch is a ``jnp.where``), so the difference is
+the MPLG / DFCL overhead. The load average
+(``os.getloadavg``) is printed at the start and end: on a shared machine the figures move with
+it. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+from ml_collections import config_flags
+import numpy as np
+
+from pwes_jax import model as model_lib
+from pwes_jax import objective as objective_lib
+from pwes_jax import train as train_lib
+from pwes_jax.data import batching
+from pwes_jax.data import layout
+from pwes_jax.data import points as points_lib
+from pwes_jax.data import synthetic
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/casme2.py",
+                                          "Experiment config (model sizes, losses, preset).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Videos per batch.")
+_STEPS = flags.DEFINE_integer("steps", 2, "Timed steps per bucket and variant.")
+_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps per bucket after compiling.")
+_BUCKETS = flags.DEFINE_string("buckets", "auto",
+                               "'auto' (make_buckets of the preset's lengths) or a comma list.")
+_VARIANT = flags.DEFINE_enum("variant", "both", ["both", "baseline", "full"],
+                             "baseline = MPLG none + DFCL off; full = the config as given.")
+_MATMUL_SIZE = flags.DEFINE_integer("matmul_size", 2048, "N of the peak N x N @ N x N matmul.")
+_MATMUL_REPEATS = flags.DEFINE_integer("matmul_repeats", 3,
+                                       "Timed matmuls per peak measurement (best is kept).")
+_SEED = flags.DEFINE_integer("seed", 0, "Random seed of features and video choice.")
+
+
+def _load() -> str:
+  one, five, fifteen = os.getloadavg()
+  return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} CPUs"
+
+
+def cpu_model() -> str:
+  """The CPU's model name from /proc/cpuinfo (or the platform string)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  import platform  # pylint: disable=g-import-not-at-top
+  return platform.processor() or "unknown CPU"
+
+
+def matmul_flops_per_s(n: int, repeats: int) -> float:
+  """Best FLOP/s of a jitted fp32 ``[n, n] @ [n, n]`` (``2 n^3`` FLOPs), after one warm-up."""
+  key_a, key_b = jax.random.split(jax.random.PRNGKey(0))
+  a = jax.random.normal(key_a, (n, n), jnp.float32)
+  b = jax.random.normal(key_b, (n, n), jnp.float32)
+  mm = jax.jit(jnp.matmul)
+  mm(a, b).block_until_ready()
+  best = np.inf
+  for _ in range(max(repeats, 1)):
+    t0 = time.perf_counter()
+    mm(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - t0)
+  return 2.0 * n ** 3 / best
+
+
+def preset_videos(config) -> tuple:
+  """``(lengths [V], snippet points per video, video labels [V, C], bank size)`` of the plan."""
+  the_plan = synthetic.plan(config.data.synthetic_preset, seed=config.data.synthetic_seed)
+  snippet = the_plan.preset.snippet_length
+  lengths = np.array([(v.num_frames - 1) // snippet for v in the_plan.videos], np.int64)
+  index = {v.video: i for i, v in enumerate(the_plan.videos)}
+  pts = [[] for _ in the_plan.videos]
+  labels = np.zeros([len(lengths), layout.NUM_CLASSES], np.float32)
+  for a in the_plan.annotations:
+    i = index[a.video]
+    frame = a.apex if a.apex >= 0 else a.onset
+    cls = a.label
+    pts[i].append((frame, min(frame // snippet, lengths[i] - 1), cls))
+    labels[i, cls] = 1.0
+  points = [points_lib.PointLabels(*(np.array(c) for c in zip(*p))) if p
+            else points_lib.PointLabels.empty() for p in pts]
+  per_subject = np.unique([v.subject for v in the_plan.videos], return_counts=True)[1]
+  return lengths, points, labels, int(len(lengths) - per_subject.min())
+
+
+def random_batch(rng, lengths, points, labels, lower: int, bucket: int, batch_size: int,
+                 feature_dim: int, max_points: int) -> dict:
+  """A padded batch of ``bucket`` snippets with random features, as training would draw it.
+
+  Rows are preset videos of length in ``(lower, bucket]`` (the bucket's own videos, drawn
+  without replacement), topped up with the longest shorter ones when too few, or full-length
+  rows without points when no video fits. Each row keeps its video's length, points and video
+  label. Returns the ``batching.pad_batch`` dict.
+  """
+  own = np.flatnonzero((lengths > lower) & (lengths <= bucket))
+  if own.size >= batch_size:
+    chosen = list(rng.choice(own, batch_size, replace=False))
+  else:
+    shorter = np.flatnonzero(lengths <= lower)
+    shorter = shorter[np.argsort(lengths[shorter], kind="stable")[::-1]]
+    chosen = list(own) + list(shorter[:batch_size - own.size])
+    chosen += [None] * (batch_size - len(chosen))
+  videos = []
+  for row, i in enumerate(chosen):
+    if i is None:
+      t, p, lab = bucket, points_lib.PointLabels.empty(), np.zeros(layout.NUM_CLASSES)
+    else:
+      t, p, lab = int(lengths[i]), points[i], labels[i]
+      if len(p) > max_points:
+        p = points_lib.PointLabels(p.frames[:max_points], p.snippets[:max_points],
+                                   p.labels[:max_points])
+    videos.append(batching.VideoArrays(
+        name=f"v{row}", subject="s", rgb=rng.standard_normal((t, feature_dim), np.float32),
+        flow=rng.standard_normal((t, feature_dim), np.float32), points=p, video_label=lab))
+  return batching.pad_batch(videos, bucket, batch_size, max_points)
+
+
+def variant_config(config, variant: str):
+  c = config.copy_and_resolve_references()
+  if variant == "baseline":
+    c.mplg.variant = "none"
+    c.dfcl.enabled = False
+  objective_lib.check_config(c)
+  return c
+
+
+def _mb(x) -> str:
+  return f"{x / 2 ** 20:8.1f}" if x is not None else "     n/a"
+
+
+def setup_variant(config, variant: str, bank_videos: int) -> dict:
+  """The variant's config, a fresh train state and its jitted (state-donating) step."""
+  cfg = variant_config(config, variant)
+  model = model_lib.build_model(cfg.model)
+  tx = train_lib.make_optimizer(cfg)
+  state = train_lib.init_state(model, tx, cfg, train_lib.fold_key(cfg, 0),
+                               cfg.data.synthetic_feature_dim, bank_videos)
+  return dict(cfg=cfg, state=state, step_fn=train_lib.make_jitted_step(model, tx, cfg))
+
+
+def bench_bucket(run: dict, batch: dict, steps: int, warmup: int) -> dict:
+  """Compiles ``run``'s step for ``batch``'s shapes, then times it (updates ``run['state']``).
+
+  Returns:
+    ``compile_s``, ``step_s`` (median of the timed steps), ``flops`` (XLA count per step),
+    ``mem`` (``memory_analysis()`` or None) and the last step's ``loss``.
+  """
+  state = run["state"]
+  t0 = time.perf_counter()
+  compiled = run["step_fn"].lower(state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get("flops", np.nan)) if cost else np.nan
+  try:
+    mem = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except
+    mem = None
+  metrics = None
+  for _ in range(warmup):
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - t0)
+  run["state"] = state
+  return dict(compile_s=compile_s, step_s=float(np.median(times)), flops=flops, mem=mem,
+              loss=float(metrics["loss"]))
+
+
+def _print_row(variant: str, length: int, r: dict, peak: float) -> None:
+  mem, achieved = r["mem"], r["flops"] / r["step_s"]
+  print(f"{length:6d} {variant:8s} {r['compile_s']:9.2f} {1.0 / r['step_s']:8.3f} "
+        f"{1e3 * r['step_s']:9.1f} {r['flops'] / 1e9:10.1f} {achieved / 1e9:8.1f} "
+        f"{peak / 1e9:8.1f} {100.0 * achieved / peak:6.1f} "
+        f"{_mb(getattr(mem, 'argument_size_in_bytes', None))} "
+        f"{_mb(getattr(mem, 'temp_size_in_bytes', None))} "
+        f"{_mb(getattr(mem, 'peak_memory_in_bytes', None))}  {r['loss']:.4f}", flush=True)
+
+
+def bucket_weights(lengths, buckets) -> np.ndarray:
+  """Share of the preset's videos per bucket; uniform when some video fits no bucket."""
+  if int(lengths.max()) > int(max(buckets)):
+    logging.warning("some videos are longer than the largest bucket %d: uniform weights",
+                    max(buckets))
+    return np.full(len(buckets), 1.0 / len(buckets))
+  return batching.bucket_probs(lengths, buckets)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  config = _CONFIG.value
+  feature_dim = config.data.synthetic_feature_dim
+  lengths, points, labels, bank_videos = preset_videos(config)
+  if _BUCKETS.value == "auto":
+    buckets = batching.make_buckets(lengths, batch_size=_BATCH_SIZE.value,
+                                    max_buckets=config.data.max_buckets,
+                                    multiple=config.data.bucket_multiple)
+  else:
+    try:
+      buckets = tuple(sorted(int(b) for b in _BUCKETS.value.split(",") if b.strip()))
+    except ValueError as e:
+      raise app.UsageError(f"--buckets={_BUCKETS.value!r}: expected 'auto' or integers") from e
+    if not buckets or min(buckets) < 1:
+      raise app.UsageError(f"--buckets={_BUCKETS.value!r}: need positive lengths")
+  weights = bucket_weights(lengths, buckets)
+  print(f"machine: {cpu_model()}, {jax.device_count()} {jax.default_backend()} device(s); "
+        f"jax {jax.__version__}")
+  print(f"start: {_load()}")
+  print(f"preset {config.data.synthetic_preset}: {len(lengths)} videos, {int(lengths.min())}-"
+        f"{int(lengths.max())} snippets (median {int(np.median(lengths))}); model F={feature_dim} "
+        f"D={config.model.embed_dim} hidden={config.model.attention_hidden}; "
+        f"batch {_BATCH_SIZE.value}; bank {bank_videos} videos")
+  print(f"buckets {buckets}, weights {np.round(weights, 3).tolist()}")
+  if int(lengths.max()) <= int(max(buckets)):
+    print(f"expected padded-snippet share: {100 * batching.padding_share(lengths, buckets):.1f}%")
+  rng = np.random.default_rng(_SEED.value)
+  lowers = (0,) + tuple(buckets[:-1])
+  batches = {b: random_batch(rng, lengths, points, labels, lo, b, _BATCH_SIZE.value, feature_dim,
+                             config.data.max_points) for lo, b in zip(lowers, buckets)}
+  for b in buckets:
+    share = 1.0 - batches[b]["valid"].mean()
+    print(f"  bucket {b}: padded share of the benchmark batch {100 * share:.1f}%")
+  n, reps = _MATMUL_SIZE.value, _MATMUL_REPEATS.value
+  peak0 = matmul_flops_per_s(n, reps)
+  print(f"dense fp32 matmul {n}^3 (start): {peak0 / 1e9:.1f} GFLOP/s")
+  variants = ("baseline", "full") if _VARIANT.value == "both" else (_VARIANT.value,)
+  runs = {v: setup_variant(config, v, bank_videos) for v in variants}
+  for v, run in runs.items():
+    print(f"  {v}: mplg.variant={run['cfg'].mplg.variant} dfcl.enabled={run['cfg'].dfcl.enabled}")
+  print(f"\n{'bucket':>6} {'variant':8s} {'compile s':>9} {'steps/s':>8} {'ms/step':>9} "
+        f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'peak':>8} {'% peak':>6} {'args MB':>8} "
+        f"{'temp MB':>8} {'peak MB':>8}  loss")
+  results = {v: {} for v in variants}
+  peaks = {}
+  for length in buckets:
+    batch = jax.device_put(batches[length])
+    peaks[length] = matmul_flops_per_s(n, reps)  # the peak now, as the load moves
+    for v in variants:
+      results[v][length] = bench_bucket(runs[v], batch, _STEPS.value, _WARMUP.value)
+      _print_row(v, length, results[v][length], peaks[length])
+  peak1 = matmul_flops_per_s(n, reps)
+  print(f"\ndense fp32 matmul {n}^3 (end): {peak1 / 1e9:.1f} GFLOP/s")
+  print(f"end: {_load()}")
+  peak_w = sum(w * peaks[b] for w, b in zip(weights, buckets))
+  print(f"\nbucket-weighted means (weights = share of videos per bucket; peak = weighted "
+        f"per-bucket matmul, {peak_w / 1e9:.1f} GFLOP/s):")
+  summary = {}
+  for v, rows in results.items():
+    step_s = sum(w * rows[b]["step_s"] for w, b in zip(weights, buckets))
+    flops = sum(w * rows[b]["flops"] for w, b in zip(weights, buckets))
+    compile_s = sum(rows[b]["compile_s"] for b in buckets)
+    summary[v] = (step_s, flops)
+    print(f"  {v:8s}: {1e3 * step_s:8.1f} ms/step ({1 / step_s:.3f} steps/s), "
+          f"{flops / 1e9:.1f} GFLOP/step, {flops / step_s / 1e9:.1f} GFLOP/s "
+          f"({100 * flops / step_s / peak_w:.1f}% of peak); compile total {compile_s:.1f} s")
+  if len(summary) == 2:
+    (tb, fb), (tf, ff) = summary["baseline"], summary["full"]
+    print(f"  MPLG+DFCL overhead: step time x{tf / tb:.3f} ({100 * (tf / tb - 1):+.1f}%), "
+          f"XLA FLOPs x{ff / fb:.4f} ({100 * (ff / fb - 1):+.2f}%)")
+
+if __name__ == "__main__":
+  app.run(main)
