@@ -141,3 +141,22 @@ def test_train_step_compiles_once_per_bucket(tmp_path, data_cache):
 def test_unknown_mplg_variant_fails_before_training(tmp_path, data_cache):
   with pytest.raises(ValueError, match="config.mplg.variant"):
     run(tmp_path, data_cache, "bad", **{"mplg.variant": "bogus"})
+
+
+def test_donated_step_updates_the_bank_in_place(tmp_path, data_cache):
+  """The compiled step never copies the memory bank (it is donated and updated in place)."""
+  c = tiny_config()
+  c.data.cache_dir = data_cache
+  dataset = source.prepare_dataset(c, str(tmp_path))
+  all_folds = folds_lib.loso_folds(dataset)
+  ctx = train.make_context(c, str(tmp_path), dataset, all_folds)
+  bank_videos = 37  # a shape no other buffer has
+  state = train.init_state(ctx.model, ctx.tx, c, train.fold_key(c, 0), dataset.info.feature_dim,
+                           bank_videos)
+  batch = train.fold_sampler(ctx, all_folds[0]).sample(0, bucket=0)
+  shape = f"f32[{bank_videos},{sum(c.dfcl.regions)},{c.model.embed_dim}]"
+  step = lambda s, b: train.train_step(s, b, model=ctx.model, tx=ctx.tx, config=c)
+  hlo = jax.jit(step, donate_argnums=0).lower(state, batch).compile().as_text()
+  assert shape in hlo
+  copies = [line for line in hlo.splitlines() if shape in line and " copy(" in line]
+  assert not copies, copies[:3]
