@@ -19,3 +19,19 @@ jax.config.update("jax_compilation_cache_dir",
                                  os.path.join(tempfile.gettempdir(), "pwes_jax_test_xla_cache")))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+  """One tiny trained run (fold 0 only, 6 steps) shared by the report and spot tests."""
+  from configs import synthetic  # pylint: disable=g-import-not-at-top
+  from pwes_jax import train  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp("tiny_run"))
+  config = synthetic.get_config("tiny")
+  config.optim.steps = 6
+  config.loso.folds = "0"
+  train.train_and_evaluate(config, workdir)
+  return workdir

@@ -9,24 +9,11 @@ import sys
 
 import pytest
 
-from configs import synthetic as synthetic_config
 from pwes_jax import report
-from pwes_jax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = ("| run | operating point | F1(0.5) | F1(1.0) | F1(p) | REC | PRE | F1 | "
           "attention AUC |")
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-  """One tiny trained run (fold 0 only, 6 steps), shared by the module's tests."""
-  workdir = str(tmp_path_factory.mktemp("report_run"))
-  config = synthetic_config.get_config("tiny")
-  config.optim.steps = 6
-  config.loso.folds = "0"
-  train.train_and_evaluate(config, workdir)
-  return workdir
 
 
 def _rows(recall, precision, f1):

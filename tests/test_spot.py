@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from configs import synthetic as synthetic_config
 from pwes_jax import spotting
 from pwes_jax import train
 from pwes_jax.data import layout
@@ -17,17 +16,6 @@ from pwes_jax.data import source
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FEATURE_DIM = 32  # the tiny config's synthetic feature width
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-  """One tiny trained run (fold 0 only, 6 steps), shared by the module's tests."""
-  workdir = str(tmp_path_factory.mktemp("spot_run"))
-  config = synthetic_config.get_config("tiny")
-  config.optim.steps = 6
-  config.loso.folds = "0"
-  train.train_and_evaluate(config, workdir)
-  return workdir
 
 
 def _features_dir(workdir):
