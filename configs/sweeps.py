@@ -1,9 +1,10 @@
 """Ablation sweeps of the paper's tables, as lists of config overrides.
 
 Run one with `python -m launch.sweep --config=configs/synthetic.py --sweep=table2 --workdir=DIR`
-(each entry trains its own LOSO run in DIR/<name>, then one report table is printed and written
-to DIR/report.md). Add `--config.x=y` overrides to shrink or change the base config for every
-entry, e.g. `--folds=0-5` for a quick look.
+(each entry trains its own LOSO run in DIR/<name>, with "+" written "plus_" and "=" written "_",
+then one table of every entry with results is printed and written to DIR/report.md). Add
+`--config.x=y` overrides to shrink or change the base config for every entry, e.g.
+`--folds=0-5` for a quick look.
 """
 
 # name -> list of (row name, {config path: value}).

@@ -15,6 +15,7 @@ import jax
 from ml_collections import config_flags
 
 from pwes_jax import train
+from pwes_jax.data import layout
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/synthetic.py",
                                           "Experiment config file (path[:variant]).",
@@ -27,6 +28,9 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0, for multi-host runs.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_MULTIHOST = flags.DEFINE_bool("multihost", False,
+                                "Call jax.distributed.initialize() with no arguments (TPU pods, "
+                                "SLURM/Open MPI clusters that JAX detects itself).")
 _CPU_COLLECTIVES = flags.DEFINE_string("cpu_collectives", None,
                                        "CPU collectives for multi-process CPU runs ('gloo').")
 
@@ -36,13 +40,24 @@ def main(argv):
   if _CPU_COLLECTIVES.value:
     jax.config.update("jax_cpu_collectives_implementation", _CPU_COLLECTIVES.value)
   if _COORDINATOR.value:
+    if _NUM_PROCESSES.value is None or _PROCESS_ID.value is None:
+      raise app.UsageError("--coordinator_address needs --num_processes and --process_id")
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+  elif _NUM_PROCESSES.value is not None or _PROCESS_ID.value is not None:
+    raise app.UsageError("--num_processes/--process_id need --coordinator_address "
+                         "(or use --multihost)")
+  elif _MULTIHOST.value:
+    jax.distributed.initialize()
   config = _CONFIG.value
   if _FOLDS.value is not None:
     with config.unlocked():
       config.loso.folds = _FOLDS.value
-  train.train_and_evaluate(config, _WORKDIR.value)
+  try:
+    train.train_and_evaluate(config, _WORKDIR.value)
+  except (layout.DatasetError, ValueError, FileExistsError, FileNotFoundError,
+          train.NonFiniteLossError) as e:
+    raise SystemExit(f"launch.main: {e}") from None
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
   python -m launch.sweep --config=configs/synthetic.py --sweep=table2 --workdir=/tmp/table2
 """
 
+import json
 import os
 
 from absl import app
@@ -36,10 +37,15 @@ def apply_overrides(config, overrides):
   return config
 
 
+def run_dir(parent: str, name: str) -> str:
+  """``PARENT/<name>`` with ``+`` and ``=`` made path-friendly (``+MPLG`` -> ``plus_MPLG``)."""
+  return os.path.join(parent, name.replace("+", "plus_").replace("=", "_"))
+
+
 def main(argv):
   del argv
-  results, names = [], []
-  for name, overrides in sweeps.get_sweep(_SWEEP.value):
+  entries = sweeps.get_sweep(_SWEEP.value)
+  for name, overrides in entries:
     if _ONLY.value and name not in _ONLY.value:
       continue
     config = apply_overrides(_CONFIG.value, overrides)
@@ -48,10 +54,20 @@ def main(argv):
         config.loso.folds = _FOLDS.value
       if not config.data.cache_dir:  # every entry shares one generated dataset
         config.data.cache_dir = os.path.join(_WORKDIR.value, "data")
-    workdir = os.path.join(_WORKDIR.value, name.replace("+", "plus_").replace("=", "_"))
+    workdir = run_dir(_WORKDIR.value, name)
     print(f"=== {name}: {overrides} -> {workdir}", flush=True)
-    results.append(train.train_and_evaluate(config, workdir))
-    names.append(name)
+    try:
+      train.train_and_evaluate(config, workdir)
+    except (ValueError, FileExistsError, FileNotFoundError, train.NonFiniteLossError) as e:
+      raise SystemExit(f"launch.sweep: {name}: {e}") from None
+  # The table covers every entry of the sweep that has results, including earlier --only runs.
+  results, names = [], []
+  for name, _ in entries:
+    path = os.path.join(run_dir(_WORKDIR.value, name), "results.json")
+    if os.path.isfile(path):
+      with open(path) as f:
+        results.append(json.load(f))
+      names.append(name)
   table = report.markdown_table(results, names=names)
   with open(os.path.join(_WORKDIR.value, "report.md"), "w") as f:
     f.write(f"# Sweep {_SWEEP.value}\n\n{table}\n")

@@ -51,4 +51,9 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Optional[Any]
   if step is None:
     return None
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-  return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  try:
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{manager.directory}: checkpoint step {step} does not match this config's "
+                     f"train state ({type(e).__name__}: {str(e)[:300]}); use a new --workdir"
+                     ) from None

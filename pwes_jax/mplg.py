@@ -59,6 +59,9 @@ def _check_options(*, top_ratio, theta, neg_ratio, variant, threshold_mode) -> N
     raise ValueError(f"mplg: neg_ratio must be >= 0, got {neg_ratio!r}")
 
 
+check_options = _check_options  # public: configs are validated with it before training
+
+
 def _check_shapes(probs, attention, features, point_index, point_label, point_valid, valid):
   """Asserts the documented shapes; returns (T, C, N)."""
   chex.assert_rank(probs, 2)

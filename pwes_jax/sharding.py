@@ -37,9 +37,26 @@ FOLD_AXIS = "fold"
 
 
 def fold_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
-  """A 1-D mesh named ``fold`` over the first ``num_devices`` devices (all by default)."""
+  """A 1-D mesh named ``fold`` over ``num_devices`` devices (all by default).
+
+  In a multi-process run every process contributes the same number of its local devices, in
+  process order, so each process holds a contiguous block of the group's folds.
+  """
   n = num_devices or jax.device_count()
-  return jax.make_mesh((n,), (FOLD_AXIS,), devices=jax.devices()[:n])
+  procs = jax.process_count()
+  if procs == 1:
+    return jax.make_mesh((n,), (FOLD_AXIS,), devices=jax.devices()[:n])
+  if n % procs:
+    raise ValueError(f"{n} fold-mesh devices cannot be split evenly over {procs} processes; "
+                     f"make config.loso.parallel_folds a multiple of {procs}")
+  per = n // procs
+  by_proc = {}
+  for d in jax.devices():
+    by_proc.setdefault(d.process_index, []).append(d)
+  if any(len(v) < per for v in by_proc.values()):
+    raise ValueError(f"every process needs {per} devices for a {n}-device fold mesh")
+  devices = [d for p in sorted(by_proc) for d in by_proc[p][:per]]
+  return jax.sharding.Mesh(np.array(devices), (FOLD_AXIS,))
 
 
 def group_layout(num_folds: int, parallel_folds: int, num_devices: int) -> tuple:
@@ -68,10 +85,15 @@ def make_parallel_step(model, tx, config, mesh):
   one = functools.partial(train_lib.train_step, model=model, tx=tx, config=config)
 
   def per_fold(state, batch, valid, step):
-    new, metrics = one(state, batch)
     active = jnp.logical_and(valid > 0, state.step == step)
-    new = jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state)
-    return new, metrics
+    # The bank write is vetoed inside the step (an in-place scatter); a where() over the bank
+    # would keep the old bank alive beside the new one and copy it every step.
+    new, metrics = one(state, batch, bank_write=active.astype(jnp.float32))
+    bank = new.bank
+    new = jax.tree.map(lambda n, o: jnp.where(active, n, o), new.replace(bank=None),
+                       state.replace(bank=None))
+    metrics = dict(metrics, active=active.astype(jnp.float32))
+    return new.replace(bank=bank), metrics
 
   def local(states, batches, fold_valid, step):
     return jax.vmap(per_fold, in_axes=(0, 0, 0, None))(states, batches, fold_valid, step)
@@ -97,6 +119,20 @@ def local_fold_positions(mesh, group_size: int) -> list:
   for sl in idx.values():
     pos.update(range(*sl[0].indices(group_size)))
   return sorted(pos)
+
+
+def _local_rows(tree, positions: Sequence[int]) -> dict:
+  """This process's fold rows of a fold-sharded pytree, fetched once per leaf: leaves
+  ``[len(positions), ...]`` in the order of ``positions``."""
+  def rows(x):
+    parts = {}
+    for shard in x.addressable_shards:
+      lo = shard.index[0].indices(x.shape[0])[0]
+      data = np.asarray(shard.data)
+      for j in range(data.shape[0]):
+        parts[lo + j] = data[j]
+    return np.stack([parts[p] for p in positions])
+  return jax.tree.map(rows, tree)
 
 
 def fold_slice(stacked, position: int):
@@ -149,7 +185,7 @@ def _train_group(ctx, group, group_size, mesh, pstep, forward, log) -> list:
         logging.info("fold %d: resumed at step %d", fold.index, int(state.step))
     states.append(jax.device_get(state))
   local_steps = [int(s.step) for s, p in zip(states, positions) if fold_valid[p]]
-  start = min(local_steps) if local_steps else 0
+  start = min(local_steps) if local_steps else config.optim.steps
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     start = int(np.min(multihost_utils.process_allgather(np.array(start))))
@@ -159,29 +195,40 @@ def _train_group(ctx, group, group_size, mesh, pstep, forward, log) -> list:
   names = ", ".join(str(f.index) for f in group)
   history = {pos: [] for pos in positions}
   window, t0, t_window = [], time.time(), time.time()
+  for pos, st in zip(positions, states):
+    if fold_valid[pos] and int(st.step) > 0:
+      log.truncate(padded[pos].index, int(st.step))
   for step in range(start, config.optim.steps):
     bucket = train_lib.shared_bucket(ctx, step)
-    local = stack([samplers[pos].sample(step, bucket=bucket) for pos in positions])
-    batch = jax.tree.map(lambda x: _global_array(mesh, x, group_size), local)
+    cache = {}  # padded positions repeat their group's first fold: sample it once
+    rows = []
+    for pos in positions:
+      key = padded[pos].index
+      if key not in cache:
+        cache[key] = samplers[pos].sample(step, bucket=bucket)
+      rows.append(cache[key])
+    batch = jax.tree.map(lambda x: _global_array(mesh, x, group_size), stack(rows))
     stacked, metrics = pstep(stacked, batch, valid_arr, jnp.int32(step))
     window.append((step, metrics))
     done = step + 1
-    if done % config.log_every == 0 or done == config.optim.steps:
+    save = done % config.checkpoint.every_steps == 0 or done == config.optim.steps
+    if done % config.log_every == 0 or save:  # never checkpoint an unchecked (NaN) state
       rate = len(window) / max(time.time() - t_window, 1e-9)
-      for s, m in window:
-        for pos in positions:
-          if fold_valid[pos]:
-            history[pos].append((s, fold_slice(m, pos)))
-      for pos in positions:
-        if fold_valid[pos]:
-          part = history[pos][-len(window):]
-          train_lib.check_finite(part, padded[pos].index)
-          log.write(padded[pos].index, done, dict(train_lib.summarize(part),
-                                                   steps_per_sec=rate))
+      fetched = [(s, _local_rows(m, positions)) for s, m in window]  # one transfer per leaf
+      for i, pos in enumerate(positions):
+        if not fold_valid[pos]:
+          continue
+        part = [(s, {k: v[i] for k, v in m.items()}) for s, m in fetched]
+        part = [(s, m) for s, m in part if m["active"] > 0]  # folds ahead of the group wait
+        if not part:
+          continue
+        history[pos].extend(part)
+        train_lib.check_finite(part, padded[pos].index)
+        log.write(padded[pos].index, done, dict(train_lib.summarize(part), steps_per_sec=rate))
       logging.info("folds [%s] step %d/%d (%.1f group steps/s)", names, done,
                    config.optim.steps, rate)
       window, t_window = [], time.time()
-    if done % config.checkpoint.every_steps == 0 or done == config.optim.steps:
+    if save:
       for pos, manager in managers.items():
         checkpointing.save(manager, done, fold_slice(stacked, pos))
   seconds = time.time() - t0

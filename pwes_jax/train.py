@@ -75,8 +75,12 @@ def init_state(model, tx, config, key: jax.Array, feature_dim: int,
                     rng=run_key, bank=bank)
 
 
-def train_step(state: TrainState, batch: dict, *, model, tx, config):
-  """One optimizer step on one fold: ``(state, batch) -> (state, metrics)``. Pure."""
+def train_step(state: TrainState, batch: dict, *, model, tx, config, bank_write=1.0):
+  """One optimizer step on one fold: ``(state, batch) -> (state, metrics)``. Pure.
+
+  ``bank_write`` (a scalar in {0, 1}) can veto the memory-bank write: the fold-parallel step
+  passes 0 for folds that must not move, so the bank is still updated in place.
+  """
   rng = jax.random.fold_in(state.rng, state.step)
   grad_fn = jax.value_and_grad(objective_lib.objective, has_aux=True)
   (_, (metrics, region)), grads = grad_fn(state.params, batch, rng, state.bank, state.step,
@@ -91,7 +95,8 @@ def train_step(state: TrainState, batch: dict, *, model, tx, config):
     # The loss and its gradient read the bank; making the rows written depend on the gradient
     # (a finite gradient norm) orders the update after every read, so XLA updates the donated
     # bank in place instead of copying it each step (benchmarks/bank_memory.py shows it).
-    write = batch["batch_valid"] * active * jnp.isfinite(grad_norm).astype(jnp.float32)
+    write = (batch["batch_valid"] * active * bank_write
+             * jnp.isfinite(grad_norm).astype(jnp.float32))
     bank = dfcl.update_bank(bank, batch["video_id"], vectors, vector_valid, write)
   metrics = dict(metrics, grad_norm=grad_norm)
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state, bank=bank), metrics
@@ -154,13 +159,20 @@ def make_context(config, workdir: str, dataset, fold_list: Sequence[folds_lib.Fo
   buckets = batching.make_buckets(lengths, batch_size=config.optim.batch_size,
                                   max_buckets=config.data.max_buckets,
                                   multiple=config.data.bucket_multiple)
-  counts = np.zeros(len(buckets))
-  for n in lengths:
-    counts[int(np.searchsorted(buckets, n))] += 1
+  probs = np.asarray(batching.bucket_probs(lengths, buckets), np.float64)
+  # A bucket some fold cannot fill (all its short videos belong to the held-out subject) is
+  # never drawn: every fold of a step shares the bucket.
+  for f in fold_list:
+    shortest = min(videos[n].length for n in f.train_videos)
+    probs[np.asarray(buckets) < shortest] = 0.0
+  if probs.sum() <= 0:
+    raise ValueError("no length bucket fits a training video of every fold; raise "
+                     "config.data.max_buckets or check the dataset's video lengths")
   bank_videos = max(len(f.train_videos) for f in fold_list)
+  model, tx = programs(config)[:2]
   return RunContext(config=config, workdir=workdir, dataset=dataset, videos=videos,
-                    buckets=tuple(int(b) for b in buckets), bucket_probs=counts / counts.sum(),
-                    bank_videos=bank_videos, model=programs(config)[0], tx=programs(config)[1])
+                    buckets=tuple(int(b) for b in buckets), bucket_probs=probs / probs.sum(),
+                    bank_videos=bank_videos, model=model, tx=tx)
 
 
 def shared_bucket(ctx: RunContext, step: int) -> int:
@@ -185,7 +197,9 @@ class MetricsLog:
   """Appends JSON lines to ``workdir/metrics.jsonl`` (and TensorBoard events when available)."""
 
   def __init__(self, workdir: str, use_tensorboard: bool):
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    name = ("metrics.jsonl" if jax.process_count() == 1
+            else f"metrics.p{jax.process_index()}.jsonl")
+    self.path = os.path.join(workdir, name)
     self._tb = {}
     self._use_tb = use_tensorboard
     self._workdir = workdir
@@ -200,6 +214,23 @@ class MetricsLog:
         for k, v in values.items():
           w.add_scalar(k, float(v), step)
         w.flush()
+
+  def truncate(self, fold: int, step: int) -> None:
+    """Drops ``fold``'s rows after ``step`` (a resumed fold logs those steps again)."""
+    if not os.path.isfile(self.path):
+      return
+    with open(self.path) as f:
+      lines = f.readlines()
+    keep = []
+    for line in lines:
+      row = json.loads(line) if line.strip() else None
+      if row is None or row["fold"] != fold or row["step"] <= step:
+        keep.append(line)
+    if len(keep) != len(lines):
+      tmp = self.path + ".tmp"
+      with open(tmp, "w") as f:
+        f.writelines(keep)
+      os.replace(tmp, self.path)
 
   def _writer(self, fold: int):
     if fold not in self._tb:
@@ -311,6 +342,7 @@ def train_fold(ctx: RunContext, fold: folds_lib.Fold, step_fn, log: MetricsLog,
   if restored is not None:
     state = restored
     logging.info("fold %d: resumed at step %d", fold.index, int(state.step))
+    log.truncate(fold.index, int(state.step))
   sampler = fold_sampler(ctx, fold)
   start = int(state.step)
   history, window, t0, t_window = [], [], time.time(), time.time()
@@ -319,7 +351,8 @@ def train_fold(ctx: RunContext, fold: folds_lib.Fold, step_fn, log: MetricsLog,
     state, metrics = step_fn(state, batch)
     window.append((step, metrics))
     done = step + 1
-    if done % config.log_every == 0 or done == config.optim.steps:
+    save = done % config.checkpoint.every_steps == 0 or done == config.optim.steps
+    if done % config.log_every == 0 or save:  # never checkpoint an unchecked (NaN) state
       window = [(s, jax.device_get(m)) for s, m in window]
       check_finite(window, fold.index)
       rate = len(window) / max(time.time() - t_window, 1e-9)
@@ -329,7 +362,7 @@ def train_fold(ctx: RunContext, fold: folds_lib.Fold, step_fn, log: MetricsLog,
                    config.optim.steps, mean["loss"], rate)
       history.extend(window)
       window, t_window = [], time.time()
-    if done % config.checkpoint.every_steps == 0 or done == config.optim.steps:
+    if save:
       checkpointing.save(manager, done, state)
   manager.close()
   seconds = time.time() - t0
@@ -349,10 +382,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
   Returns:
     The evaluation result (see ``pwes_jax.report.evaluate_run``).
   """
-  objective_lib.check_config(config)
+  check_run_config(config)
+  if jax.process_count() > 1 and config.loso.parallel_folds <= 1:
+    raise ValueError("a multi-process run needs config.loso.parallel_folds > 1 (each process "
+                     "trains the folds on its own devices); got "
+                     f"{config.loso.parallel_folds}")
   lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   if lead:
+    check_workdir_config(config, workdir)
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=1))
     dataset = source.prepare_dataset(config, workdir)
@@ -379,9 +417,89 @@ def train_and_evaluate(config, workdir: str) -> dict:
       for fold in todo:
         train_fold(ctx, fold, step_fn, log, forward)
   _sync("folds finished")
+  if not lead:
+    return {}
+  # Evaluate every finished fold of the workdir, not only this invocation's selection, so that
+  # runs split over several invocations (--folds=0-10, then 11-21) report all their folds.
+  finished = [f.index for f in all_folds
+              if (read_fold_record(workdir, f.index) or {}).get("finished")]
   from pwes_jax import report  # pylint: disable=g-import-not-at-top
-  return report.evaluate_run(workdir, ctx.dataset, config, [f.index for f in selected],
-                             verbose=lead, write=lead)
+  return report.evaluate_run(workdir, ctx.dataset, config, finished)
+
+
+def check_run_config(config) -> None:
+  """Fails before any data is touched, naming the field, on values the run cannot use."""
+  objective_lib.check_config(config)
+  from pwes_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from pwes_jax import mplg  # pylint: disable=g-import-not-at-top
+
+  def need(ok, field, value, what):
+    if not ok:
+      raise ValueError(f"config.{field}={value!r}: {what}")
+
+  for field in ("optim.steps", "optim.batch_size", "log_every", "checkpoint.every_steps",
+                "checkpoint.max_to_keep", "data.max_points", "data.max_buckets",
+                "data.bucket_multiple", "loso.parallel_folds"):
+    section, _, name = field.rpartition(".")
+    value = (config[section] if section else config)[name]
+    need(isinstance(value, int) and value >= 1, field, value, "must be a positive integer")
+  need(config.mplg.pretrain_steps >= 0, "mplg.pretrain_steps", config.mplg.pretrain_steps,
+       "must be >= 0")
+  need(config.model.dtype in ("float32", "bfloat16"), "model.dtype", config.model.dtype,
+       "must be 'float32' or 'bfloat16'")
+  need(config.eval.protocol in evaluation.PROTOCOLS, "eval.protocol", config.eval.protocol,
+       f"must be one of {evaluation.PROTOCOLS}")
+  need(0 < config.inference.top_ratio <= 1, "inference.top_ratio", config.inference.top_ratio,
+       "must be in (0, 1]")
+  need(0 <= config.inference.nms_threshold <= 1, "inference.nms_threshold",
+       config.inference.nms_threshold, "must be in [0, 1]")
+  need(config.data.point_mode in ("random", "apex"), "data.point_mode", config.data.point_mode,
+       "must be 'random' or 'apex'")
+  if config.dfcl.enabled:
+    need(config.dfcl.tau > 0, "dfcl.tau", config.dfcl.tau, "must be positive")
+  if config.mplg.variant not in ("none", "pplm"):
+    try:
+      mplg.check_options(top_ratio=config.mplg.top_ratio, theta=config.mplg.theta,
+                         neg_ratio=config.mplg.neg_ratio, variant=config.mplg.variant,
+                         threshold_mode=config.mplg.threshold_mode)
+    except ValueError as e:
+      raise ValueError(f"config.mplg: {e}") from None
+
+
+# Config fields that may change between invocations on one workdir without changing results.
+_RERUN_FREE_FIELDS = ("loso.folds", "loso.parallel_folds", "log_every", "tensorboard",
+                      "checkpoint.every_steps", "checkpoint.max_to_keep", "data.cache_dir")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def check_workdir_config(config, workdir: str) -> None:
+  """Refuses to resume or extend a workdir trained with a different config.
+
+  Finished folds are skipped and unfinished ones resumed, so mixing configs in one workdir
+  would silently mix methods; ``config.json`` is also what ``launch.spot``/``launch.report``
+  rebuild the model from.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    return
+  with open(path) as f:
+    old = _flatten(json.load(f))
+  new = _flatten(json.loads(config.to_json_best_effort()))
+  diff = [k for k in sorted(set(old) | set(new))
+          if k not in _RERUN_FREE_FIELDS and old.get(k) != new.get(k)]
+  if diff:
+    shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:5])
+    raise ValueError(f"workdir {workdir} was trained with a different config ({shown}); "
+                     "use a new --workdir")
 
 
 def _sync(name: str) -> None:

@@ -105,6 +105,9 @@ def test_resume_after_kill_gives_identical_results(tmp_path, data_cache):
   assert resumed["tuned"]["rows"] == full["tuned"]["rows"]
   assert resumed["folds"]["1"]["attention_auc"] == full["folds"]["1"]["attention_auc"]
   assert np.isfinite(full["folds"]["1"]["attention_auc"])
+  rows = [json.loads(l) for l in open(os.path.join(killed, "metrics.jsonl"))]
+  keys = [(r["fold"], r["step"]) for r in rows]
+  assert len(keys) == len(set(keys)), "a resumed fold logged a step twice"
 
 
 def test_same_seed_same_metrics(tmp_path, data_cache):
@@ -191,3 +194,43 @@ def test_learns_planted_expressions_on_the_casme2_preset(tmp_path):
   assert learned > 0.75, (learned, naive_auc)
   assert learned > naive_auc + 0.1, (learned, naive_auc)
   assert result["tuned"]["rows"]["overall"]["tp"] > 0
+
+
+
+def test_rerun_with_a_different_config_is_refused(tmp_path, data_cache):
+  _, workdir, _ = run(tmp_path, data_cache, "cfg", **{"loso.folds": "1"})
+  c = tiny_config(**{"loso.folds": "1", "mplg.theta": 0.5})
+  c.data.cache_dir = data_cache
+  with pytest.raises(ValueError, match=r"different config \(mplg.theta: 0.8 -> 0.5\)"):
+    train.train_and_evaluate(c, workdir)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("eval.protocol", "megc2", "eval.protocol"),
+    ("model.dtype", "float16", "model.dtype"),
+    ("log_every", 0, "log_every"),
+    ("dfcl.tau", 0.0, "dfcl.tau"),
+    ("mplg.threshold_mode", "literal", "threshold_mode"),
+    ("inference.top_ratio", 1.5, "inference.top_ratio"),
+], ids=["unknown protocol", "unsupported dtype", "zero log interval", "zero temperature",
+        "unknown threshold mode", "top ratio above one"])
+def test_bad_config_values_fail_before_any_data_is_touched(tmp_path, field, value, message):
+  c = tiny_config(**{field: value}) if "." in field else tiny_config()
+  if "." not in field:
+    c[field] = value
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(c, str(tmp_path / "never"))
+  assert not os.path.exists(tmp_path / "never" / "data")
+
+
+def test_launcher_reports_a_missing_dataset_without_a_traceback(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run(
+      [sys.executable, "-m", "launch.main", "--config=configs/synthetic.py:tiny",
+       f"--workdir={tmp_path / 'w'}", f"--config.data.dataset_dir={tmp_path / 'nope'}"],
+      cwd=repo, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert "Traceback" not in proc.stderr
+  assert "dataset.json" in proc.stderr and "missing" in proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 from absl import logging
 import numpy as np
@@ -27,8 +28,20 @@ def prepare_dataset(config, workdir: str) -> layout.Dataset:
   root = synthetic_dir(config, workdir)
   if not os.path.isfile(os.path.join(root, "dataset.json")):
     logging.info("Generating the synthetic %r dataset into %s", config.data.synthetic_preset, root)
-    synthetic.generate(config.data.synthetic_preset, root, seed=config.data.synthetic_seed,
+    # Generate beside the target and rename it into place: an interrupted generation or two
+    # runs generating at once never leave a half-written dataset behind.
+    tmp = f"{root}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    synthetic.generate(config.data.synthetic_preset, tmp, seed=config.data.synthetic_seed,
                        feature_dim=config.data.synthetic_feature_dim)
+    try:
+      os.rename(tmp, root)
+    except OSError:  # another run won the race (or a partial directory is in the way)
+      if not os.path.isfile(os.path.join(root, "dataset.json")):
+        shutil.rmtree(root, ignore_errors=True)
+        os.rename(tmp, root)
+      else:
+        shutil.rmtree(tmp, ignore_errors=True)
   return layout.load_dataset(root)
 
 
@@ -38,9 +51,9 @@ def load_video_arrays(dataset: layout.Dataset, config) -> dict:
                                  seed=config.data.point_seed)
   for name, p in pts.items():
     if len(p) > config.data.max_points:
-      raise layout.error(os.path.join(dataset.root, "annotations.csv"), name, "video",
-                         f"{len(p)} annotated intervals exceed "
-                         f"config.data.max_points={config.data.max_points}")
+      raise layout.error(os.path.join(dataset.root, "annotations.csv"), name, None,
+                         f"{len(p)} annotated intervals exceed the {config.data.max_points} "
+                         "point slots per video; raise --config.data.max_points")
   return {v.name: v for v in batching.load_video_arrays(dataset, pts)}
 
 
