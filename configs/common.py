@@ -20,7 +20,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.cache_dir = ""            # where generated synthetic data goes; "" = WORKDIR/data.
   c.data.point_mode = "random"     # "random" (one arbitrary frame) or "apex" (Table VIII).
   c.data.point_seed = 0
-  c.data.max_points = 16           # static per-video point slots (padded with a mask).
+  c.data.max_points = 24           # static per-video point slots (CAS(ME)^3 has up to 20).
   c.data.max_buckets = 6
   c.data.bucket_multiple = 8
 
