@@ -191,6 +191,16 @@ def nms(runs: np.ndarray, scores: np.ndarray, *, threshold: float = 0.01) -> np.
   return order[np.asarray(keep, np.int64)]
 
 
+def proposals_from_config(attention: np.ndarray, suppressed: np.ndarray, inference, *,
+                          snippet_length: int, fps: float) -> list:
+  """:func:`generate_proposals` with the settings of a config's ``inference`` section."""
+  return generate_proposals(attention, suppressed, snippet_length=snippet_length, fps=fps,
+                            top_ratio=inference.top_ratio,
+                            nms_threshold=inference.nms_threshold,
+                            me_max_seconds=inference.me_max_seconds,
+                            flank_ratio=inference.flank_ratio)
+
+
 def generate_proposals(attention: np.ndarray, suppressed: np.ndarray, *, snippet_length: int,
                        fps: float, k_range: KRange = None, top_ratio: float = 0.3,
                        nms_threshold: float = 0.01, me_max_seconds: float = 0.5,

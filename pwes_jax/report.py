@@ -37,12 +37,10 @@ def attention_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def video_proposals(outputs: Mapping, info: layout.DatasetInfo, config) -> dict:
   """``{video: [proposal dict]}`` for every video of ``outputs`` (Section 3.6)."""
-  inf = config.inference
   return {
-      name: proposals_lib.generate_proposals(
-          out["attention"], out["suppressed"], snippet_length=info.snippet_length, fps=info.fps,
-          top_ratio=inf.top_ratio, nms_threshold=inf.nms_threshold,
-          me_max_seconds=inf.me_max_seconds, flank_ratio=inf.flank_ratio)
+      name: proposals_lib.proposals_from_config(
+          out["attention"], out["suppressed"], config.inference,
+          snippet_length=info.snippet_length, fps=info.fps)
       for name, out in outputs.items()}
 
 

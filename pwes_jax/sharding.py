@@ -121,7 +121,7 @@ def local_fold_positions(mesh, group_size: int) -> list:
   return sorted(pos)
 
 
-def _local_rows(tree, positions: Sequence[int]) -> dict:
+def _local_rows(tree, positions: Sequence[int]):
   """This process's fold rows of a fold-sharded pytree, fetched once per leaf: leaves
   ``[len(positions), ...]`` in the order of ``positions``."""
   def rows(x):
@@ -131,19 +131,16 @@ def _local_rows(tree, positions: Sequence[int]) -> dict:
       data = np.asarray(shard.data)
       for j in range(data.shape[0]):
         parts[lo + j] = data[j]
+    missing = [p for p in positions if p not in parts]
+    if missing:
+      raise ValueError(f"fold positions {missing} are not on this process")
     return np.stack([parts[p] for p in positions])
   return jax.tree.map(rows, tree)
 
 
 def fold_slice(stacked, position: int):
   """One fold's state (host numpy) out of the stacked, sharded state."""
-  def take(x):
-    for shard in x.addressable_shards:
-      lo, hi, _ = shard.index[0].indices(x.shape[0])
-      if lo <= position < hi:
-        return np.asarray(shard.data[position - lo])
-    raise ValueError(f"fold position {position} is not on this process")
-  return jax.tree.map(take, stacked)
+  return jax.tree.map(lambda x: x[0], _local_rows(stacked, [position]))
 
 
 def train_folds_parallel(ctx: train_lib.RunContext, folds: Sequence, log) -> list:
@@ -228,9 +225,11 @@ def _train_group(ctx, group, group_size, mesh, pstep, forward, log) -> list:
       logging.info("folds [%s] step %d/%d (%.1f group steps/s)", names, done,
                    config.optim.steps, rate)
       window, t_window = [], time.time()
-    if save:
-      for pos, manager in managers.items():
-        checkpointing.save(manager, done, fold_slice(stacked, pos))
+    if save and managers:
+      saved = list(managers)
+      rows = _local_rows(stacked, saved)  # one transfer per leaf for all local folds
+      for i, pos in enumerate(saved):
+        checkpointing.save(managers[pos], done, jax.tree.map(lambda x, i=i: x[i], rows))
   seconds = time.time() - t0
   steps_run = config.optim.steps - start
   print(f"folds [{names}] side by side on {mesh.devices.size} device(s): {steps_run} steps in "

@@ -288,11 +288,9 @@ def average_outputs(outputs: Sequence[Mapping]) -> dict:
 
 def to_proposals(output: Mapping, config, *, fps: float, snippet_length: int) -> list:
   """Proposals of one video with the run's inference settings, with times in seconds."""
-  inf = config.inference
-  props = proposals_lib.generate_proposals(
-      output["attention"], output["suppressed"], snippet_length=snippet_length, fps=fps,
-      top_ratio=inf.top_ratio, nms_threshold=inf.nms_threshold,
-      me_max_seconds=inf.me_max_seconds, flank_ratio=inf.flank_ratio)
+  props = proposals_lib.proposals_from_config(
+      output["attention"], output["suppressed"], config.inference,
+      snippet_length=snippet_length, fps=fps)
   return [{"onset": p["onset"], "offset": p["offset"], "score": p["score"], "type": p["type"],
            "onset_seconds": p["onset"] / fps, "offset_seconds": (p["offset"] + 1) / fps}
           for p in props]
