@@ -1,0 +1,79 @@
+r"""Raw face videos -> TV-L1 flow -> two-stream I3D features, written in the dataset layout.
+
+  python -m launch.extract_features --videos_dir=DIR --output_dir=DATASET_DIR \
+      --rgb_weights=rgb_i3d.npz --flow_weights=flow_i3d.npz --snippet_length=8 \
+      [--fps=..] [--source_fps=..] [--resize=224] [--config=configs/extraction.py]
+
+``DIR`` is searched recursively for video files and folders of frame images. Each video becomes
+``DATASET_DIR/features/<video>.npz`` (``rgb`` and ``flow`` ``[(F - 1) // L, 1024]``) and a row
+of ``videos.csv``; ``dataset.json`` records the preprocessing. Rerunning skips finished videos.
+A video that fails is listed at the end (exit status 1) and the others go on. The weights come
+from ``launch.convert_i3d``; ``--random_init`` runs without them (smoke tests only). Annotations
+are added with ``launch.import_dataset --features=DATASET_DIR/features
+--num_frames_csv=DATASET_DIR/videos.csv``. Every setting: ``configs/extraction.py``.
+"""
+
+import json
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from pwes_jax.extraction import extract
+from pwes_jax.extraction import video
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/extraction.py",
+                                          "Extraction config (path[:variant]).")
+_VIDEOS_DIR = flags.DEFINE_string("videos_dir", None, "Directory of the raw videos.",
+                                  required=True)
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Dataset directory to write (resumed if "
+                                  "it holds an earlier run with the same settings).",
+                                  required=True)
+_SNIPPET_LENGTH = flags.DEFINE_integer("snippet_length", None, "Frames per snippet (8 for "
+                                       "CAS(ME)^2/CAS(ME)^3, 32 for SAMM-LV).")
+_FPS = flags.DEFINE_float("fps", None, "Resample every video to this frame rate.")
+_SOURCE_FPS = flags.DEFINE_float("source_fps", None, "Frame rate of frame-image folders.")
+_RESIZE = flags.DEFINE_integer("resize", None, "Frame size fed to I3D (square).")
+_RGB_WEIGHTS = flags.DEFINE_string("rgb_weights", None, "Converted I3D RGB parameters (.npz).")
+_FLOW_WEIGHTS = flags.DEFINE_string("flow_weights", None, "Converted I3D flow parameters (.npz).")
+_RANDOM_INIT = flags.DEFINE_bool("random_init", None, "Random I3D weights (smoke tests only).")
+_NAME = flags.DEFINE_string("name", None, "Dataset name for dataset.json.")
+
+
+def _apply_flags(config):
+  overrides = {
+      ("snippet", "length"): _SNIPPET_LENGTH.value, ("frames", "fps"): _FPS.value,
+      ("frames", "source_fps"): _SOURCE_FPS.value, ("frames", "resize"): _RESIZE.value,
+      ("i3d", "rgb_weights"): _RGB_WEIGHTS.value, ("i3d", "flow_weights"): _FLOW_WEIGHTS.value,
+      ("i3d", "random_init"): _RANDOM_INIT.value, (None, "name"): _NAME.value}
+  for (section, field), value in overrides.items():
+    if value is not None:
+      (config[section] if section else config)[field] = value
+  return config
+
+
+def main(argv):
+  del argv
+  c = _apply_flags(_CONFIG.value)
+  try:
+    config = extract.from_config_dict(c)
+    naming = video.Naming(name_regex=c.naming.name_regex or None,
+                          name_template=c.naming.name_template,
+                          subject_regex=c.naming.subject_regex,
+                          subject_template=c.naming.subject_template)
+    summary = extract.extract_dataset(_VIDEOS_DIR.value, _OUTPUT_DIR.value, config,
+                                      naming=naming, name=c.name)
+  except (extract.ExtractionError, video.VideoReadError, FileNotFoundError) as e:
+    raise SystemExit(f"launch.extract_features: {e}") from None
+  print(json.dumps(summary, indent=2))
+  if summary["failed"]:
+    for f in summary["failed"]:
+      logging.error("failed: %s: %s", f["path"], f["error"])
+    raise SystemExit(f"launch.extract_features: {len(summary['failed'])} video(s) failed "
+                     f"(listed above and in {summary['output_dir']}/{extract.REPORT_FILE}); "
+                     "the others were written")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,469 @@
+"""Raw videos -> two-stream I3D features in the dataset layout (``features/<video>.npz``).
+
+Per video (:func:`extract_video`) frames stream from :mod:`video` (resized, optionally
+resampled), TV-L1 flows are computed chunk by chunk (:mod:`flow`), :class:`SnippetAssembler`
+cuts both streams into snippets, and full batches of ``batch_snippets`` snippets go through the
+two jitted I3D streams (:class:`TwoStream`; the last batch is zero-padded, so one shape is
+compiled per stream). Only the frames a future snippet needs are held, so hour-long videos fit.
+The I3D calls are dispatched asynchronously: the device works on a batch while the host computes
+the next chunk's flow.
+
+Per dataset (:func:`extract_dataset`) every video found under the videos directory is extracted
+into ``output_dir`` in the dataset layout: ``features/<video>.npz`` (``rgb``, ``flow`` float32
+``[T, 1024]`` and ``num_frames``), ``videos.csv``, ``dataset.json`` (with the preprocessing under
+``extraction``) and an empty ``annotations.csv`` (fill it with ``launch.import_dataset``). A
+video whose features exist is skipped (resumable); a video that fails is listed in the summary
+and in ``extraction_report.json``, and the others go on. Nothing the user wrote is replaced:
+an output directory made with other settings, or a feature file this tool did not write, is an
+error.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import time
+import traceback
+from typing import Any, Callable, Optional
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pwes_jax.data import layout
+# convert imported lazily below (TEMP)
+from pwes_jax.extraction import flow as flow_lib
+from pwes_jax.extraction import i3d
+from pwes_jax.extraction import snippets
+from pwes_jax.extraction import video as video_lib
+
+FEATURE_DIM = 1024
+REPORT_FILE = "extraction_report.json"
+
+
+class ExtractionError(ValueError):
+  """The extraction cannot start (bad settings, weights or output directory)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractionConfig:
+  """Everything that decides the features (recorded in ``dataset.json``) plus run settings.
+
+  Attributes:
+    frames: resize / crop / frame-rate preprocessing.
+    flow: TV-L1 parameters and flow scaling.
+    snippet_length: frames per snippet ``L`` (8 for CAS(ME)^2 and CAS(ME)^3, 32 for SAMM-LV).
+    snippet_stride: frames between snippet starts; 0 means ``snippet_length`` (no overlap).
+    rgb_weights: converted I3D RGB parameters (``launch.convert_i3d``).
+    flow_weights: converted I3D flow parameters.
+    random_init: use randomly initialised I3D weights instead (benchmarks and smoke tests only:
+      the features carry no meaning).
+    seed: the random initialisation's seed.
+    batch_snippets: snippets per I3D call (run setting).
+    dtype: I3D compute dtype, ``'float32'`` or ``'bfloat16'`` (a GPU lever).
+  """
+  frames: video_lib.FrameConfig = video_lib.FrameConfig()
+  flow: flow_lib.FlowConfig = flow_lib.FlowConfig()
+  snippet_length: int = 8
+  snippet_stride: int = 0
+  rgb_weights: str = ""
+  flow_weights: str = ""
+  random_init: bool = False
+  seed: int = 0
+  batch_snippets: int = 16
+  dtype: str = "float32"
+
+  def __post_init__(self):
+    if self.snippet_length < 1:
+      raise ExtractionError(f"snippet_length must be >= 1, got {self.snippet_length}")
+    if not 0 <= self.snippet_stride <= self.snippet_length:
+      raise ExtractionError(f"snippet_stride must be in [0, snippet_length], got "
+                            f"{self.snippet_stride}")
+    if self.batch_snippets < 1:
+      raise ExtractionError(f"batch_snippets must be >= 1, got {self.batch_snippets}")
+    if self.dtype not in ("float32", "bfloat16"):
+      raise ExtractionError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+
+  @property
+  def stride(self) -> int:
+    return self.snippet_stride or self.snippet_length
+
+  def recorded(self) -> dict:
+    """The settings that decide the features, as written to ``dataset.json``."""
+    f = dataclasses.asdict(self.flow)
+    f.pop("threads")
+    return {
+        "frames": dataclasses.asdict(self.frames),
+        "flow": f,
+        "snippet_length": self.snippet_length,
+        "snippet_stride": self.stride,
+        "rgb_scaling": "x / 127.5 - 1 (RGB order)",
+        "flow_scaling": f"clip(flow, -{self.flow.bound}, {self.flow.bound}) / {self.flow.bound}",
+        "pooling": "Mixed_5c averaged over time and space",
+        "weights": {"rgb": os.path.basename(self.rgb_weights) if self.rgb_weights else None,
+                    "flow": os.path.basename(self.flow_weights) if self.flow_weights else None,
+                    "random_init": self.random_init,
+                    "seed": self.seed if self.random_init else None},
+        "dtype": self.dtype,
+    }
+
+
+def from_config_dict(c: Any) -> ExtractionConfig:
+  """Builds an :class:`ExtractionConfig` from ``configs/extraction.py``'s ``ConfigDict``."""
+  try:
+    return ExtractionConfig(
+        frames=video_lib.FrameConfig(**dict(c.frames)),
+        flow=flow_lib.FlowConfig(**dict(c.flow)),
+        snippet_length=int(c.snippet.length), snippet_stride=int(c.snippet.stride),
+        rgb_weights=c.i3d.rgb_weights, flow_weights=c.i3d.flow_weights,
+        random_init=bool(c.i3d.random_init), seed=int(c.i3d.seed),
+        batch_snippets=int(c.i3d.batch_snippets), dtype=c.i3d.dtype)
+  except (TypeError, ValueError) as e:
+    raise ExtractionError(f"extraction config: {e}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# The two I3D streams.
+
+
+def _load_stream(path: str, in_channels: int, stream: str, config: ExtractionConfig):
+  if config.random_init:
+    logging.warning("I3D %s stream: RANDOM weights (random_init); the features mean nothing",
+                    stream)
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), in_channels)
+    return i3d.init_variables(key, in_channels)
+  if not path:
+    raise ExtractionError(f"no {stream} weights: pass the converted I3D {stream} parameters "
+                          f"(see launch.convert_i3d), or random_init for a smoke test")
+  if not os.path.isfile(path):
+    raise ExtractionError(f"{stream} weights file {path}: not found")
+  from pwes_jax.extraction import convert  # TEMP
+  variables, meta = convert.load_params(path)
+  got = int(meta.get("in_channels", -1))
+  if got != in_channels:
+    raise ExtractionError(f"{stream} weights file {path}: a model with {got} input channels; the "
+                          f"{stream} stream needs {in_channels} (rgb 3, flow 2)")
+  return variables
+
+
+class TwoStream:
+  """The jitted RGB and flow I3D streams at one input shape.
+
+  ``rgb(x)`` takes ``uint8 [B, L, S, S, 3]`` and ``flow(x)`` ``float32 [B, L, S, S, 2]`` in
+  ``[-1, 1]``; both return ``[B, 1024]`` device arrays without waiting for them.
+  """
+
+  def __init__(self, config: ExtractionConfig):
+    self.config = config
+    dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
+    self._rgb_vars = _load_stream(config.rgb_weights, 3, "rgb", config)
+    self._flow_vars = _load_stream(config.flow_weights, 2, "flow", config)
+    model = i3d.I3D(dtype=dtype)
+
+    def rgb_fn(variables, x):  # x: uint8 [B, L, S, S, 3]
+      return model.apply(variables, x.astype(jnp.float32) / 127.5 - 1.0).astype(jnp.float32)
+
+    def flow_fn(variables, x):  # x: float32 [B, L, S, S, 2]
+      return model.apply(variables, x).astype(jnp.float32)
+
+    self._rgb_fn, self._flow_fn = jax.jit(rgb_fn), jax.jit(flow_fn)
+    self.batch = config.batch_snippets
+
+  def rgb(self, x: np.ndarray) -> jax.Array:
+    return self._rgb_fn(self._rgb_vars, x)
+
+  def flow(self, x: np.ndarray) -> jax.Array:
+    return self._flow_fn(self._flow_vars, x)
+
+
+# ----------------------------------------------------------------------------------------------
+# One video.
+
+
+@dataclasses.dataclass
+class VideoResult:
+  """Features of one video: ``rgb``/``flow`` ``float32 [T, 1024]``; timings in seconds."""
+  rgb: np.ndarray
+  flow: np.ndarray
+  num_frames: int
+  read_s: float = 0.0
+  flow_s: float = 0.0
+  i3d_s: float = 0.0
+
+
+def extract_video(source: video_lib.VideoSource, config: ExtractionConfig, extractor: TwoStream,
+                  flow_computer: flow_lib.FlowComputer, *,
+                  progress: Optional[Callable[[int], None]] = None) -> VideoResult:
+  """Features of one video, streamed.
+
+  Args:
+    source: the video.
+    config: the preprocessing and snippet settings.
+    extractor: the I3D streams (batch size ``config.batch_snippets``).
+    flow_computer: TV-L1 flow.
+    progress: called with the number of frames read after each chunk.
+
+  Returns:
+    The :class:`VideoResult`, ``T = (F - 1) // stride`` snippets for ``F`` frames.
+
+  Raises:
+    video_lib.VideoReadError: naming the file, when it cannot be read or has fewer than
+      ``snippet_length + 1`` frames.
+  """
+  length, stride, batch = config.snippet_length, config.stride, config.batch_snippets
+  chunk = max(batch * stride, length + 1)
+  assembler = snippets.SnippetAssembler(length, stride)
+  frames = video_lib.iter_frames(source, config.frames)
+  pending_rgb, pending_flow, out_rgb, out_flow = [], [], [], []
+  timing = {"read": 0.0, "flow": 0.0, "i3d": 0.0}
+  last_grey = None
+
+  def run_batch():
+    n = len(pending_rgb)
+    rgb, flo = np.stack(pending_rgb), np.stack(pending_flow)
+    if n < batch:  # Zero-pad the last batch: one compiled shape per stream.
+      rgb = np.concatenate([rgb, np.zeros((batch - n,) + rgb.shape[1:], rgb.dtype)])
+      flo = np.concatenate([flo, np.zeros((batch - n,) + flo.shape[1:], flo.dtype)])
+    t0 = time.perf_counter()
+    out_rgb.append((extractor.rgb(rgb), n))
+    out_flow.append((extractor.flow(flo), n))
+    timing["i3d"] += time.perf_counter() - t0
+    pending_rgb.clear()
+    pending_flow.clear()
+
+  def take(snips):
+    for r, f in snips:
+      pending_rgb.append(r)
+      pending_flow.append(f)
+      if len(pending_rgb) == batch:
+        run_batch()
+
+  done = False
+  while not done:
+    t0 = time.perf_counter()
+    block = []
+    for frame in frames:
+      block.append(frame)
+      if len(block) == chunk:
+        break
+    done = len(block) < chunk
+    timing["read"] += time.perf_counter() - t0
+    if not block:
+      break
+    t0 = time.perf_counter()
+    grey = video_lib.grey(block)
+    flows = flow_computer(([last_grey] if last_grey is not None else []) + grey)
+    last_grey = grey[-1]
+    timing["flow"] += time.perf_counter() - t0
+    assembler.add(block, list(flows))
+    take(assembler.ready())
+    if progress:
+      progress(assembler.frames)
+  num_frames = assembler.frames
+  if num_frames < length + 1:
+    raise video_lib.VideoReadError(
+        f"video {source.path}: {num_frames} frame(s), shorter than one snippet (needs at least "
+        f"snippet_length + 1 = {length + 1} frames)")
+  take(assembler.finish())
+  if pending_rgb:
+    run_batch()
+  t0 = time.perf_counter()
+  rgb = np.concatenate([np.asarray(a)[:n] for a, n in out_rgb])
+  flo = np.concatenate([np.asarray(a)[:n] for a, n in out_flow])
+  timing["i3d"] += time.perf_counter() - t0
+  expected = snippets.num_snippets(num_frames, stride)
+  assert rgb.shape == flo.shape == (expected, FEATURE_DIM), (rgb.shape, flo.shape, expected)
+  return VideoResult(rgb, flo, num_frames, timing["read"], timing["flow"], timing["i3d"])
+
+
+# ----------------------------------------------------------------------------------------------
+# A dataset directory.
+
+
+def _write_atomic(path: str, write: Callable[[Any], None], binary: bool) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
+    write(f)
+  os.replace(tmp, path)
+
+
+def write_video_features(path: str, result: VideoResult) -> None:
+  """Writes ``rgb``, ``flow`` and ``num_frames`` to ``path`` atomically (no half-written file)."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  buf = io.BytesIO()
+  np.savez(buf, rgb=result.rgb.astype(np.float32), flow=result.flow.astype(np.float32),
+           num_frames=np.int64(result.num_frames))
+  _write_atomic(path, lambda f: f.write(buf.getvalue()), binary=True)
+
+
+def read_done(path: str, stride: int) -> Optional[int]:
+  """``num_frames`` of a feature file this tool finished, ``None`` if there is none.
+
+  Raises:
+    ExtractionError: the file exists but was not written by this tool or does not fit.
+  """
+  if not os.path.exists(path):
+    return None
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      keys = set(z.files)
+      if not {"rgb", "flow", "num_frames"} <= keys:
+        raise ExtractionError(f"{path}: exists and was not written by extract_features (arrays "
+                              f"{sorted(keys)}); refusing to replace it")
+      num_frames, t = int(z["num_frames"]), z["rgb"].shape[0]
+  except ExtractionError:
+    raise
+  except Exception as e:  # noqa: BLE001 - an unreadable file is reported, never replaced.
+    raise ExtractionError(f"{path}: exists but cannot be read ({e}); refusing to replace it; "
+                          "delete it to extract this video again") from None
+  if t != snippets.num_snippets(num_frames, stride):
+    raise ExtractionError(f"{path}: {t} snippets for {num_frames} frames does not fit stride "
+                          f"{stride}; it was made with other settings")
+  return num_frames
+
+
+def _prepare_output(output_dir: str, config: ExtractionConfig, fps: float, name: str) -> None:
+  """Creates ``dataset.json`` / ``annotations.csv``, or checks an earlier run's settings match."""
+  os.makedirs(os.path.join(output_dir, "features"), exist_ok=True)
+  meta_path = os.path.join(output_dir, "dataset.json")
+  recorded = config.recorded()
+  if os.path.exists(meta_path):
+    try:
+      with open(meta_path) as f:
+        meta = json.load(f)
+    except (OSError, ValueError) as e:
+      raise ExtractionError(f"{meta_path}: unreadable ({e})") from None
+    before = meta.get("extraction")
+    if before is None:
+      raise ExtractionError(f"{meta_path}: this directory was not made by extract_features; "
+                            "use a new --output_dir (nothing here is replaced)")
+    before = json.loads(json.dumps(before))
+    now = json.loads(json.dumps(recorded))
+    if before != now or meta.get("fps") != fps:
+      diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+      if meta.get("fps") != fps:
+        diff.append("fps")
+      raise ExtractionError(f"{meta_path}: features here were extracted with other settings "
+                            f"(differing: {', '.join(diff)}); use another --output_dir")
+  else:
+    meta = {"name": name, "fps": fps, "snippet_length": config.stride,
+            "feature_dim": FEATURE_DIM, "source": "extract_features", "extraction": recorded}
+    _write_atomic(meta_path, lambda f: json.dump(meta, f, indent=2), binary=False)
+  ann = os.path.join(output_dir, "annotations.csv")
+  if not os.path.exists(ann):
+    _write_atomic(ann, lambda f: csv.writer(f).writerow(layout.ANNOTATIONS_HEADER), binary=False)
+
+
+def _write_videos_csv(output_dir: str, rows: list) -> None:
+  path = os.path.join(output_dir, "videos.csv")
+
+  def write(f):
+    w = csv.writer(f)
+    w.writerow(layout.VIDEOS_HEADER)
+    for r in rows:
+      w.writerow([r.subject, r.video, r.num_frames])
+
+  _write_atomic(path, write, binary=False)
+
+
+def _dataset_fps(sources: list, config: ExtractionConfig) -> float:
+  if config.frames.fps is not None:
+    return float(config.frames.fps)
+  rates = {}
+  for s in sources:
+    fps = video_lib.source_fps_of(s, config.frames)
+    if fps is not None:
+      rates.setdefault(round(fps, 3), s.path)
+  if not rates:
+    raise ExtractionError("the frame rate is unknown (frame folders carry none): pass "
+                          "--source_fps (CAS(ME)^2 30, SAMM-LV 200, CAS(ME)^3 30)")
+  if len(rates) > 1:
+    raise ExtractionError(f"videos have different frame rates {sorted(rates)} (e.g. "
+                          f"{list(rates.values())[:2]}); resample them with --fps")
+  return float(next(iter(rates)))
+
+
+def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, *,
+                    naming: video_lib.Naming = video_lib.Naming(), name: str = "extracted",
+                    extractor: Optional[TwoStream] = None) -> dict:
+  """Extracts every video under ``videos_dir`` into the dataset directory ``output_dir``.
+
+  Args:
+    videos_dir: the videos (files, or folders of frame images), searched recursively.
+    output_dir: the dataset directory to write (created; an earlier run's is resumed).
+    config: the settings.
+    naming: how paths become video names and subjects.
+    name: the dataset name in ``dataset.json``.
+    extractor: reuse a :class:`TwoStream` built from ``config`` (tests, notebooks).
+
+  Returns:
+    A summary: ``videos`` found, ``extracted``, ``skipped`` (already done), ``failed`` (a list of
+    ``{"path", "error"}``), ``frames`` and the seconds spent reading, on flow and in I3D.
+
+  Raises:
+    ExtractionError: when nothing can be extracted (bad settings, weights, output directory).
+  """
+  sources, problems = video_lib.discover(videos_dir, naming)
+  failed = [{"path": p, "error": m} for p, m in problems]
+  if not sources:
+    raise ExtractionError(f"videos directory {videos_dir}: no videos found (video files "
+                          f"{', '.join(video_lib.VIDEO_EXTENSIONS)} or folders of frame images)")
+  fps = _dataset_fps(sources, config)
+  _prepare_output(output_dir, config, fps, name)
+  rows, todo = {}, []
+  for s in sources:
+    path = layout.feature_path(output_dir, s.name)
+    try:
+      done = read_done(path, config.stride)
+    except ExtractionError as e:
+      failed.append({"path": s.path, "error": str(e)})
+      continue
+    if done is None:
+      todo.append(s)
+    else:
+      rows[s.name] = layout.Video(s.subject, s.name, done)
+  order = {s.name: i for i, s in enumerate(sources)}
+
+  def flush():
+    _write_videos_csv(output_dir, sorted(rows.values(), key=lambda v: order[v.video]))
+
+  flush()
+  summary = {"videos": len(sources), "extracted": 0, "skipped": len(rows), "failed": failed,
+             "frames": 0, "read_s": 0.0, "flow_s": 0.0, "i3d_s": 0.0, "output_dir": output_dir}
+  if todo:
+    extractor = extractor or TwoStream(config)
+    flow_computer = flow_lib.FlowComputer(config.flow)
+    try:
+      for i, s in enumerate(todo):
+        t0 = time.perf_counter()
+        logging.info("[%d/%d] %s", i + 1, len(todo), s.path)
+        try:
+          result = extract_video(source=s, config=config, extractor=extractor,
+                                 flow_computer=flow_computer)
+        except Exception as e:  # noqa: BLE001 - one bad video must not stop the batch.
+          if not isinstance(e, video_lib.VideoReadError):
+            logging.error("%s", traceback.format_exc())
+          failed.append({"path": s.path, "error": str(e)})
+          logging.error("[%d/%d] %s failed: %s", i + 1, len(todo), s.path, e)
+          continue
+        write_video_features(layout.feature_path(output_dir, s.name), result)
+        rows[s.name] = layout.Video(s.subject, s.name, result.num_frames)
+        flush()
+        secs = time.perf_counter() - t0
+        summary["extracted"] += 1
+        summary["frames"] += result.num_frames
+        for k in ("read_s", "flow_s", "i3d_s"):
+          summary[k] += getattr(result, k)
+        logging.info("[%d/%d] %s: %d frames -> %d snippets in %.1f s (%.1f frames/s; flow "
+                     "%.1f s, I3D %.1f s)", i + 1, len(todo), s.name, result.num_frames,
+                     result.rgb.shape[0], secs, result.num_frames / max(secs, 1e-9),
+                     result.flow_s, result.i3d_s)
+    finally:
+      flow_computer.close()
+  _write_atomic(os.path.join(output_dir, REPORT_FILE),
+                lambda f: json.dump(summary, f, indent=2), binary=False)
+  return summary

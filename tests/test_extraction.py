@@ -1,0 +1,362 @@
+"""Raw videos -> features: frame reading, TV-L1 flow, snippet assembly and the dataset driver.
+
+The I3D network itself is tested in test_i3d.py / test_convert_i3d.py; here a stand-in extractor
+whose "features" encode the frames it saw checks that every snippet gets the right frames and
+flows in the right order, through chunking, batching and padding. One end-to-end run of the CLI
+uses the real (randomly initialised) I3D.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from pwes_jax.data import layout
+from pwes_jax.extraction import extract
+from pwes_jax.extraction import flow as flow_lib
+from pwes_jax.extraction import snippets
+from pwes_jax.extraction import video as video_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHEAP_FLOW = flow_lib.FlowConfig(nscales=2, warps=1, outer_iterations=2, inner_iterations=5)
+
+
+def _texture(h, w, seed=0):
+  rng = np.random.default_rng(seed)
+  img = cv2.GaussianBlur((rng.random((h, w)) * 255).astype(np.uint8), (0, 0), 3)
+  return cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX)
+
+
+def _write_video(path, frames, fps=30):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  h, w = frames[0].shape[:2]
+  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+  assert writer.isOpened()
+  for f in frames:
+    writer.write(np.ascontiguousarray(f))
+  writer.release()
+
+
+def _write_folder(folder, frames, pattern="img{}.png"):
+  os.makedirs(folder, exist_ok=True)
+  for i, f in enumerate(frames):
+    cv2.imwrite(os.path.join(folder, pattern.format(i + 1)), f)
+
+
+def _constant_frames(n, h=24, w=24):
+  """Frame k is uniformly grey level 7 k (BGR): its mean encodes its index."""
+  return [np.full((h, w, 3), 7 * k, np.uint8) for k in range(n)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Snippets.
+
+
+def _reference_positions(num_frames, length, stride):
+  """Plain loops: snippet t covers min(t * stride + j, F - 2), t < (F - 1) // stride."""
+  out = []
+  t = 0
+  while t < (num_frames - 1) // stride:
+    out.append([min(t * stride + j, num_frames - 2) for j in range(length)])
+    t += 1
+  return out
+
+
+@pytest.mark.parametrize("num_frames,length,stride,chunk", [
+    (17, 8, 8, 9), (16, 8, 8, 9), (100, 8, 8, 16), (101, 32, 32, 33), (40, 8, 4, 9),
+    (41, 8, 2, 10), (9, 8, 8, 9), (30, 5, 3, 6)],
+    ids=["17_frames_two_snippets", "16_frames_last_frame_dropped", "long_chunked",
+         "samm_32", "half_overlap", "stride_2", "exactly_one_snippet", "odd_sizes"])
+def test_assembler_hands_out_the_reference_positions(num_frames, length, stride, chunk):
+  ref = _reference_positions(num_frames, length, stride)
+  np.testing.assert_array_equal(snippets.snippet_positions(num_frames, length, stride),
+                                np.array(ref).reshape(-1, length))
+  asm = snippets.SnippetAssembler(length, stride)
+  got, sent = [], 0
+  while sent < num_frames:
+    n = min(chunk, num_frames - sent)
+    frames = [np.full((1,), k) for k in range(sent, sent + n)]
+    # Flows that are computable now: one per frame except the very first frame.
+    first_flow = max(sent - 1, 0)
+    flows = [np.full((1,), k) for k in range(first_flow, sent + n - 1)]
+    asm.add(frames, flows)
+    sent += n
+    got += [(r[:, 0].tolist(), f[:, 0].tolist()) for r, f in asm.ready()]
+  got += [(r[:, 0].tolist(), f[:, 0].tolist()) for r, f in asm.finish()]
+  assert [r for r, _ in got] == ref
+  assert [f for _, f in got] == ref
+  assert len(asm._rgb) <= chunk + length  # pylint: disable=protected-access
+
+
+def test_assembler_rejects_a_stride_longer_than_the_snippet():
+  with pytest.raises(ValueError, match="stride"):
+    snippets.SnippetAssembler(8, 9)
+
+
+@pytest.mark.parametrize("count,src,dst", [(10, 30, 15), (31, 200, 30), (7, 25, 30), (5, 30, 30)],
+                         ids=["halve", "samm_to_30", "upsample", "same_rate"])
+def test_streaming_resampler_matches_the_index_formula(count, src, dst):
+  frames = list(range(count))
+  got = list(video_lib._resample(iter(frames), src, dst))  # pylint: disable=protected-access
+  expected, k = [], 0
+  while True:  # Plain loop: output frame k shows source frame floor(k * src / dst).
+    i = int(np.floor(k * src / dst + 1e-9))
+    if i >= count:
+      break
+    expected.append(i)
+    k += 1
+  assert got == expected
+  np.testing.assert_array_equal(video_lib.resample_indices(count, src, dst), expected)
+
+
+# ----------------------------------------------------------------------------------------------
+# Flow.
+
+
+@pytest.mark.parametrize("dx,dy", [(2, -1), (-3, 0), (0, 2), (1, 1)],
+                         ids=["right_up", "left", "down", "diagonal"])
+def test_tvl1_flow_of_a_known_translation(dx, dy):
+  img = _texture(260, 260)
+  prev = img[20:244, 20:244]
+  nxt = img[20 - dy:244 - dy, 20 - dx:244 - dx]  # content moves by (+dx, +dy)
+  raw = flow_lib.tvl1(prev, nxt)
+  inner = raw[16:-16, 16:-16]
+  assert np.median(inner[..., 0]) == pytest.approx(dx, abs=0.1)
+  assert np.median(inner[..., 1]) == pytest.approx(dy, abs=0.1)
+  scaled = flow_lib.FlowComputer(flow_lib.FlowConfig(bound=4.0))([prev, nxt])
+  assert scaled.shape == (1, 224, 224, 2) and scaled.dtype == np.float32
+  assert np.median(scaled[0, 16:-16, 16:-16, 0]) == pytest.approx(dx / 4.0, abs=0.03)
+  assert np.abs(scaled).max() <= 1.0
+
+
+def test_flow_scaling_clips_at_the_bound():
+  raw = np.array([[[-50.0, 10.0], [20.0, -20.0], [0.5, 100.0]]], np.float32)
+  np.testing.assert_allclose(flow_lib.scale(raw, 20.0),
+                             [[[-1.0, 0.5], [1.0, -1.0], [0.025, 1.0]]])
+
+
+def test_threaded_flow_equals_serial_flow():
+  img = _texture(80, 80)
+  frames = [img[k:k + 48, 10:58] for k in range(5)]
+  serial = flow_lib.FlowComputer(CHEAP_FLOW)(frames)
+  computer = flow_lib.FlowComputer(flow_lib.FlowConfig(**{**CHEAP_FLOW.__dict__, "threads": 3}))
+  np.testing.assert_array_equal(computer(frames), serial)
+  computer.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding and reading videos.
+
+
+def test_discover_finds_files_and_frame_folders_and_reports_empty_folders(tmp_path):
+  _write_video(str(tmp_path / "s15" / "15_0101disgust.avi"), _constant_frames(3))
+  _write_folder(str(tmp_path / "006_1"), _constant_frames(3), "006_1_{:04d}.jpg")
+  (tmp_path / "s16" / "empty").mkdir(parents=True)
+  sources, problems = video_lib.discover(str(tmp_path))
+  assert [(s.name, s.subject, s.is_folder) for s in sources] == [
+      ("006_1", "006", True), ("s15_15_0101disgust", "s15", False)]
+  assert [os.path.basename(p) for p, _ in problems] == ["empty"]
+  assert "no frames" in problems[0][1]
+
+
+def test_naming_regex_builds_the_importers_video_names(tmp_path):
+  _write_video(str(tmp_path / "s15" / "15_0101disgust.avi"), _constant_frames(3))
+  _write_video(str(tmp_path / "s15" / "notes_copy.avi"), _constant_frames(3))
+  naming = video_lib.Naming(name_regex=r"^(s\d+)/\d+_(\d{4})", name_template=r"\1_\2")
+  sources, problems = video_lib.discover(str(tmp_path), naming)
+  assert [s.name for s in sources] == ["s15_0101"]
+  assert len(problems) == 1 and "notes_copy" in problems[0][0]
+
+
+def test_frame_folder_is_read_in_natural_order(tmp_path):
+  frames = _constant_frames(12)
+  _write_folder(str(tmp_path / "v"), frames, "img{}.png")  # img1 ... img12
+  src = video_lib.VideoSource(str(tmp_path / "v"), "v", "v", "v", True)
+  got = list(video_lib.iter_frames(src, video_lib.FrameConfig(resize=16)))
+  assert [int(f.mean()) for f in got] == [7 * k for k in range(12)]
+  assert got[0].shape == (16, 16, 3) and got[0].dtype == np.uint8
+
+
+def test_frames_are_rgb_resized_and_centre_cropped():
+  frame = np.zeros((40, 80, 3), np.uint8)
+  frame[..., 0] = 200  # red in RGB
+  frame[:, :20] = 0
+  out = video_lib.preprocess_frame(
+      frame, video_lib.FrameConfig(resize=20, resize_mode="shorter_side", crop=20))
+  assert out.shape == (20, 20, 3)
+  assert (out[..., 0] == 200).all()  # the dark left strip is cropped away
+
+
+@pytest.mark.parametrize("case", ["unreadable_video", "empty_folder", "changing_size",
+                                  "undecodable_frame"])
+def test_unreadable_input_names_the_file(tmp_path, case):
+  if case == "unreadable_video":
+    path = tmp_path / "broken.mp4"
+    path.write_bytes(b"this is not a video" * 100)
+    src, named = video_lib.VideoSource(str(path), "broken.mp4", "broken", "b", False), str(path)
+  elif case == "empty_folder":
+    (tmp_path / "v").mkdir()
+    src, named = video_lib.VideoSource(str(tmp_path / "v"), "v", "v", "v", True), "v"
+  elif case == "changing_size":
+    _write_folder(str(tmp_path / "v"), _constant_frames(3) + _constant_frames(1, 30, 24))
+    src = video_lib.VideoSource(str(tmp_path / "v"), "v", "v", "v", True)
+    named = "img4.png"
+  else:
+    _write_folder(str(tmp_path / "v"), _constant_frames(3))
+    (tmp_path / "v" / "img2.png").write_bytes(b"garbage")
+    src, named = video_lib.VideoSource(str(tmp_path / "v"), "v", "v", "v", True), "img2.png"
+  with pytest.raises(video_lib.VideoReadError, match=named):
+    list(video_lib.iter_frames(src, video_lib.FrameConfig(resize=16)))
+
+
+def test_resampling_a_frame_folder_needs_its_frame_rate(tmp_path):
+  _write_folder(str(tmp_path / "v"), _constant_frames(4))
+  src = video_lib.VideoSource(str(tmp_path / "v"), "v", "v", "v", True)
+  with pytest.raises(video_lib.VideoReadError, match="frame rate"):
+    video_lib.iter_frames(src, video_lib.FrameConfig(resize=16, fps=15))
+  got = video_lib.iter_frames(src, video_lib.FrameConfig(resize=16, fps=15, source_fps=30))
+  assert [int(f.mean()) for f in got] == [0, 14]
+
+
+# ----------------------------------------------------------------------------------------------
+# The per-video pipeline with a stand-in extractor.
+
+
+class _Recorder:
+  """Stand-in for extract.TwoStream: feature j of a snippet = a statistic of its j-th frame.
+
+  RGB: the frame's mean grey level (7 * frame index for _constant_frames). Flow: the mean
+  absolute flow (0 for constant frames) plus 1, so padding (all zeros) would show as 0.
+  """
+
+  def __init__(self, batch):
+    self.batch, self.calls, self.shapes = batch, 0, set()
+
+  def rgb(self, x):
+    self.calls += 1
+    self.shapes.add(x.shape)
+    out = np.zeros((x.shape[0], extract.FEATURE_DIM), np.float32)
+    out[:, :x.shape[1]] = x.reshape(x.shape[0], x.shape[1], -1).mean(-1)
+    return out
+
+  def flow(self, x):
+    self.shapes.add(x.shape)
+    out = np.zeros((x.shape[0], extract.FEATURE_DIM), np.float32)
+    out[:, :x.shape[1]] = np.abs(x).reshape(x.shape[0], x.shape[1], -1).mean(-1) + 1.0
+    return out
+
+
+@pytest.mark.parametrize("num_frames,length,stride,batch", [
+    (20, 4, 4, 2), (33, 8, 8, 3), (25, 4, 2, 4), (5, 4, 4, 8)],
+    ids=["two_batches_padded", "batch_3", "overlapping", "one_snippet_big_batch"])
+def test_extract_video_gives_each_snippet_its_frames_in_order(tmp_path, num_frames, length,
+                                                               stride, batch):
+  _write_folder(str(tmp_path / "v"), _constant_frames(num_frames))
+  src = video_lib.VideoSource(str(tmp_path / "v"), "v", "v", "v", True)
+  config = extract.ExtractionConfig(frames=video_lib.FrameConfig(resize=16), flow=CHEAP_FLOW,
+                                    snippet_length=length, snippet_stride=stride,
+                                    batch_snippets=batch, random_init=True)
+  rec = _Recorder(batch)
+  result = extract.extract_video(src, config, rec, flow_lib.FlowComputer(CHEAP_FLOW))
+  t = (num_frames - 1) // stride
+  assert result.rgb.shape == result.flow.shape == (t, extract.FEATURE_DIM)
+  assert result.num_frames == num_frames
+  expected = 7.0 * np.array(_reference_positions(num_frames, length, stride))
+  np.testing.assert_allclose(result.rgb[:, :length], expected, atol=1e-4)
+  np.testing.assert_allclose(result.flow[:, :length], 1.0, atol=1e-3)  # every flow is real
+  assert len(rec.shapes) == 2  # one RGB and one flow shape: the last batch is padded
+  assert rec.calls == -(-t // batch)
+
+
+def test_a_video_shorter_than_one_snippet_names_the_file(tmp_path):
+  _write_folder(str(tmp_path / "short"), _constant_frames(8))
+  src = video_lib.VideoSource(str(tmp_path / "short"), "short", "short", "s", True)
+  config = extract.ExtractionConfig(frames=video_lib.FrameConfig(resize=16), flow=CHEAP_FLOW,
+                                    random_init=True)
+  with pytest.raises(video_lib.VideoReadError, match="short.*shorter than one snippet"):
+    extract.extract_video(src, config, _Recorder(4), flow_lib.FlowComputer(CHEAP_FLOW))
+
+
+# ----------------------------------------------------------------------------------------------
+# The dataset driver.
+
+
+def _tiny_config(**kw):
+  return extract.ExtractionConfig(frames=video_lib.FrameConfig(resize=16, source_fps=30),
+                                  flow=CHEAP_FLOW, batch_snippets=2, random_init=True, **kw)
+
+
+def test_extract_dataset_goes_on_past_bad_videos_and_resumes(tmp_path):
+  videos = tmp_path / "videos"
+  _write_folder(str(videos / "s1_a"), _constant_frames(17))
+  _write_folder(str(videos / "s1_b"), _constant_frames(25))
+  _write_folder(str(videos / "s2_short"), _constant_frames(5))
+  (videos / "s2_empty").mkdir()
+  out = str(tmp_path / "out")
+  rec = _Recorder(2)
+  summary = extract.extract_dataset(str(videos), out, _tiny_config(), extractor=rec)
+  assert summary["extracted"] == 2 and summary["skipped"] == 0
+  assert sorted(os.path.basename(f["path"]) for f in summary["failed"]) == ["s2_empty",
+                                                                           "s2_short"]
+  dataset = layout.load_dataset(out)
+  assert [(v.subject, v.video, v.num_frames) for v in dataset.videos] == [
+      ("s1", "s1_a", 17), ("s1", "s1_b", 25)]
+  rgb, flo = layout.load_features(dataset, dataset.videos[1])
+  assert rgb.shape == flo.shape == (3, extract.FEATURE_DIM)
+  with open(os.path.join(out, extract.REPORT_FILE)) as f:
+    assert len(json.load(f)["failed"]) == 2
+
+  before = os.path.getmtime(layout.feature_path(out, "s1_a"))
+  calls = rec.calls
+  again = extract.extract_dataset(str(videos), out, _tiny_config(), extractor=rec)
+  assert again["extracted"] == 0 and again["skipped"] == 2 and rec.calls == calls
+  assert os.path.getmtime(layout.feature_path(out, "s1_a")) == before
+
+
+def test_extract_dataset_refuses_other_settings_and_foreign_files(tmp_path):
+  videos = tmp_path / "videos"
+  _write_folder(str(videos / "s1_a"), _constant_frames(9))
+  out = tmp_path / "out"
+  extract.extract_dataset(str(videos), str(out), _tiny_config(), extractor=_Recorder(2))
+  with pytest.raises(extract.ExtractionError, match="other settings.*snippet_length"):
+    extract.extract_dataset(str(videos), str(out), _tiny_config(snippet_length=4),
+                            extractor=_Recorder(2))
+  user_dir = tmp_path / "user"
+  user_dir.mkdir()
+  (user_dir / "dataset.json").write_text('{"name": "mine"}')
+  with pytest.raises(extract.ExtractionError, match="not made by extract_features"):
+    extract.extract_dataset(str(videos), str(user_dir), _tiny_config(), extractor=_Recorder(2))
+  assert (user_dir / "dataset.json").read_text() == '{"name": "mine"}'
+  # A feature file this tool did not write is reported and left alone.
+  np.savez(str(out / "features" / "s1_b.npz"), rgb=np.zeros((1, 4)))
+  _write_folder(str(videos / "s1_b"), _constant_frames(9))
+  summary = extract.extract_dataset(str(videos), str(out), _tiny_config(),
+                                    extractor=_Recorder(2))
+  assert "not written by extract_features" in summary["failed"][0]["error"]
+  with np.load(str(out / "features" / "s1_b.npz")) as z:
+    assert z["rgb"].shape == (1, 4)
+
+
+def test_cli_turns_a_short_video_into_features_with_the_real_i3d(tmp_path):
+  """The launcher end to end with the real (randomly initialised) I3D at 32 x 32."""
+  img = cv2.cvtColor(_texture(160, 160), cv2.COLOR_GRAY2BGR)
+  num_frames = 21
+  _write_video(str(tmp_path / "videos" / "s01" / "clip.avi"),
+               [img[k:k + 96, 10:106] for k in range(num_frames)])
+  (tmp_path / "videos" / "s01" / "broken.mp4").write_bytes(b"not a video")
+  out = str(tmp_path / "out")
+  proc = subprocess.run(
+      [sys.executable, "-m", "launch.extract_features", "--config=configs/extraction.py:tiny",
+       f"--videos_dir={tmp_path / 'videos'}", f"--output_dir={out}", "--snippet_length=8",
+       "--resize=32", "--random_init"], cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert "1 video(s) failed" in proc.stderr and "broken.mp4" in proc.stderr
+  dataset = layout.load_dataset(out)
+  assert [(v.video, v.num_frames) for v in dataset.videos] == [("s01_clip", num_frames)]
+  rgb, flo = layout.load_features(dataset, dataset.videos[0])
+  assert rgb.shape == flo.shape == ((num_frames - 1) // 8, 1024)
+  assert np.isfinite(rgb).all() and np.abs(rgb - flo).max() > 0
