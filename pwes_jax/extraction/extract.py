@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pwes_jax.data import layout
-# convert imported lazily below (TEMP)
+from pwes_jax.extraction import convert
 from pwes_jax.extraction import flow as flow_lib
 from pwes_jax.extraction import i3d
 from pwes_jax.extraction import snippets
@@ -134,14 +134,12 @@ def _load_stream(path: str, in_channels: int, stream: str, config: ExtractionCon
   if config.random_init:
     logging.warning("I3D %s stream: RANDOM weights (random_init); the features mean nothing",
                     stream)
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), in_channels)
-    return i3d.init_variables(key, in_channels)
+    return i3d.random_variables(config.seed * 7 + in_channels, in_channels)
   if not path:
     raise ExtractionError(f"no {stream} weights: pass the converted I3D {stream} parameters "
                           f"(see launch.convert_i3d), or random_init for a smoke test")
   if not os.path.isfile(path):
     raise ExtractionError(f"{stream} weights file {path}: not found")
-  from pwes_jax.extraction import convert  # TEMP
   variables, meta = convert.load_params(path)
   got = int(meta.get("in_channels", -1))
   if got != in_channels:
