@@ -38,7 +38,9 @@ from pwes_jax.extraction import video as video_lib
 _SIZE = flags.DEFINE_integer("size", 224, "Frame side in pixels.")
 _LENGTH = flags.DEFINE_integer("snippet_length", 8, "Frames per snippet L.")
 _BATCH = flags.DEFINE_integer("batch", 16, "Snippets per I3D call.")
-_DTYPES = flags.DEFINE_list("dtypes", ["float32"], "I3D compute dtypes.")
+_DTYPES = flags.DEFINE_list("dtypes", ["float32"], "I3D compute dtypes: float32 (XLA's default "
+                            "precision: TF32 convolutions on recent GPUs), float32_highest "
+                            "(full fp32), bfloat16.")
 _STREAMS = flags.DEFINE_list("streams", ["rgb", "flow"], "I3D streams to time.")
 _FLOW_THREADS = flags.DEFINE_list("flow_threads", ["1", str(os.cpu_count() or 1)],
                                   "Thread counts for TV-L1.")
@@ -108,7 +110,9 @@ def bench_decode():
 def bench_i3d():
   b, length, size = _BATCH.value, _LENGTH.value, _SIZE.value
   for dtype_name in _DTYPES.value:
-    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype_name]
+    dtype = {"float32": jnp.float32, "float32_highest": jnp.float32,
+             "bfloat16": jnp.bfloat16}[dtype_name]
+    precision = "highest" if dtype_name == "float32_highest" else None
     for stream in _STREAMS.value:
       channels = {"rgb": 3, "flow": 2}[stream]
       variables = i3d.random_variables(0, channels)
@@ -117,7 +121,8 @@ def bench_i3d():
       x = jax.random.uniform(jax.random.key(1), (b, length, size, size, channels), jnp.float32,
                              -1.0, 1.0)
       t0 = time.perf_counter()
-      compiled = fn.lower(variables, x).compile()
+      with jax.default_matmul_precision(precision):
+        compiled = fn.lower(variables, x).compile()
       compile_s = time.perf_counter() - t0
       cost = compiled.cost_analysis()
       cost = cost[0] if isinstance(cost, (list, tuple)) else cost
