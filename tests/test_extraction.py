@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from pwes_jax.data import importers
 from pwes_jax.data import layout
 from pwes_jax.extraction import extract
 from pwes_jax.extraction import flow as flow_lib
@@ -309,6 +310,11 @@ def test_extract_dataset_goes_on_past_bad_videos_and_resumes(tmp_path):
   assert rgb.shape == flo.shape == (3, extract.FEATURE_DIM)
   with open(os.path.join(out, extract.REPORT_FILE)) as f:
     assert len(json.load(f)["failed"]) == 2
+  # The output feeds launch.import_dataset: its feature reader and its num_frames CSV reader.
+  src_rgb, _ = importers.load_source_features(os.path.join(out, "features"), "s1_b")
+  np.testing.assert_array_equal(src_rgb, rgb)
+  assert importers.read_num_frames_csv(os.path.join(out, "videos.csv")) == {"s1_a": 17,
+                                                                            "s1_b": 25}
 
   before = os.path.getmtime(layout.feature_path(out, "s1_a"))
   calls = rec.calls
