@@ -14,7 +14,10 @@ Nothing is asserted; figures are printed as JSON lines (and written to ``--json_
   of random input with randomly initialised weights (speed does not depend on the weights):
   compile seconds, median ms per call over ``--i3d_calls`` (after one warm-up call, each ended
   by ``block_until_ready``), snippets/s, frames/s (snippets/s x L), XLA GFLOP per call and the
-  achieved TFLOP/s.
+  achieved TFLOP/s. XLA's count includes the zero-padded time steps that ``time_sum`` convolves
+  (its GFLOP per call is higher than ``conv3d``'s for the same work), and on a GPU it leaves out
+  the cuDNN convolutions entirely: compare the ms, and count useful FLOPs as ``conv3d``'s count
+  on a CPU (21.7 GFLOP per 8 x 224 x 224 RGB snippet).
 
 A video's extraction rate is bounded by ``1 / (1 / flow_fps + 1 / rgb_fps + 1 / flow_stream_fps)``
 when nothing overlaps; the pipeline overlaps the I3D calls (asynchronous dispatch) with the next
@@ -41,6 +44,8 @@ _BATCH = flags.DEFINE_integer("batch", 16, "Snippets per I3D call.")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32"], "I3D compute dtypes: float32 (XLA's default "
                             "precision: TF32 convolutions on recent GPUs), float32_highest "
                             "(full fp32), bfloat16.")
+_CONV_IMPLS = flags.DEFINE_list("conv_impls", ["auto"], "I3D convolution implementations "
+                                "(auto, conv3d, time_sum; see i3d.conv3d_same).")
 _STREAMS = flags.DEFINE_list("streams", ["rgb", "flow"], "I3D streams to time.")
 _FLOW_THREADS = flags.DEFINE_list("flow_threads", ["1", str(os.cpu_count() or 1)],
                                   "Thread counts for TV-L1.")
@@ -109,14 +114,14 @@ def bench_decode():
 
 def bench_i3d():
   b, length, size = _BATCH.value, _LENGTH.value, _SIZE.value
-  for dtype_name in _DTYPES.value:
+  for conv_impl, dtype_name in ((c, d) for c in _CONV_IMPLS.value for d in _DTYPES.value):
     dtype = {"float32": jnp.float32, "float32_highest": jnp.float32,
              "bfloat16": jnp.bfloat16}[dtype_name]
     precision = "highest" if dtype_name == "float32_highest" else None
     for stream in _STREAMS.value:
       channels = {"rgb": 3, "flow": 2}[stream]
       variables = i3d.random_variables(0, channels)
-      model = i3d.I3D(dtype=dtype)
+      model = i3d.I3D(dtype=dtype, conv_impl=conv_impl)
       fn = jax.jit(lambda v, x, model=model: model.apply(v, x).astype(jnp.float32))
       x = jax.random.uniform(jax.random.key(1), (b, length, size, size, channels), jnp.float32,
                              -1.0, 1.0)
@@ -135,6 +140,7 @@ def bench_i3d():
         times.append(time.perf_counter() - t0)
       sec = float(np.median(times))
       _emit({"what": "i3d", "stream": stream, "dtype": dtype_name,
+             "conv_impl": i3d.resolve_conv_impl(conv_impl),
              "input": [b, length, size, size, channels], "compile_s": round(compile_s, 2),
              "ms_per_call": round(1e3 * sec, 2), "snippets_per_s": round(b / sec, 2),
              "frames_per_s": round(b * length / sec, 1),

@@ -236,3 +236,30 @@ def test_bfloat16_compute_stays_close_to_float32():
   half = np.asarray(half)
   for a, b in zip(full, half):
     assert np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.99
+
+
+@pytest.mark.parametrize("shape,kernel,stride", [
+    ((2, 8, 17, 15, 3), (7, 7, 7), (2, 2, 2)),
+    ((1, 5, 9, 9, 6), (3, 3, 3), (1, 1, 1)),
+    ((2, 4, 7, 7, 5), (1, 1, 1), (1, 1, 1)),
+    ((1, 7, 6, 6, 4), (2, 2, 2), (2, 2, 2)),
+], ids=["stem_7x7x7_stride_2_odd_sizes", "3x3x3", "pointwise", "even_kernel_stride_2"])
+def test_time_sum_convolution_equals_the_3d_convolution(shape, kernel, stride):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((*kernel, shape[-1], 8)), jnp.float32)
+  with jax.default_matmul_precision("highest"):
+    a = i3d.conv3d_same(x, w, stride, "conv3d")
+    b = i3d.conv3d_same(x, w, stride, "time_sum")
+  assert a.shape == b.shape == (shape[0], *[-(-n // s) for n, s in zip(shape[1:4], stride)], 8)
+  np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_both_convolution_implementations_give_the_same_features():
+  variables = i3d.random_variables(1, 2)
+  x = _clips(7, 2)
+  outs = [np.asarray(jax.jit(i3d.I3D(conv_impl=impl).apply)(variables, x))
+          for impl in ("conv3d", "time_sum")]
+  np.testing.assert_allclose(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="conv_impl"):
+    i3d.I3D(conv_impl="fft").apply(variables, x)
