@@ -58,7 +58,8 @@ def main(argv):
   c = _apply_flags(_CONFIG.value)
   try:
     config = extract.from_config_dict(c)
-    naming = video.Naming(name_regex=c.naming.name_regex or None,
+    naming = video.Naming(include_regex=c.naming.include_regex or None,
+                          name_regex=c.naming.name_regex or None,
                           name_template=c.naming.name_template,
                           subject_regex=c.naming.subject_regex,
                           subject_template=c.naming.subject_template)

@@ -269,8 +269,22 @@ def test_extract_video_gives_each_snippet_its_frames_in_order(tmp_path, num_fram
   expected = 7.0 * np.array(_reference_positions(num_frames, length, stride))
   np.testing.assert_allclose(result.rgb[:, :length], expected, atol=1e-4)
   np.testing.assert_allclose(result.flow[:, :length], 1.0, atol=1e-3)  # every flow is real
-  assert len(rec.shapes) == 2  # one RGB and one flow shape: the last batch is padded
+  sizes = sorted({shape[0] for shape in rec.shapes})
+  expected_sizes = set()
+  if t >= batch:
+    expected_sizes.add(batch)  # full batches
+  if t % batch:
+    expected_sizes.add(extract.tail_batch_size(t % batch, batch))  # one power-of-two tail
+  assert sizes == sorted(expected_sizes)
   assert rec.calls == -(-t // batch)
+
+
+@pytest.mark.parametrize("n,batch,expected", [(16, 16, 16), (1, 16, 1), (3, 16, 4), (5, 16, 8),
+                                              (9, 16, 16), (5, 6, 6), (4, 4, 4), (2, 3, 2)],
+                         ids=["full", "one", "three", "five", "nine", "cap_at_batch", "exact",
+                              "odd_batch"])
+def test_tail_batch_size_is_the_next_power_of_two_capped_at_the_batch(n, batch, expected):
+  assert extract.tail_batch_size(n, batch) == expected
 
 
 def test_a_video_shorter_than_one_snippet_names_the_file(tmp_path):
@@ -366,3 +380,14 @@ def test_cli_turns_a_short_video_into_features_with_the_real_i3d(tmp_path):
   rgb, flo = layout.load_features(dataset, dataset.videos[0])
   assert rgb.shape == flo.shape == ((num_frames - 1) // 8, 1024)
   assert np.isfinite(rgb).all() and np.abs(rgb - flo).max() > 0
+
+
+def test_include_regex_skips_other_folders_silently(tmp_path):
+  for sub in ("color", "depth"):
+    _write_folder(str(tmp_path / "spNO.1" / "a" / sub), _constant_frames(2))
+  (tmp_path / "spNO.1" / "b" / "depth").mkdir(parents=True)  # empty, but excluded: no problem
+  naming = video_lib.Naming(include_regex=r"/color$", name_regex=r"^(spNO\.\d+)/(\w+)/color",
+                            name_template=r"\1_\2")
+  sources, problems = video_lib.discover(str(tmp_path), naming)
+  assert [(s.name, s.subject) for s in sources] == [("spNO.1_a", "spNO.1")]
+  assert problems == []

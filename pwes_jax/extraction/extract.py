@@ -3,8 +3,8 @@
 Per video (:func:`extract_video`) frames stream from :mod:`video` (resized, optionally
 resampled), TV-L1 flows are computed chunk by chunk (:mod:`flow`), :class:`SnippetAssembler`
 cuts both streams into snippets, and full batches of ``batch_snippets`` snippets go through the
-two jitted I3D streams (:class:`TwoStream`; the last batch is zero-padded, so one shape is
-compiled per stream). Only the frames a future snippet needs are held, so hour-long videos fit.
+two jitted I3D streams (:class:`TwoStream`; a video's last batch is zero-padded to a power of
+two, so a few shapes are compiled per stream, once). Only the frames a future snippet needs are held, so hour-long videos fit.
 The I3D calls are dispatched asynchronously: the device works on a batch while the host computes
 the next chunk's flow.
 
@@ -43,6 +43,7 @@ from pwes_jax.extraction import video as video_lib
 
 FEATURE_DIM = 1024
 REPORT_FILE = "extraction_report.json"
+PROGRESS_EVERY_S = 30.0  # a progress line per video at most this often
 
 
 class ExtractionError(ValueError):
@@ -65,6 +66,8 @@ class ExtractionConfig:
     seed: the random initialisation's seed.
     batch_snippets: snippets per I3D call (run setting).
     dtype: I3D compute dtype, ``'float32'`` or ``'bfloat16'`` (a GPU lever).
+    conv_impl: how I3D computes its convolutions (run setting, same features up to rounding):
+      ``'auto'``, ``'conv3d'`` or ``'time_sum'`` (:func:`i3d.conv3d_same`).
   """
   frames: video_lib.FrameConfig = video_lib.FrameConfig()
   flow: flow_lib.FlowConfig = flow_lib.FlowConfig()
@@ -76,6 +79,7 @@ class ExtractionConfig:
   seed: int = 0
   batch_snippets: int = 16
   dtype: str = "float32"
+  conv_impl: str = "auto"
 
   def __post_init__(self):
     if self.snippet_length < 1:
@@ -87,6 +91,8 @@ class ExtractionConfig:
       raise ExtractionError(f"batch_snippets must be >= 1, got {self.batch_snippets}")
     if self.dtype not in ("float32", "bfloat16"):
       raise ExtractionError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+    if self.conv_impl not in i3d.CONV_IMPLS:
+      raise ExtractionError(f"conv_impl must be one of {i3d.CONV_IMPLS}, got {self.conv_impl!r}")
 
   @property
   def stride(self) -> int:
@@ -121,7 +127,8 @@ def from_config_dict(c: Any) -> ExtractionConfig:
         snippet_length=int(c.snippet.length), snippet_stride=int(c.snippet.stride),
         rgb_weights=c.i3d.rgb_weights, flow_weights=c.i3d.flow_weights,
         random_init=bool(c.i3d.random_init), seed=int(c.i3d.seed),
-        batch_snippets=int(c.i3d.batch_snippets), dtype=c.i3d.dtype)
+        batch_snippets=int(c.i3d.batch_snippets), dtype=c.i3d.dtype,
+        conv_impl=c.i3d.get("conv_impl", "auto"))
   except (TypeError, ValueError) as e:
     raise ExtractionError(f"extraction config: {e}") from None
 
@@ -160,7 +167,7 @@ class TwoStream:
     dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
     self._rgb_vars = _load_stream(config.rgb_weights, 3, "rgb", config)
     self._flow_vars = _load_stream(config.flow_weights, 2, "flow", config)
-    model = i3d.I3D(dtype=dtype)
+    model = i3d.I3D(dtype=dtype, conv_impl=config.conv_impl)
 
     def rgb_fn(variables, x):  # x: uint8 [B, L, S, S, 3]
       return model.apply(variables, x.astype(jnp.float32) / 127.5 - 1.0).astype(jnp.float32)
@@ -193,6 +200,15 @@ class VideoResult:
   i3d_s: float = 0.0
 
 
+def tail_batch_size(n: int, batch: int) -> int:
+  """Padded size of a batch of ``n <= batch`` snippets: ``batch``, or for the last, partial batch
+  of a video the smallest power of two ``>= n`` (at most ``log2(batch) + 1`` compiled shapes per
+  stream, less than half of a tail wasted on padding)."""
+  if n >= batch:
+    return batch
+  return min(batch, 1 << max(n - 1, 0).bit_length())
+
+
 def extract_video(source: video_lib.VideoSource, config: ExtractionConfig, extractor: TwoStream,
                   flow_computer: flow_lib.FlowComputer, *,
                   progress: Optional[Callable[[int], None]] = None) -> VideoResult:
@@ -223,9 +239,10 @@ def extract_video(source: video_lib.VideoSource, config: ExtractionConfig, extra
   def run_batch():
     n = len(pending_rgb)
     rgb, flo = np.stack(pending_rgb), np.stack(pending_flow)
-    if n < batch:  # Zero-pad the last batch: one compiled shape per stream.
-      rgb = np.concatenate([rgb, np.zeros((batch - n,) + rgb.shape[1:], rgb.dtype)])
-      flo = np.concatenate([flo, np.zeros((batch - n,) + flo.shape[1:], flo.dtype)])
+    size = tail_batch_size(n, batch)
+    if n < size:  # Zero-pad the last batch to a power of two: few compiled shapes.
+      rgb = np.concatenate([rgb, np.zeros((size - n,) + rgb.shape[1:], rgb.dtype)])
+      flo = np.concatenate([flo, np.zeros((size - n,) + flo.shape[1:], flo.dtype)])
     t0 = time.perf_counter()
     out_rgb.append((extractor.rgb(rgb), n))
     out_flow.append((extractor.flow(flo), n))
@@ -439,9 +456,18 @@ def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, 
       for i, s in enumerate(todo):
         t0 = time.perf_counter()
         logging.info("[%d/%d] %s", i + 1, len(todo), s.path)
+        last_log = [time.perf_counter()]
+
+        def progress(frames, i=i, s=s, t0=t0, last_log=last_log):
+          now = time.perf_counter()
+          if now - last_log[0] >= PROGRESS_EVERY_S:
+            last_log[0] = now
+            logging.info("[%d/%d] %s: %d frames read (%.1f frames/s)", i + 1, len(todo), s.name,
+                         frames, frames / (now - t0))
+
         try:
           result = extract_video(source=s, config=config, extractor=extractor,
-                                 flow_computer=flow_computer)
+                                 flow_computer=flow_computer, progress=progress)
         except Exception as e:  # noqa: BLE001 - one bad video must not stop the batch.
           if not isinstance(e, video_lib.VideoReadError):
             logging.error("%s", traceback.format_exc())

@@ -58,8 +58,11 @@ class Naming:
   ``name_regex`` / ``subject_regex`` are searched in the relative path; the match is expanded with
   ``name_template`` / ``subject_template`` (``re`` back-references such as ``\\1_\\2``). With no
   ``name_regex`` the name is the relative path with ``/`` replaced by ``_``. The default subject is
-  the first path component, or the part of a top-level name before its first ``_``.
+  the first path component, or the part of a top-level name before its first ``_``. With
+  ``include_regex`` only relative paths it matches (``re.search``) are videos; the others are
+  skipped silently (e.g. CAS(ME)^3's ``depth`` folders beside ``color``).
   """
+  include_regex: Optional[str] = None
   name_regex: Optional[str] = None
   name_template: str = r"\1"
   subject_regex: str = r"^([^/_]+)"
@@ -131,10 +134,13 @@ def discover(videos_dir: str, naming: Naming = Naming()) -> tuple:
                              "each video's frames in a folder of its own"))
     for f in videos:
       found.append((os.path.join(root, f), rel_root + f, False))
-    if not dirs and not videos and root != videos_dir:
+    if not dirs and not videos and root != videos_dir and not (
+        naming.include_regex and not re.search(naming.include_regex, rel_root.rstrip("/"))):
       problems.append((root, "folder with no frames (no image or video files)"))
   sources, names = [], {}
   for path, relpath, is_folder in found:
+    if naming.include_regex and not re.search(naming.include_regex, relpath.rstrip("/")):
+      continue
     try:
       name, subject = naming.apply(relpath)
     except ValueError as e:
