@@ -50,6 +50,9 @@ _STREAMS = flags.DEFINE_list("streams", ["rgb", "flow"], "I3D streams to time.")
 _FLOW_THREADS = flags.DEFINE_list("flow_threads", ["1", str(os.cpu_count() or 1)],
                                   "Thread counts for TV-L1.")
 _FLOW_PAIRS = flags.DEFINE_integer("flow_pairs", 8, "Frame pairs timed per thread count.")
+_FLOW_BACKENDS = flags.DEFINE_list("flow_backends", ["opencv"], "TV-L1 backends: opencv, jax.")
+_FLOW_JAX_BATCH = flags.DEFINE_integer("flow_jax_batch", 32, "Frame pairs per jitted JAX TV-L1 "
+                                       "call (the jax backend times 2 calls after a warm-up).")
 _I3D_CALLS = flags.DEFINE_integer("i3d_calls", 3, "Timed I3D calls per stream and dtype.")
 _DECODE_FRAMES = flags.DEFINE_integer("decode_frames", 120, "Frames decoded (0 skips).")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the records to this file.")
@@ -74,10 +77,17 @@ def _moving_texture(n, size, seed=0):
 
 def bench_flow():
   from pwes_jax.extraction import flow as flow_lib  # pylint: disable=g-import-not-at-top
+  if "opencv" in _FLOW_BACKENDS.value:
+    _bench_opencv_flow(flow_lib)
+  if "jax" in _FLOW_BACKENDS.value:
+    _bench_jax_flow(flow_lib)
+
+
+def _bench_opencv_flow(flow_lib):
   try:
     flow_lib._check_optflow()  # pylint: disable=protected-access
   except ImportError as e:
-    _emit({"what": "flow", "skipped": str(e)})
+    _emit({"what": "flow", "backend": "opencv", "skipped": str(e)})
     return
   frames = _moving_texture(_FLOW_PAIRS.value + 1, _SIZE.value)
   for threads in (int(t) for t in _FLOW_THREADS.value):
@@ -87,8 +97,29 @@ def bench_flow():
     computer(frames)
     secs = time.perf_counter() - t0
     computer.close()
-    _emit({"what": "flow", "threads": threads, "size": _SIZE.value, "pairs": _FLOW_PAIRS.value,
-           "seconds": round(secs, 3), "pairs_per_s": round(_FLOW_PAIRS.value / secs, 2)})
+    _emit({"what": "flow", "backend": "opencv", "threads": threads, "size": _SIZE.value,
+           "pairs": _FLOW_PAIRS.value, "seconds": round(secs, 3),
+           "pairs_per_s": round(_FLOW_PAIRS.value / secs, 2)})
+
+
+def _bench_jax_flow(flow_lib):
+  from pwes_jax.extraction import tvl1_jax  # pylint: disable=g-import-not-at-top
+  b = _FLOW_JAX_BATCH.value
+  frames = np.stack(_moving_texture(b + 1, _SIZE.value))
+  prev, nxt = jnp.asarray(frames[:-1]), jnp.asarray(frames[1:])
+  config = flow_lib.FlowConfig(backend="jax")
+  t0 = time.perf_counter()
+  tvl1_jax.tvl1_batch(prev, nxt, config).block_until_ready()
+  first = time.perf_counter() - t0
+  times = []
+  for _ in range(2):
+    t0 = time.perf_counter()
+    tvl1_jax.tvl1_batch(prev, nxt, config).block_until_ready()
+    times.append(time.perf_counter() - t0)
+  sec = float(np.median(times))
+  _emit({"what": "flow", "backend": "jax", "size": _SIZE.value, "batch_pairs": b,
+         "first_call_s": round(first, 2), "seconds_per_call": round(sec, 3),
+         "pairs_per_s": round(b / sec, 2)})
 
 
 def bench_decode():

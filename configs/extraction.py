@@ -46,7 +46,9 @@ def get_config(arg=None):
   c.flow.scale_step = 0.8
   c.flow.gamma = 0.0
   c.flow.median_filtering = 5
-  c.flow.threads = 2                # frame pairs computed side by side (OpenCV frees the GIL).
+  c.flow.backend = "opencv"         # "opencv" (CPU) or "jax" (batched TV-L1 for GPUs/TPUs).
+  c.flow.threads = 2                # opencv: frame pairs side by side (OpenCV frees the GIL).
+  c.flow.jax_batch = 32             # jax: frame pairs per jitted call.
 
   c.i3d = ml_collections.ConfigDict()
   c.i3d.rgb_weights = ""            # converted with launch.convert_i3d.

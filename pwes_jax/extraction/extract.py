@@ -102,6 +102,7 @@ class ExtractionConfig:
     """The settings that decide the features, as written to ``dataset.json``."""
     f = dataclasses.asdict(self.flow)
     f.pop("threads")
+    f.pop("jax_batch")
     return {
         "frames": dataclasses.asdict(self.frames),
         "flow": f,

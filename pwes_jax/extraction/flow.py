@@ -6,8 +6,11 @@ the public I3D flow checkpoints order them. For the I3D flow stream it is clippe
 ``[-bound, bound]`` and divided by ``bound`` (so it lies in ``[-1, 1]``), the preprocessing of
 the Kinetics I3D flow models (TV-L1, truncated to +-20, rescaled to [-1, 1]).
 
-OpenCV releases the GIL inside ``calc``, so :func:`flows` spreads frame pairs over threads, each
-with its own TV-L1 object.
+Two backends compute it (``FlowConfig.backend``): ``'opencv'`` (the default, OpenCV contrib's
+``DualTVL1OpticalFlow`` on the CPU; it releases the GIL inside ``calc``, so
+:class:`FlowComputer` spreads frame pairs over threads, each with its own TV-L1 object) and
+``'jax'`` (:mod:`pwes_jax.extraction.tvl1_jax`, the same scheme batched over frame pairs and
+jitted, for GPUs and TPUs; close to OpenCV's flow, not equal).
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ class FlowConfig:
     scale_step: pyramid down-scaling factor.
     gamma: weight of the illumination-change term (0: off).
     median_filtering: median filter size applied to the flow between warps.
-    threads: threads computing frame pairs side by side.
+    backend: ``'opencv'`` (CPU) or ``'jax'`` (batched, jitted; for accelerators).
+    threads: threads computing frame pairs side by side (``opencv``; run setting).
+    jax_batch: frame pairs per jitted call (``jax``; run setting; the last call is padded).
   """
   bound: float = 20.0
   tau: float = 0.25
@@ -59,13 +64,25 @@ class FlowConfig:
   scale_step: float = 0.8
   gamma: float = 0.0
   median_filtering: int = 5
+  backend: str = "opencv"
   threads: int = 1
+  jax_batch: int = 32
 
   def __post_init__(self):
     if not self.bound > 0:
       raise ValueError(f"flow bound must be positive, got {self.bound}")
     if self.threads < 1:
       raise ValueError(f"flow threads must be >= 1, got {self.threads}")
+    if self.backend not in ("opencv", "jax"):
+      raise ValueError(f"flow backend must be 'opencv' or 'jax', got {self.backend!r}")
+    if self.jax_batch < 1:
+      raise ValueError(f"flow jax_batch must be >= 1, got {self.jax_batch}")
+    if self.backend == "jax" and self.gamma:
+      raise ValueError("the JAX TV-L1 has no illumination term: flow gamma must be 0")
+
+  def solver_settings(self) -> "FlowConfig":
+    """The TV-L1 parameters alone (run settings, bound and backend reset): a jit cache key."""
+    return dataclasses.replace(self, threads=1, jax_batch=1, bound=1.0, backend="jax")
 
 
 def make_tvl1(config: FlowConfig):
@@ -104,14 +121,19 @@ def scale(flow: np.ndarray, bound: float) -> np.ndarray:
 
 
 class FlowComputer:
-  """Scaled TV-L1 flow of consecutive frame pairs, spread over ``config.threads`` threads."""
+  """Scaled TV-L1 flow of consecutive frame pairs, with ``config.backend``.
+
+  ``opencv`` spreads the pairs over ``config.threads`` threads; ``jax`` computes them in jitted
+  batches of ``config.jax_batch`` pairs (the last one zero-padded: one compiled shape).
+  """
 
   def __init__(self, config: FlowConfig = FlowConfig()):
-    _check_optflow()
+    if config.backend == "opencv":
+      _check_optflow()
     self.config = config
     self._local = threading.local()
     self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
-    if config.threads > 1:
+    if config.threads > 1 and config.backend == "opencv":
       self._pool = concurrent.futures.ThreadPoolExecutor(config.threads)
 
   def _pair(self, pair) -> np.ndarray:
@@ -133,8 +155,24 @@ class FlowComputer:
     if not pairs:
       h, w = grey_frames[0].shape if len(grey_frames) else (0, 0)
       return np.zeros((0, h, w, 2), np.float32)
+    if self.config.backend == "jax":
+      return self._jax(grey_frames)
     out = self._pool.map(self._pair, pairs) if self._pool else map(self._pair, pairs)
     return np.stack(list(out))
+
+  def _jax(self, grey_frames: Sequence[np.ndarray]) -> np.ndarray:
+    from pwes_jax.extraction import tvl1_jax  # pylint: disable=g-import-not-at-top
+    frames = np.stack(grey_frames)  # [n, H, W]
+    n, b = len(frames) - 1, self.config.jax_batch
+    prev, nxt = frames[:-1], frames[1:]
+    padded = -(-n // b) * b
+    if padded > n:
+      zeros = np.zeros((padded - n,) + frames.shape[1:], frames.dtype)
+      prev, nxt = np.concatenate([prev, zeros]), np.concatenate([nxt, zeros])
+    settings = self.config.solver_settings()
+    out = [np.asarray(tvl1_jax.tvl1_batch(prev[i:i + b], nxt[i:i + b], settings))
+           for i in range(0, padded, b)]
+    return scale(np.concatenate(out)[:n], self.config.bound)
 
   def close(self):
     if self._pool:

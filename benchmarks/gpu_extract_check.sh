@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Feature extraction on a GPU host, as run through the device tool (figures in BUILD_NOTES.md):
+#   the JAX TV-L1 throughput at 224 x 224, then launch.extract_features end to end on a
+#   generated 640 x 480 clip with the JAX flow backend and random I3D weights.
+# Runs from the repository root; logs under $OUT (default /tmp/pwes_gpu_extract).
+set -u
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/pwes_gpu_extract}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+timeout 100 python3 -m benchmarks.extract_speed --flow_backends=jax --flow_jax_batch=64 \
+    --streams= --decode_frames=0 --json_out="$OUT/flow_jax.json" 2>&1 | grep '"what"'
+python3 - <<'PY'
+import cv2, numpy as np, os
+os.makedirs("/tmp/gx/videos/s01", exist_ok=True)
+rng = np.random.default_rng(0); n = 641
+base = cv2.GaussianBlur((rng.random((480 + n, 640 + n, 3)) * 255).astype(np.uint8), (0, 0), 3)
+w = cv2.VideoWriter("/tmp/gx/videos/s01/01_clip.avi", cv2.VideoWriter_fourcc(*"MJPG"), 30,
+                    (640, 480))
+for k in range(n):
+  w.write(np.ascontiguousarray(base[k // 2:k // 2 + 480, k // 3:k // 3 + 640]))
+w.release()
+PY
+timeout 115 python3 -m launch.extract_features --videos_dir=/tmp/gx/videos \
+    --output_dir=/tmp/gx/out --random_init --config.flow.backend=jax --config.flow.jax_batch=64 \
+    --config.i3d.batch_snippets=32 2>&1 | grep -E "snippets in|frames read|\"(extracted|frames|read_s|flow_s|i3d_s)\"" | tee "$OUT/e2e.log"
