@@ -7,6 +7,9 @@ SAMM-LV (frame folders at 200 fps, 32-frame snippets):
   python -m launch.extract_features --videos_dir=/data/SAMM_longvideos --output_dir=data/samm_feat \
       --rgb_weights=... --flow_weights=... --snippet_length=32 --source_fps=200
 
+On a GPU host, the batched JAX TV-L1 instead of OpenCV's CPU one:
+  python -m launch.extract_features ... --config.flow.backend=jax --config.i3d.batch_snippets=32
+
 Any field can be set with --config.<section>.<field>=...; the launcher's short flags
 (--snippet_length, --fps, --resize, ...) override these. Tiny variant (tests, smoke runs:
 32x32 frames, a cheap TV-L1, random I3D weights):

@@ -188,8 +188,10 @@ def _tvl1_pair(i0, i1, *, config) -> jax.Array:
     px = jnp.zeros((2, h, w), jnp.float32)
     py = jnp.zeros((2, h, w), jnp.float32)
     i1x, i1y = centered_gradient(i1s[level])
-    for _ in range(config.warps):
-      u1, u2, px, py = _solve_warp(i0s[level], i1s[level], i1x, i1y, u1, u2, px, py, **kwargs)
+    warp = functools.partial(_solve_warp, i0s[level], i1s[level], i1x, i1y, **kwargs)
+    # One traced warping per level (a loop, not unrolled): compiles several times faster.
+    u1, u2, px, py = lax.fori_loop(0, config.warps, lambda _, st, warp=warp: warp(*st),
+                                   (u1, u2, px, py))
   return jnp.stack([u1, u2], axis=-1)
 
 
