@@ -5,13 +5,8 @@
 # Runs from the repository root; writes logs under $OUT (default /tmp/pwes_gpu_check).
 # A missing ml_collections can travel as a wheel in .whl/ (see /work/.library/device/README.md).
 set -u
-export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/pwes_gpu_check}
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
+. benchmarks/device_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$OUT/gpu.txt"
 python3 -c "import jax, flax, optax, orbax.checkpoint as o; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" 2>&1 | tee -a "$OUT/gpu.txt"
 timeout 120 python3 -m benchmarks.extract_speed --dtypes=float32,float32_highest,bfloat16 \

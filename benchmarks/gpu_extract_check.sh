@@ -4,13 +4,8 @@
 #   generated 640 x 480 clip with the JAX flow backend and random I3D weights.
 # Runs from the repository root; logs under $OUT (default /tmp/pwes_gpu_extract).
 set -u
-export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/pwes_gpu_extract}
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
+. benchmarks/device_env.sh
 timeout 100 python3 -m benchmarks.extract_speed --flow_backends=jax --flow_jax_batch=64 \
     --streams= --decode_frames=0 --json_out="$OUT/flow_jax.json" 2>&1 | grep '"what"'
 python3 - <<'PY'
