@@ -330,11 +330,15 @@ def test_extract_dataset_goes_on_past_bad_videos_and_resumes(tmp_path):
   assert importers.read_num_frames_csv(os.path.join(out, "videos.csv")) == {"s1_a": 17,
                                                                             "s1_b": 25}
 
+  leftover = os.path.join(out, "features", "s1_c.npz.tmp-999999999")  # a killed run's half file
+  with open(leftover, "wb") as f:
+    f.write(b"half")
   before = os.path.getmtime(layout.feature_path(out, "s1_a"))
   calls = rec.calls
   again = extract.extract_dataset(str(videos), out, _tiny_config(), extractor=rec)
   assert again["extracted"] == 0 and again["skipped"] == 2 and rec.calls == calls
   assert os.path.getmtime(layout.feature_path(out, "s1_a")) == before
+  assert not os.path.exists(leftover)
 
 
 def test_extract_dataset_refuses_other_settings_and_foreign_files(tmp_path):

@@ -342,6 +342,19 @@ def read_done(path: str, stride: int) -> Optional[int]:
   return num_frames
 
 
+def _pid_alive(pid: str) -> bool:
+  """Whether the process that writes a ``.tmp-<pid>`` file still runs (another extraction)."""
+  if not pid.isdigit():
+    return False
+  try:
+    os.kill(int(pid), 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
 def _prepare_output(output_dir: str, config: ExtractionConfig, fps: float, name: str) -> None:
   """Creates ``dataset.json`` / ``annotations.csv``, or checks an earlier run's settings match."""
   os.makedirs(os.path.join(output_dir, "features"), exist_ok=True)
@@ -369,6 +382,10 @@ def _prepare_output(output_dir: str, config: ExtractionConfig, fps: float, name:
     meta = {"name": name, "fps": fps, "snippet_length": config.stride,
             "feature_dim": FEATURE_DIM, "source": "extract_features", "extraction": recorded}
     _write_atomic(meta_path, lambda f: json.dump(meta, f, indent=2), binary=False)
+  features_dir = os.path.join(output_dir, "features")
+  for leftover in os.listdir(features_dir):  # half-written files of a killed run (ours)
+    if ".npz.tmp-" in leftover and not _pid_alive(leftover.rsplit("-", 1)[-1]):
+      os.remove(os.path.join(features_dir, leftover))
   ann = os.path.join(output_dir, "annotations.csv")
   if not os.path.exists(ann):
     _write_atomic(ann, lambda f: csv.writer(f).writerow(layout.ANNOTATIONS_HEADER), binary=False)
