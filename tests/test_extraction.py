@@ -395,3 +395,13 @@ def test_include_regex_skips_other_folders_silently(tmp_path):
   sources, problems = video_lib.discover(str(tmp_path), naming)
   assert [(s.name, s.subject) for s in sources] == [("spNO.1_a", "spNO.1")]
   assert problems == []
+
+
+def test_a_bad_frame_part_way_stops_the_video_with_the_frame_named(tmp_path):
+  """The error is raised in the prefetching thread and reaches the caller unchanged."""
+  _write_folder(str(tmp_path / "v"), _constant_frames(20) + _constant_frames(1, 30, 24))
+  src = video_lib.VideoSource(str(tmp_path / "v"), "v", "v", "v", True)
+  config = extract.ExtractionConfig(frames=video_lib.FrameConfig(resize=16), flow=CHEAP_FLOW,
+                                    snippet_length=4, batch_snippets=2, random_init=True)
+  with pytest.raises(video_lib.VideoReadError, match="img21.png.*differs"):
+    extract.extract_video(src, config, _Recorder(2), flow_lib.FlowComputer(CHEAP_FLOW))

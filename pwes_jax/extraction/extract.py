@@ -6,7 +6,7 @@ cuts both streams into snippets, and full batches of ``batch_snippets`` snippets
 two jitted I3D streams (:class:`TwoStream`; a video's last batch is zero-padded to a power of
 two, so a few shapes are compiled per stream, once). Only the frames a future snippet needs are held, so hour-long videos fit.
 The I3D calls are dispatched asynchronously: the device works on a batch while the host computes
-the next chunk's flow.
+the next chunk's flow, and frames are decoded a chunk ahead in a background thread.
 
 Per dataset (:func:`extract_dataset`) every video found under the videos directory is extracted
 into ``output_dir`` in the dataset layout: ``features/<video>.npz`` (``rgb``, ``flow`` float32
@@ -20,6 +20,7 @@ error.
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import dataclasses
 import io
@@ -27,7 +28,7 @@ import json
 import os
 import time
 import traceback
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from absl import logging
 import jax
@@ -210,10 +211,83 @@ def tail_batch_size(n: int, batch: int) -> int:
   return min(batch, 1 << max(n - 1, 0).bit_length())
 
 
+def _blocks(frames: Iterator, size: int) -> Iterator:
+  """Lists of ``size`` consecutive frames (the last one shorter)."""
+  block = []
+  for frame in frames:
+    block.append(frame)
+    if len(block) == size:
+      yield block
+      block = []
+  if block:
+    yield block
+
+
+def _prefetched(items: Iterator) -> Iterator:
+  """``items``, each next one produced in a background thread while the caller works on this one.
+
+  Decoding and resizing (OpenCV, which releases the GIL) then overlap the flow and I3D work.
+  Exceptions of ``items`` are raised by the caller's ``next``.
+  """
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    future = pool.submit(next, items, _END)
+    while True:
+      item = future.result()
+      if item is _END:
+        return
+      future = pool.submit(next, items, _END)
+      yield item
+
+
+_END = object()
+
+
+class _Batcher:
+  """Gathers snippets into batches and runs both I3D streams on each, asynchronously."""
+
+  def __init__(self, extractor: TwoStream, batch: int, timing: dict):
+    self.extractor, self.batch, self.timing = extractor, batch, timing
+    self._rgb, self._flow, self._out = [], [], []
+
+  def add(self, snips: Iterator) -> None:
+    """Takes ``(rgb [L, S, S, 3], flow [L, S, S, 2])`` snippets; runs each full batch."""
+    for r, f in snips:
+      self._rgb.append(r)
+      self._flow.append(f)
+      if len(self._rgb) == self.batch:
+        self._run()
+
+  def _run(self) -> None:
+    n = len(self._rgb)
+    rgb, flo = np.stack(self._rgb), np.stack(self._flow)
+    size = tail_batch_size(n, self.batch)
+    if n < size:  # Zero-pad the last batch to a power of two: few compiled shapes.
+      rgb = np.concatenate([rgb, np.zeros((size - n,) + rgb.shape[1:], rgb.dtype)])
+      flo = np.concatenate([flo, np.zeros((size - n,) + flo.shape[1:], flo.dtype)])
+    t0 = time.perf_counter()
+    self._out.append((self.extractor.rgb(rgb), self.extractor.flow(flo), n))
+    self.timing["i3d"] += time.perf_counter() - t0
+    self._rgb, self._flow = [], []
+
+  def result(self) -> tuple:
+    """Runs the last, partial batch; returns ``(rgb, flow)`` ``float32 [T, 1024]``."""
+    if self._rgb:
+      self._run()
+    t0 = time.perf_counter()
+    rgb = np.concatenate([np.asarray(a)[:n] for a, _, n in self._out])
+    flo = np.concatenate([np.asarray(b)[:n] for _, b, n in self._out])
+    self.timing["i3d"] += time.perf_counter() - t0
+    return rgb, flo
+
+
 def extract_video(source: video_lib.VideoSource, config: ExtractionConfig, extractor: TwoStream,
                   flow_computer: flow_lib.FlowComputer, *,
                   progress: Optional[Callable[[int], None]] = None) -> VideoResult:
   """Features of one video, streamed.
+
+  Frames are read a chunk ahead in a background thread; each chunk's flows are computed (with
+  the previous chunk's last frame, so no pair is missed), the snippets they complete are
+  batched, and each full batch goes through both I3D streams without waiting for the result.
 
   Args:
     source: the video.
@@ -230,45 +304,17 @@ def extract_video(source: video_lib.VideoSource, config: ExtractionConfig, extra
       ``snippet_length + 1`` frames.
   """
   length, stride, batch = config.snippet_length, config.stride, config.batch_snippets
-  chunk = max(batch * stride, length + 1)
   assembler = snippets.SnippetAssembler(length, stride)
-  frames = video_lib.iter_frames(source, config.frames)
-  pending_rgb, pending_flow, out_rgb, out_flow = [], [], [], []
   timing = {"read": 0.0, "flow": 0.0, "i3d": 0.0}
+  batcher = _Batcher(extractor, batch, timing)
+  blocks = _prefetched(_blocks(video_lib.iter_frames(source, config.frames),
+                               max(batch * stride, length + 1)))
   last_grey = None
-
-  def run_batch():
-    n = len(pending_rgb)
-    rgb, flo = np.stack(pending_rgb), np.stack(pending_flow)
-    size = tail_batch_size(n, batch)
-    if n < size:  # Zero-pad the last batch to a power of two: few compiled shapes.
-      rgb = np.concatenate([rgb, np.zeros((size - n,) + rgb.shape[1:], rgb.dtype)])
-      flo = np.concatenate([flo, np.zeros((size - n,) + flo.shape[1:], flo.dtype)])
+  while True:
     t0 = time.perf_counter()
-    out_rgb.append((extractor.rgb(rgb), n))
-    out_flow.append((extractor.flow(flo), n))
-    timing["i3d"] += time.perf_counter() - t0
-    pending_rgb.clear()
-    pending_flow.clear()
-
-  def take(snips):
-    for r, f in snips:
-      pending_rgb.append(r)
-      pending_flow.append(f)
-      if len(pending_rgb) == batch:
-        run_batch()
-
-  done = False
-  while not done:
-    t0 = time.perf_counter()
-    block = []
-    for frame in frames:
-      block.append(frame)
-      if len(block) == chunk:
-        break
-    done = len(block) < chunk
+    block = next(blocks, None)
     timing["read"] += time.perf_counter() - t0
-    if not block:
+    if block is None:
       break
     t0 = time.perf_counter()
     grey = video_lib.grey(block)
@@ -276,7 +322,7 @@ def extract_video(source: video_lib.VideoSource, config: ExtractionConfig, extra
     last_grey = grey[-1]
     timing["flow"] += time.perf_counter() - t0
     assembler.add(block, list(flows))
-    take(assembler.ready())
+    batcher.add(assembler.ready())
     if progress:
       progress(assembler.frames)
   num_frames = assembler.frames
@@ -284,13 +330,8 @@ def extract_video(source: video_lib.VideoSource, config: ExtractionConfig, extra
     raise video_lib.VideoReadError(
         f"video {source.path}: {num_frames} frame(s), shorter than one snippet (needs at least "
         f"snippet_length + 1 = {length + 1} frames)")
-  take(assembler.finish())
-  if pending_rgb:
-    run_batch()
-  t0 = time.perf_counter()
-  rgb = np.concatenate([np.asarray(a)[:n] for a, n in out_rgb])
-  flo = np.concatenate([np.asarray(a)[:n] for a, n in out_flow])
-  timing["i3d"] += time.perf_counter() - t0
+  batcher.add(assembler.finish())
+  rgb, flo = batcher.result()
   expected = snippets.num_snippets(num_frames, stride)
   assert rgb.shape == flo.shape == (expected, FEATURE_DIM), (rgb.shape, flo.shape, expected)
   return VideoResult(rgb, flo, num_frames, timing["read"], timing["flow"], timing["i3d"])
