@@ -405,3 +405,35 @@ def test_a_bad_frame_part_way_stops_the_video_with_the_frame_named(tmp_path):
                                     snippet_length=4, batch_snippets=2, random_init=True)
   with pytest.raises(video_lib.VideoReadError, match="img21.png.*differs"):
     extract.extract_video(src, config, _Recorder(2), flow_lib.FlowComputer(CHEAP_FLOW))
+
+
+def test_converted_weights_drive_the_extractor_and_a_wrong_stream_is_refused(tmp_path):
+  """convert -> save_params -> ExtractionConfig(rgb_weights, flow_weights) -> TwoStream."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from pwes_jax.extraction import convert  # pylint: disable=g-import-not-at-top
+  from pwes_jax.extraction import i3d  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  paths = {}
+  for stream, channels in (("rgb", 3), ("flow", 2)):
+    state = {k: (rng.standard_normal(shape) * 0.05).astype(np.float32)
+             for k, (_, shape) in convert.torch_layout(channels).items()}
+    for k in state:
+      if k.endswith("running_var"):
+        state[k] = np.abs(state[k]) + 0.5
+    variables, info = convert.convert_state_dict(state, source=f"{stream}.npz")
+    paths[stream] = str(tmp_path / f"{stream}_i3d.npz")
+    convert.save_params(paths[stream], variables, meta=info)
+  config = extract.ExtractionConfig(frames=video_lib.FrameConfig(resize=32), flow=CHEAP_FLOW,
+                                    batch_snippets=2, rgb_weights=paths["rgb"],
+                                    flow_weights=paths["flow"])
+  streams = extract.TwoStream(config)
+  x = rng.integers(0, 256, (2, 8, 32, 32, 3)).astype(np.uint8)
+  want = jax.jit(i3d.I3D().apply)(convert.load_params(paths["rgb"])[0],
+                                  x.astype(np.float32) / 127.5 - 1.0)
+  np.testing.assert_allclose(np.asarray(streams.rgb(x)), np.asarray(want), rtol=1e-5, atol=1e-6)
+  swapped = extract.ExtractionConfig(frames=video_lib.FrameConfig(resize=32), flow=CHEAP_FLOW,
+                                     rgb_weights=paths["flow"], flow_weights=paths["flow"])
+  with pytest.raises(extract.ExtractionError, match="flow_i3d.npz.*2 input channels.*rgb"):
+    extract.TwoStream(swapped)
+  with pytest.raises(extract.ExtractionError, match="no rgb weights"):
+    extract.TwoStream(extract.ExtractionConfig(flow_weights=paths["flow"]))
