@@ -5,6 +5,7 @@ Usage::
   python -m launch.import_dataset --format=casme2 \
       --annotations="CAS(ME)^2code_final.xlsx" --features=/path/to/i3d --output_dir=data/casme2 \
       [--num_frames_csv=num_frames.csv] [--skip_missing] [--frame_base=N] \
+      [--resample_fps=F] [--snippet_length=L] \
       [--video_name_format='{subject}_{code}']
 
 ``--format`` is ``casme2``, ``samm_lv`` or ``casme3``. The accepted feature files, the video
@@ -38,6 +39,12 @@ _VIDEO_NAME_FORMAT = flags.DEFINE_string(
     "video_name_format", None, "casme2 only: video name from {subject}, {subject_number}, "
     "{code}, {code_name} (default '{subject}_{code}', e.g. s15_0401).")
 
+_RESAMPLE_FPS = flags.DEFINE_float(
+    "resample_fps", None, "The features come from videos resampled to this frame rate "
+    "(launch.extract_features --fps): map the spreadsheet's intervals to it.")
+_SNIPPET_LENGTH = flags.DEFINE_integer(
+    "snippet_length", None, "Frames per snippet of the features, if not the dataset's (8; "
+    "32 for samm_lv).")
 flags.mark_flags_as_required(["format", "annotations", "features", "output_dir"])
 
 
@@ -53,7 +60,8 @@ def main(argv):
     summary = importers.IMPORTERS[_FORMAT.value](
         _ANNOTATIONS.value, _FEATURES.value, _OUTPUT_DIR.value,
         num_frames_csv=_NUM_FRAMES_CSV.value, skip_missing=_SKIP_MISSING.value,
-        frame_base=_FRAME_BASE.value, **kwargs)
+        frame_base=_FRAME_BASE.value, resample_fps=_RESAMPLE_FPS.value,
+        snippet_length=_SNIPPET_LENGTH.value, **kwargs)
   except (ValueError, FileExistsError) as e:  # DatasetError is a ValueError.
     raise SystemExit(f"import_dataset: {e}") from None
   print(json.dumps(summary, indent=2))

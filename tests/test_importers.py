@@ -476,3 +476,46 @@ def test_cli_imports_samm_and_refuses_a_second_run(tmp_path):
   res = _cli(*args)
   assert res.returncode != 0
   assert "refusing to overwrite" in res.stderr and "Traceback" not in res.stderr
+
+
+def _brute_force_resample(onset, apex, offset, src, dst, count=2000):
+  """Plain loop over resampled frames k (showing source frame floor(k * src / dst))."""
+  shown = [int(np.floor(k * src / dst + 1e-9)) for k in range(count)]
+  inside = [k for k, s in enumerate(shown) if onset <= s <= offset]
+  if not inside:  # shorter than one new frame: the frame nearest the middle
+    k = int(round((onset + offset) / 2 / (src / dst)))
+    inside = [k]
+  lo, hi = inside[0], inside[-1]
+  new_apex = -1 if apex < 0 else min(max(int(round(apex / (src / dst))), lo), hi)
+  return lo, new_apex, hi
+
+
+@pytest.mark.parametrize("src,dst", [(200, 30), (30, 15), (30, 25), (30, 60), (30, 30)],
+                         ids=["samm_to_30", "halve", "odd_ratio", "upsample", "same_rate"])
+def test_resample_interval_matches_a_frame_by_frame_loop(src, dst):
+  rng = np.random.default_rng(0)
+  for _ in range(300):
+    onset = int(rng.integers(0, 900))
+    offset = onset + int(rng.integers(0, 60))
+    apex = int(rng.integers(onset, offset + 1)) if rng.random() < 0.7 else -1
+    got = importers.resample_interval(onset, apex, offset, src, dst)
+    assert got == _brute_force_resample(onset, apex, offset, src, dst), (onset, apex, offset)
+
+
+def test_casme3_import_of_features_from_resampled_videos(tmp_path):
+  """Features extracted at 15 fps from 30 fps videos: intervals halve, dataset.json says 15."""
+  xlsx = write_xlsx(tmp_path / "part_A.xlsx", [("Sheet1", CASME3_ROWS)])
+  feats = str(tmp_path / "feats")
+  make_features(feats, "spNO.1_a", 10, "npz")
+  make_features(feats, "spNO.2_b", 6, "npz")
+  csv_path = tmp_path / "frames.csv"
+  csv_path.write_text("video,num_frames\nspNO.1_a,84\nspNO.2_b,50\n")
+  importers.import_casme3(xlsx, feats, str(tmp_path / "out"), num_frames_csv=str(csv_path),
+                          resample_fps=15)
+  ds = layout.load_dataset(str(tmp_path / "out"))
+  assert ds.info.fps == 15.0
+  got = sorted((a.video, a.onset, a.offset) for a in ds.annotations)
+  # By hand, k shows source frame 2k: [0, 35] -> [0, 17]; [120, 128] -> [60, 64];
+  # [7, 9] -> [4, 4] (source 8 only); [40, 90] -> [20, 45].
+  assert got == [("spNO.1_a", 0, 17), ("spNO.1_a", 60, 64), ("spNO.2_b", 4, 4),
+                 ("spNO.2_b", 20, 45)]

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
 import re
 from typing import Callable, Optional, Sequence
@@ -712,21 +713,63 @@ def _unused_features(features_dir: str, used: set) -> list:
   return sorted(names - used)
 
 
+def resample_interval(onset: int, apex: int, offset: int, source_fps: float,
+                      fps: float) -> tuple:
+  """An interval in source frames -> the frames of a video resampled to ``fps``.
+
+  The resampled video's frame ``k`` shows source frame ``floor(k * source_fps / fps)`` (what
+  ``launch.extract_features --fps`` does). The new onset is the first frame showing a source
+  frame ``>= onset``, the new offset the last showing one ``<= offset``; an interval shorter
+  than one new frame keeps the one frame nearest its middle. The apex (``-1`` if unknown) goes
+  to the nearest frame, clipped into the interval.
+
+  Returns:
+    ``(onset, apex, offset)`` in resampled frames.
+  """
+  r = source_fps / fps
+  new_on = math.ceil(onset / r - 1e-9)
+  new_off = math.floor((offset + 1) / r - 1e-9)
+  if new_off < new_on:
+    new_on = new_off = int(round((onset + offset) / 2 / r))
+  new_apex = -1 if apex < 0 else min(max(int(round(apex / r)), new_on), new_off)
+  return new_on, new_apex, new_off
+
+
+def resample_parsed(parsed: Parsed, source_fps: float, fps: float) -> Parsed:
+  """Every row's interval mapped with :func:`resample_interval`."""
+  rows = []
+  for r in parsed.rows:
+    a = r.annotation
+    on, ap, off = resample_interval(a.onset, a.apex, a.offset, source_fps, fps)
+    rows.append(dataclasses.replace(r, annotation=dataclasses.replace(a, onset=on, apex=ap,
+                                                                        offset=off)))
+  return dataclasses.replace(parsed, rows=tuple(rows))
+
+
 def _import(key: str, reader: Callable, path: str, features_dir: str, output_dir: str, *,
-            num_frames_csv, skip_missing, frame_base, feature_dim, **parse_kwargs) -> dict:
+            num_frames_csv, skip_missing, frame_base, feature_dim, resample_fps=None,
+            snippet_length=None, **parse_kwargs) -> dict:
   d = DEFAULTS[key]
   base = d["frame_base"] if frame_base is None else int(frame_base)
   parsed = reader(path, frame_base=base, **parse_kwargs)
-  return import_parsed(parsed, features_dir, output_dir, name=d["name"], fps=d["fps"],
-                       snippet_length=d["snippet_length"], source=path, frame_base=base,
-                       num_frames_csv=num_frames_csv, skip_missing=skip_missing,
-                       feature_dim=feature_dim)
+  fps = d["fps"]
+  if resample_fps is not None:
+    if not resample_fps > 0:
+      raise ValueError(f"resample_fps must be positive, got {resample_fps}")
+    parsed = resample_parsed(parsed, d["fps"], float(resample_fps))
+    fps = float(resample_fps)
+  return import_parsed(parsed, features_dir, output_dir, name=d["name"], fps=fps,
+                       snippet_length=snippet_length or d["snippet_length"], source=path,
+                       frame_base=base, num_frames_csv=num_frames_csv,
+                       skip_missing=skip_missing, feature_dim=feature_dim)
 
 
 def import_casme2(xlsx: str, features_dir: str, output_dir: str, *,
                   num_frames_csv: Optional[str] = None, skip_missing: bool = False,
                   frame_base: Optional[int] = None, feature_dim: int = FEATURE_DIM,
-                  video_name_format: str = "{subject}_{code}") -> dict:
+                  video_name_format: str = "{subject}_{code}",
+                  resample_fps: Optional[float] = None,
+                  snippet_length: Optional[int] = None) -> dict:
   """Imports CAS(ME)^2 (fps 30, snippet 8, 1-based frames by default).
 
   Args:
@@ -740,6 +783,10 @@ def import_casme2(xlsx: str, features_dir: str, output_dir: str, *,
     feature_dim: feature width D (1024 for I3D).
     video_name_format: how a video is named from ``subject``, ``subject_number``, ``code`` and
       ``code_name``.
+    resample_fps: the features were extracted from videos resampled to this frame rate
+      (``launch.extract_features --fps``): intervals are mapped with :func:`resample_interval`
+      and ``dataset.json`` gets this rate. The same holds for the other importers.
+    snippet_length: frames per snippet of the features, if not the dataset's (8, 32 SAMM-LV).
 
   Returns:
     Summary dict: ``name``, ``output_dir``, ``videos``, ``subjects``, ``ME``, ``MaE`` (counts),
@@ -749,31 +796,38 @@ def import_casme2(xlsx: str, features_dir: str, output_dir: str, *,
   """
   return _import("casme2", read_casme2, xlsx, features_dir, output_dir,
                  num_frames_csv=num_frames_csv, skip_missing=skip_missing, frame_base=frame_base,
-                 feature_dim=feature_dim, video_name_format=video_name_format)
+                 feature_dim=feature_dim, resample_fps=resample_fps,
+                 snippet_length=snippet_length, video_name_format=video_name_format)
 
 
 def import_samm_lv(xlsx: str, features_dir: str, output_dir: str, *,
                    num_frames_csv: Optional[str] = None, skip_missing: bool = False,
-                   frame_base: Optional[int] = None, feature_dim: int = FEATURE_DIM) -> dict:
+                   frame_base: Optional[int] = None, feature_dim: int = FEATURE_DIM,
+                   resample_fps: Optional[float] = None,
+                   snippet_length: Optional[int] = None) -> dict:
   """Imports SAMM-LV (fps 200, snippet 32, frame base 0 by default: an assumption, see above).
 
   Arguments and summary as in :func:`import_casme2`.
   """
   return _import("samm_lv", read_samm_lv, xlsx, features_dir, output_dir,
                  num_frames_csv=num_frames_csv, skip_missing=skip_missing, frame_base=frame_base,
-                 feature_dim=feature_dim)
+                 feature_dim=feature_dim, resample_fps=resample_fps,
+                 snippet_length=snippet_length)
 
 
 def import_casme3(spreadsheet: str, features_dir: str, output_dir: str, *,
                   num_frames_csv: Optional[str] = None, skip_missing: bool = False,
-                  frame_base: Optional[int] = None, feature_dim: int = FEATURE_DIM) -> dict:
+                  frame_base: Optional[int] = None, feature_dim: int = FEATURE_DIM,
+                  resample_fps: Optional[float] = None,
+                  snippet_length: Optional[int] = None) -> dict:
   """Imports CAS(ME)^3 part A from ``.xls`` or ``.xlsx`` (fps 30, snippet 8, frame base 0).
 
   Arguments and summary as in :func:`import_casme2`.
   """
   return _import("casme3", read_casme3, spreadsheet, features_dir, output_dir,
                  num_frames_csv=num_frames_csv, skip_missing=skip_missing, frame_base=frame_base,
-                 feature_dim=feature_dim)
+                 feature_dim=feature_dim, resample_fps=resample_fps,
+                 snippet_length=snippet_length)
 
 
 IMPORTERS = {"casme2": import_casme2, "samm_lv": import_samm_lv, "casme3": import_casme3}
