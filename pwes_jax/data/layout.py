@@ -157,16 +157,26 @@ def write_dataset(root: str, info: DatasetInfo, videos: Sequence[Video],
   with open(targets[0], "w") as f:
     json.dump(meta, f, indent=2)
   with open(targets[1], "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(VIDEOS_HEADER)
-    for v in videos:
-      w.writerow([v.subject, v.video, int(v.num_frames)])
+    write_videos_rows(f, videos)
   with open(targets[2], "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(ANNOTATIONS_HEADER)
-    for a in annotations:
-      w.writerow([a.subject, a.video, int(a.onset), "" if a.apex < 0 else int(a.apex),
-                  int(a.offset), a.type])
+    write_annotation_rows(f, annotations)
+
+
+def write_videos_rows(f, videos: Sequence[Video]) -> None:
+  """Writes ``videos.csv``'s header and rows to the open text file ``f``."""
+  w = csv.writer(f)
+  w.writerow(VIDEOS_HEADER)
+  for v in videos:
+    w.writerow([v.subject, v.video, int(v.num_frames)])
+
+
+def write_annotation_rows(f, annotations: Sequence[Annotation]) -> None:
+  """Writes ``annotations.csv``'s header and rows to the open text file ``f``."""
+  w = csv.writer(f)
+  w.writerow(ANNOTATIONS_HEADER)
+  for a in annotations:
+    w.writerow([a.subject, a.video, int(a.onset), "" if a.apex < 0 else int(a.apex),
+                int(a.offset), a.type])
 
 
 def write_features(root: str, video: str, rgb: np.ndarray, flow: np.ndarray,

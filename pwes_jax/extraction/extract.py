@@ -21,7 +21,6 @@ error.
 from __future__ import annotations
 
 import concurrent.futures
-import csv
 import dataclasses
 import io
 import json
@@ -42,7 +41,7 @@ from pwes_jax.extraction import i3d
 from pwes_jax.extraction import snippets
 from pwes_jax.extraction import video as video_lib
 
-FEATURE_DIM = 1024
+FEATURE_DIM = i3d.FEATURE_DIM
 REPORT_FILE = "extraction_report.json"
 PROGRESS_EVERY_S = 30.0  # a progress line per video at most this often
 
@@ -130,7 +129,7 @@ def from_config_dict(c: Any) -> ExtractionConfig:
         rgb_weights=c.i3d.rgb_weights, flow_weights=c.i3d.flow_weights,
         random_init=bool(c.i3d.random_init), seed=int(c.i3d.seed),
         batch_snippets=int(c.i3d.batch_snippets), dtype=c.i3d.dtype,
-        conv_impl=c.i3d.get("conv_impl", "auto"))
+        conv_impl=c.i3d.conv_impl)
   except (TypeError, ValueError) as e:
     raise ExtractionError(f"extraction config: {e}") from None
 
@@ -165,7 +164,6 @@ class TwoStream:
   """
 
   def __init__(self, config: ExtractionConfig):
-    self.config = config
     dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
     self._rgb_vars = _load_stream(config.rgb_weights, 3, "rgb", config)
     self._flow_vars = _load_stream(config.flow_weights, 2, "flow", config)
@@ -178,7 +176,6 @@ class TwoStream:
       return model.apply(variables, x).astype(jnp.float32)
 
     self._rgb_fn, self._flow_fn = jax.jit(rgb_fn), jax.jit(flow_fn)
-    self.batch = config.batch_snippets
 
   def rgb(self, x: np.ndarray) -> jax.Array:
     return self._rgb_fn(self._rgb_vars, x)
@@ -398,7 +395,8 @@ def _pid_alive(pid: str) -> bool:
 
 def _prepare_output(output_dir: str, config: ExtractionConfig, fps: float, name: str) -> None:
   """Creates ``dataset.json`` / ``annotations.csv``, or checks an earlier run's settings match."""
-  os.makedirs(os.path.join(output_dir, "features"), exist_ok=True)
+  features_dir = os.path.join(output_dir, "features")
+  os.makedirs(features_dir, exist_ok=True)
   meta_path = os.path.join(output_dir, "dataset.json")
   recorded = config.recorded()
   if os.path.exists(meta_path):
@@ -423,25 +421,12 @@ def _prepare_output(output_dir: str, config: ExtractionConfig, fps: float, name:
     meta = {"name": name, "fps": fps, "snippet_length": config.stride,
             "feature_dim": FEATURE_DIM, "source": "extract_features", "extraction": recorded}
     _write_atomic(meta_path, lambda f: json.dump(meta, f, indent=2), binary=False)
-  features_dir = os.path.join(output_dir, "features")
   for leftover in os.listdir(features_dir):  # half-written files of a killed run (ours)
     if ".npz.tmp-" in leftover and not _pid_alive(leftover.rsplit("-", 1)[-1]):
       os.remove(os.path.join(features_dir, leftover))
   ann = os.path.join(output_dir, "annotations.csv")
   if not os.path.exists(ann):
-    _write_atomic(ann, lambda f: csv.writer(f).writerow(layout.ANNOTATIONS_HEADER), binary=False)
-
-
-def _write_videos_csv(output_dir: str, rows: list) -> None:
-  path = os.path.join(output_dir, "videos.csv")
-
-  def write(f):
-    w = csv.writer(f)
-    w.writerow(layout.VIDEOS_HEADER)
-    for r in rows:
-      w.writerow([r.subject, r.video, r.num_frames])
-
-  _write_atomic(path, write, binary=False)
+    _write_atomic(ann, lambda f: layout.write_annotation_rows(f, []), binary=False)
 
 
 def _dataset_fps(sources: list, config: ExtractionConfig) -> float:
@@ -503,7 +488,9 @@ def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, 
   order = {s.name: i for i, s in enumerate(sources)}
 
   def flush():
-    _write_videos_csv(output_dir, sorted(rows.values(), key=lambda v: order[v.video]))
+    videos = sorted(rows.values(), key=lambda v: order[v.video])
+    _write_atomic(os.path.join(output_dir, "videos.csv"),
+                  lambda f: layout.write_videos_rows(f, videos), binary=False)
 
   flush()
   summary = {"videos": len(sources), "extracted": 0, "skipped": len(rows), "failed": failed,

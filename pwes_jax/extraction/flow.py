@@ -169,8 +169,7 @@ class FlowComputer:
     if padded > n:
       zeros = np.zeros((padded - n,) + frames.shape[1:], frames.dtype)
       prev, nxt = np.concatenate([prev, zeros]), np.concatenate([nxt, zeros])
-    settings = self.config.solver_settings()
-    out = [np.asarray(tvl1_jax.tvl1_batch(prev[i:i + b], nxt[i:i + b], settings))
+    out = [np.asarray(tvl1_jax.tvl1_batch(prev[i:i + b], nxt[i:i + b], self.config))
            for i in range(0, padded, b)]
     return scale(np.concatenate(out)[:n], self.config.bound)
 
