@@ -21,6 +21,7 @@ from absl import app
 from absl import flags
 
 from pwes_jax import evaluation
+from pwes_jax import fileio
 from pwes_jax.data import layout
 
 _DATASET_DIR = flags.DEFINE_string("dataset_dir", None, "Dataset directory (ground truth).")
@@ -66,10 +67,8 @@ def main(argv):
     raise SystemExit(f"evaluate: {e}") from None
   out = os.path.abspath(_OUTPUT.value)
   os.makedirs(os.path.dirname(out), exist_ok=True)
-  tmp = f"{out}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
+  with fileio.atomic_open(out) as f:
     json.dump(result, f, indent=2, allow_nan=False)
-  os.replace(tmp, out)
   for line in _summary_lines(result):
     print(line)
   print(f"metrics written to {out}", file=sys.stderr)

@@ -35,6 +35,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from pwes_jax import checkpointing
+from pwes_jax import fileio
 from pwes_jax import model as model_lib
 from pwes_jax import proposals as proposals_lib
 from pwes_jax.data import folds as folds_lib
@@ -376,8 +377,6 @@ def write_json(path: str, result: Mapping) -> str:
   """Writes ``result`` atomically to ``path``; returns the absolute path."""
   out = os.path.abspath(path)
   os.makedirs(os.path.dirname(out), exist_ok=True)
-  tmp = f"{out}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
+  with fileio.atomic_open(out) as f:
     json.dump(result, f, indent=1)
-  os.replace(tmp, out)
   return out

@@ -22,6 +22,7 @@ import optax
 
 from pwes_jax import checkpointing
 from pwes_jax import dfcl
+from pwes_jax import fileio
 from pwes_jax import model as model_lib
 from pwes_jax import objective as objective_lib
 from pwes_jax.data import batching
@@ -227,10 +228,8 @@ class MetricsLog:
       if row is None or row["fold"] != fold or row["step"] <= step:
         keep.append(line)
     if len(keep) != len(lines):
-      tmp = self.path + ".tmp"
-      with open(tmp, "w") as f:
+      with fileio.atomic_open(self.path) as f:
         f.writelines(keep)
-      os.replace(tmp, self.path)
 
   def _writer(self, fold: int):
     if fold not in self._tb:
@@ -279,9 +278,8 @@ def infer_videos(ctx: RunContext, params, names: Sequence[str], forward=None) ->
 
 def save_outputs(path: str, outputs: dict) -> None:
   flat = {f"{k}__{name}": v for name, d in outputs.items() for k, v in d.items()}
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, **flat)
-  os.replace(tmp, path)
+  with fileio.atomic_open(path, "wb") as f:
+    np.savez(f, **flat)
 
 
 def load_outputs(path: str) -> dict:
@@ -316,10 +314,8 @@ def finish_fold(ctx: RunContext, fold: folds_lib.Fold, params, train_summary: di
             "test_videos": list(fold.test_videos), "train_videos": list(fold.train_videos),
             "steps": int(ctx.config.optim.steps), "train_seconds": seconds,
             "train_summary": train_summary, "finished": True}
-  tmp = fold_record_path(ctx.workdir, fold.index) + ".tmp"
-  with open(tmp, "w") as f:
+  with fileio.atomic_open(fold_record_path(ctx.workdir, fold.index)) as f:
     json.dump(record, f, indent=1)
-  os.replace(tmp, fold_record_path(ctx.workdir, fold.index))
   return record
 
 

@@ -321,3 +321,19 @@ def test_unreadable_feature_file_is_a_dataset_error(tmp_path):
   ds = layout.load_dataset(root)
   with pytest.raises(layout.DatasetError, match="video 's1_b'.*unreadable feature file"):
     layout.load_features(ds, ds.videos[1])
+
+
+def test_atomic_open_replaces_on_success_and_keeps_the_old_file_on_error(tmp_path):
+  from pwes_jax import fileio  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "out.json"
+  path.write_text("old")
+  with pytest.raises(RuntimeError):
+    with fileio.atomic_open(str(path)) as f:
+      f.write("half")
+      raise RuntimeError("killed")
+  assert path.read_text() == "old"
+  assert not os.path.exists(fileio.temp_path(str(path)))
+  with fileio.atomic_open(str(path)) as f:
+    f.write("new")
+  assert path.read_text() == "new"
+  assert sorted(os.listdir(tmp_path)) == ["out.json"]

@@ -29,6 +29,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from pwes_jax import fileio
 from pwes_jax.extraction import i3d
 
 CONVERTER_VERSION = 1
@@ -270,16 +271,9 @@ def save_params(path: str, variables: Mapping[str, Any], *, meta: Mapping[str, A
   _check_variables(flat, path)
   arrays = {key: value.astype(np.float32) for key, value in flat.items()}
   arrays["meta"] = np.asarray(json.dumps(dict(meta), sort_keys=True))
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-  try:
-    with open(tmp, "wb") as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with fileio.atomic_open(path, "wb") as f:
+    np.savez(f, **arrays)
 
 
 def load_params(path: str) -> tuple[dict, dict]:

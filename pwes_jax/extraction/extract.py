@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import io
 import json
 import os
 import time
@@ -34,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pwes_jax import fileio
 from pwes_jax.data import layout
 from pwes_jax.extraction import convert
 from pwes_jax.extraction import flow as flow_lib
@@ -338,20 +338,12 @@ def extract_video(source: video_lib.VideoSource, config: ExtractionConfig, extra
 # A dataset directory.
 
 
-def _write_atomic(path: str, write: Callable[[Any], None], binary: bool) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
-    write(f)
-  os.replace(tmp, path)
-
-
 def write_video_features(path: str, result: VideoResult) -> None:
   """Writes ``rgb``, ``flow`` and ``num_frames`` to ``path`` atomically (no half-written file)."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  buf = io.BytesIO()
-  np.savez(buf, rgb=result.rgb.astype(np.float32), flow=result.flow.astype(np.float32),
-           num_frames=np.int64(result.num_frames))
-  _write_atomic(path, lambda f: f.write(buf.getvalue()), binary=True)
+  with fileio.atomic_open(path, "wb") as f:
+    np.savez(f, rgb=result.rgb.astype(np.float32), flow=result.flow.astype(np.float32),
+             num_frames=np.int64(result.num_frames))
 
 
 def read_done(path: str, stride: int) -> Optional[int]:
@@ -420,13 +412,15 @@ def _prepare_output(output_dir: str, config: ExtractionConfig, fps: float, name:
   else:
     meta = {"name": name, "fps": fps, "snippet_length": config.stride,
             "feature_dim": FEATURE_DIM, "source": "extract_features", "extraction": recorded}
-    _write_atomic(meta_path, lambda f: json.dump(meta, f, indent=2), binary=False)
+    with fileio.atomic_open(meta_path) as f:
+      json.dump(meta, f, indent=2)
   for leftover in os.listdir(features_dir):  # half-written files of a killed run (ours)
     if ".npz.tmp-" in leftover and not _pid_alive(leftover.rsplit("-", 1)[-1]):
       os.remove(os.path.join(features_dir, leftover))
   ann = os.path.join(output_dir, "annotations.csv")
   if not os.path.exists(ann):
-    _write_atomic(ann, lambda f: layout.write_annotation_rows(f, []), binary=False)
+    with fileio.atomic_open(ann, newline="") as f:
+      layout.write_annotation_rows(f, [])
 
 
 def _dataset_fps(sources: list, config: ExtractionConfig) -> float:
@@ -488,9 +482,8 @@ def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, 
   order = {s.name: i for i, s in enumerate(sources)}
 
   def flush():
-    videos = sorted(rows.values(), key=lambda v: order[v.video])
-    _write_atomic(os.path.join(output_dir, "videos.csv"),
-                  lambda f: layout.write_videos_rows(f, videos), binary=False)
+    with fileio.atomic_open(os.path.join(output_dir, "videos.csv"), newline="") as f:
+      layout.write_videos_rows(f, sorted(rows.values(), key=lambda v: order[v.video]))
 
   flush()
   summary = {"videos": len(sources), "extracted": 0, "skipped": len(rows), "failed": failed,
@@ -534,6 +527,6 @@ def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, 
                      result.flow_s, result.i3d_s)
     finally:
       flow_computer.close()
-  _write_atomic(os.path.join(output_dir, REPORT_FILE),
-                lambda f: json.dump(summary, f, indent=2), binary=False)
+  with fileio.atomic_open(os.path.join(output_dir, REPORT_FILE)) as f:
+    json.dump(summary, f, indent=2)
   return summary

@@ -1,0 +1,33 @@
+"""Writing a file so that readers see the old or the new content, never a half-written one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator, IO
+
+
+def temp_path(path: str) -> str:
+  """The temporary file :func:`atomic_open` writes before renaming: ``<path>.tmp-<pid>``."""
+  return f"{path}.tmp-{os.getpid()}"
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[IO]:
+  """Opens :func:`temp_path` of ``path`` for writing; on success it replaces ``path``.
+
+  If the block raises, the temporary file is removed and ``path`` is left as it was. A process
+  killed mid-write leaves the temporary file behind (its name carries the writer's pid).
+
+  Args:
+    path: the file to write.
+    mode: ``'w'`` or ``'wb'`` (text mode also accepts ``newline=`` etc. in ``kwargs``).
+  """
+  tmp = temp_path(path)
+  try:
+    with open(tmp, mode, **kwargs) as f:
+      yield f
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
