@@ -99,13 +99,10 @@ def threshold_step(u1, u2, rho_c, ix, iy, grad, lt):
   """
   rho = rho_c + ix * u1 + iy * u2
   safe = jnp.where(grad > 1e-10, grad, 1.0)
-  d1 = jnp.where(rho < -lt * grad, lt * ix,
-                 jnp.where(rho > lt * grad, -lt * ix, jnp.where(grad > 1e-10, -rho * ix / safe,
-                                                                0.0)))
-  d2 = jnp.where(rho < -lt * grad, lt * iy,
-                 jnp.where(rho > lt * grad, -lt * iy, jnp.where(grad > 1e-10, -rho * iy / safe,
-                                                                0.0)))
-  return u1 + d1, u2 + d2
+  # v = u + step * grad(I1w), the step by regime.
+  step = jnp.where(rho < -lt * grad, lt,
+                   jnp.where(rho > lt * grad, -lt, jnp.where(grad > 1e-10, -rho / safe, 0.0)))
+  return u1 + step * ix, u2 + step * iy
 
 
 def _solve_warp(i0, i1, i1x, i1y, u1, u2, px, py, *, tau, lt, theta, eps2, inner, outer, median):

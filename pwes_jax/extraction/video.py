@@ -68,6 +68,10 @@ class Naming:
   subject_regex: str = r"^([^/_]+)"
   subject_template: str = r"\1"
 
+  def includes(self, relpath: str) -> bool:
+    """Whether ``include_regex`` (if any) keeps this relative path."""
+    return not self.include_regex or bool(re.search(self.include_regex, relpath.rstrip("/")))
+
   def apply(self, relpath: str) -> tuple:
     """Returns ``(name, subject)``; raises ``ValueError`` if a regex does not match."""
     stem = os.path.splitext(relpath)[0] if not relpath.endswith("/") else relpath.rstrip("/")
@@ -134,12 +138,11 @@ def discover(videos_dir: str, naming: Naming = Naming()) -> tuple:
                              "each video's frames in a folder of its own"))
     for f in videos:
       found.append((os.path.join(root, f), rel_root + f, False))
-    if not dirs and not videos and root != videos_dir and not (
-        naming.include_regex and not re.search(naming.include_regex, rel_root.rstrip("/"))):
+    if not dirs and not videos and root != videos_dir and naming.includes(rel_root):
       problems.append((root, "folder with no frames (no image or video files)"))
   sources, names = [], {}
   for path, relpath, is_folder in found:
-    if naming.include_regex and not re.search(naming.include_regex, relpath.rstrip("/")):
+    if not naming.includes(relpath):
       continue
     try:
       name, subject = naming.apply(relpath)
