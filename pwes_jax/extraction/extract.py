@@ -4,9 +4,10 @@ Per video (:func:`extract_video`) frames stream from :mod:`video` (resized, opti
 resampled), TV-L1 flows are computed chunk by chunk (:mod:`flow`), :class:`SnippetAssembler`
 cuts both streams into snippets, and full batches of ``batch_snippets`` snippets go through the
 two jitted I3D streams (:class:`TwoStream`; a video's last batch is zero-padded to a power of
-two, so a few shapes are compiled per stream, once). Only the frames a future snippet needs are held, so hour-long videos fit.
-The I3D calls are dispatched asynchronously: the device works on a batch while the host computes
-the next chunk's flow, and frames are decoded a chunk ahead in a background thread.
+two, so a few shapes are compiled per stream, once). Only the frames a future snippet needs are
+held, so hour-long videos fit. The I3D calls are dispatched asynchronously: the device works on a
+batch while the host computes the next chunk's flow, and frames are decoded a chunk ahead in a
+background thread.
 
 Per dataset (:func:`extract_dataset`) every video found under the videos directory is extracted
 into ``output_dir`` in the dataset layout: ``features/<video>.npz`` (``rgb``, ``flow`` float32
