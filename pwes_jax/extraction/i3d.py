@@ -142,7 +142,7 @@ def conv3d_same(x: jax.Array, kernel: jax.Array, stride: Sequence[int],
 
 
 class Conv3D(nn.Module):
-  """A 3-D convolution with TF "SAME" padding; parameters as ``nn.Conv``'s (``kernel``, ``bias``)."""
+  """A 3-D convolution, TF "SAME" padding; parameters as ``nn.Conv``'s (``kernel``, ``bias``)."""
   features: int
   kernel_size: Sequence[int]
   stride: Sequence[int]
