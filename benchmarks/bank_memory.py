@@ -17,7 +17,9 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 
 from pwes_jax import dfcl
-from pwes_jax import train
+from pwes_jax import model as model_lib
+from pwes_jax import state as state_lib
+from pwes_jax import steps
 from pwes_jax.data import folds as folds_lib
 from pwes_jax.data import layout
 from pwes_jax.data import synthetic
@@ -41,19 +43,18 @@ def main(argv):
   print(f"preset {c.data.synthetic_preset}: {len(plan.videos)} videos, bank for {bank_videos} "
         f"training videos x {sum(regions)} regions x D={c.model.embed_dim}: "
         f"{_mib(dfcl.bank_nbytes(bank_videos, regions, c.model.embed_dim))}")
-  model, tx = train.programs(c)[:2]
-  state = jax.eval_shape(lambda k: train.init_state(model, tx, c, k, info.feature_dim,
-                                                    bank_videos), jax.random.PRNGKey(0))
+  model, tx = model_lib.build_model(c.model), state_lib.make_optimizer(c)
+  state = state_lib.abstract_state(model, tx, c, 0, info.feature_dim, bank_videos)
   b, t, f, n = c.optim.batch_size, _LENGTH.value, info.feature_dim, c.data.max_points
   sds = jax.ShapeDtypeStruct
   batch = {"rgb": sds((b, t, f), jnp.float32), "flow": sds((b, t, f), jnp.float32),
            "valid": sds((b, t), jnp.float32), "point_index": sds((b, n), jnp.int32),
            "point_label": sds((b, n), jnp.int32), "point_valid": sds((b, n), jnp.float32),
            "video_label": sds((b, 2), jnp.float32), "video_id": sds((b,), jnp.int32),
-           "batch_valid": sds((b,), jnp.float32)}
+           "row_valid": sds((b,), jnp.float32)}
   state_bytes = sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(state))
   print(f"train state (params, Adam moments, bank): {_mib(state_bytes)}")
-  step = lambda s, x: train.train_step(s, x, model=model, tx=tx, config=c)
+  step = lambda s, x: steps.train_step(s, x, model=model, tx=tx, config=c)
   for donate in (True, False):
     jitted = jax.jit(step, donate_argnums=0 if donate else ())
     mem = jitted.lower(state, batch).compile().memory_analysis()

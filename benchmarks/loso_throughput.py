@@ -8,11 +8,11 @@ For each fold count ``G`` of ``--folds`` it trains ``G`` folds for ``--steps`` t
 one bucket length (``--length`` snippets, batch ``--batch_size``, random features), two ways:
 
 * ``sequential``: the folds one after another with the single-fold step
-  (``train.make_jitted_step``, compiled once for all G), a fresh ``train.init_state`` per fold,
-  as ``train.train_fold`` does;
+  (``steps.make_train_step``, compiled once for all G), a fresh ``state.init_state`` per fold,
+  as ``trainer.train_folds`` does;
 * ``parallel``: one stacked state of G folds (``sharding.stack``, placed with
-  ``NamedSharding(mesh, P('fold'))`` by ``sharding._global_array``) trained by
-  ``sharding.make_parallel_step`` over a fold mesh of ``min(devices, G)`` devices, with the
+  ``NamedSharding(mesh, P('fold'))`` by ``sharding.global_array``) trained by
+  ``steps.make_parallel_step`` over a fold mesh of ``min(devices, G)`` devices, with the
   group padded to a multiple of the mesh as ``sharding.group_layout`` says.
 
 It prints per (mode, G): compile seconds, fold-steps/s (G x steps / seconds of the timed steps,
@@ -79,9 +79,10 @@ import numpy as np
 from configs import casme2 as casme2_config
 from configs import synthetic as synthetic_config
 from pwes_jax import model as model_lib
-from pwes_jax import objective as objective_lib
+from pwes_jax import config_checks
 from pwes_jax import sharding
-from pwes_jax import train as train_lib
+from pwes_jax import state as state_lib
+from pwes_jax import steps
 from pwes_jax.data import layout
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -138,7 +139,7 @@ def random_batch(rng, length: int, batch_size: int, feature_dim: int, max_points
       "point_valid": point_valid,
       "video_label": video_label,
       "video_id": rng.choice(num_ids, b, replace=False).astype(np.int32),
-      "batch_valid": np.ones((b,), np.float32),
+      "row_valid": np.ones((b,), np.float32),
   }
 
 
@@ -184,7 +185,7 @@ def run_sequential(g, config, model, tx, compiled, batches, feature_dim, bank):
   """Trains G folds one after another; returns fold-steps/s of the timed steps."""
   total = 0.0
   for fold in range(g):
-    state = train_lib.init_state(model, tx, config, train_lib.fold_key(config, fold),
+    state = state_lib.init_state(model, tx, config, state_lib.fold_key(config, fold),
                                  feature_dim, bank)
     batch = batches[fold]
     for _ in range(_STEPS.value):
@@ -199,12 +200,12 @@ def run_parallel(g, config, model, tx, stacked_batch_np, feature_dim, bank, rss0
   """Compiles and times the stacked step for G folds; prints its row."""
   group_size, mesh_size = sharding.group_layout(g, g, jax.device_count())
   mesh = sharding.fold_mesh(mesh_size)
-  pstep = sharding.make_parallel_step(model, tx, config, mesh)
-  states = [jax.device_get(train_lib.init_state(  # padded folds copy fold 0, as in training
-      model, tx, config, train_lib.fold_key(config, i if i < g else 0), feature_dim, bank))
+  pstep = steps.make_parallel_step(model, tx, config, mesh)
+  states = [jax.device_get(state_lib.init_state(  # padded folds copy fold 0, as in training
+      model, tx, config, state_lib.fold_key(config, i if i < g else 0), feature_dim, bank))
             for i in range(group_size)]
   fold_valid = np.array([1.0] * g + [0.0] * (group_size - g), np.float32)
-  place = lambda x: sharding._global_array(mesh, x, group_size)  # pylint: disable=protected-access
+  place = lambda x: sharding.global_array(mesh, x, group_size)
   stacked = jax.tree.map(place, sharding.stack(states))
   del states
   idx = np.arange(group_size) % g  # padded folds reuse the first folds' batches
@@ -257,11 +258,11 @@ def main(argv):
     raise app.UsageError("--steps >= 1, --length >= 2 and --batch_size >= 1 are needed")
   config = (casme2_config if _MODEL.value == "casme2" else synthetic_config).get_config()
   config.optim.batch_size = _BATCH_SIZE.value
-  objective_lib.check_config(config)
+  config_checks.check_run_config(config)
   feature_dim = config.data.synthetic_feature_dim
   bank = 97  # CAS(ME)^2: the largest fold trains on 97 of the 98 videos
   model = model_lib.build_model(config.model)
-  tx = train_lib.make_optimizer(config)
+  tx = state_lib.make_optimizer(config)
   print(f"devices: {jax.device_count()} {jax.default_backend()} (XLA_FLAGS="
         f"{os.environ.get('XLA_FLAGS', '')!r}); jax {jax.__version__}")
   print(f"start: {_load()}")
@@ -284,8 +285,8 @@ def main(argv):
       rss0 = _maxrss_mb()
       compile_s = 0.0
       if seq_compiled is None:
-        step_fn = train_lib.make_jitted_step(model, tx, config)
-        state = train_lib.init_state(model, tx, config, train_lib.fold_key(config, 0),
+        step_fn = steps.make_train_step(model, tx, config)
+        state = state_lib.init_state(model, tx, config, state_lib.fold_key(config, 0),
                                      feature_dim, bank)
         batch0 = jax.device_put(per_fold[0])
         t0 = time.perf_counter()

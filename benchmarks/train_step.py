@@ -8,7 +8,7 @@ attention hidden 512) it builds the run's length buckets exactly as training doe
 (``batching.make_buckets``) from the snippet counts ``(num_frames - 1) // L`` of the synthetic
 preset's videos (``synthetic.plan``: no feature files are generated), pads batches of random
 features with ``batching.pad_batch`` (videos of the bucket's own lengths, points from the plan's
-annotations), and times the sequential jitted step (``train.make_jitted_step``, state donated)
+annotations), and times the sequential jitted step (``steps.make_train_step``, state donated)
 on each bucket:
 
 * compile seconds (``lower`` + ``compile``; the compiled executable is then run directly);
@@ -45,8 +45,9 @@ from ml_collections import config_flags
 import numpy as np
 
 from pwes_jax import model as model_lib
-from pwes_jax import objective as objective_lib
-from pwes_jax import train as train_lib
+from pwes_jax import config_checks
+from pwes_jax import state as state_lib
+from pwes_jax import steps
 from pwes_jax.data import batching
 from pwes_jax.data import layout
 from pwes_jax.data import points as points_lib
@@ -157,7 +158,7 @@ def variant_config(config, variant: str):
   if variant == "baseline":
     c.mplg.variant = "none"
     c.dfcl.enabled = False
-  objective_lib.check_config(c)
+  config_checks.check_run_config(c)
   return c
 
 
@@ -169,10 +170,10 @@ def setup_variant(config, variant: str, bank_videos: int) -> dict:
   """The variant's config, a fresh train state and its jitted (state-donating) step."""
   cfg = variant_config(config, variant)
   model = model_lib.build_model(cfg.model)
-  tx = train_lib.make_optimizer(cfg)
-  state = train_lib.init_state(model, tx, cfg, train_lib.fold_key(cfg, 0),
+  tx = state_lib.make_optimizer(cfg)
+  state = state_lib.init_state(model, tx, cfg, state_lib.fold_key(cfg, 0),
                                cfg.data.synthetic_feature_dim, bank_videos)
-  return dict(cfg=cfg, state=state, step_fn=train_lib.make_jitted_step(model, tx, cfg))
+  return dict(cfg=cfg, state=state, step_fn=steps.make_train_step(model, tx, cfg))
 
 
 def bench_bucket(run: dict, batch: dict, steps: int, warmup: int) -> dict:

@@ -11,6 +11,9 @@ def base_config() -> ml_collections.ConfigDict:
   """The CAS(ME)^2 setting of the paper: model sizes of Section 3.2, training of Section 4.3."""
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # Modules imported before the config is checked; they register label miners and loss terms
+  # (docs/extending.md), e.g. --config.extensions=examples.temporal_smoothness.
+  c.extensions = ()
 
   c.data = ml_collections.ConfigDict()
   c.data.dataset_dir = ""          # a dataset in the layout of the README; "" = synthetic.
@@ -36,6 +39,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dtype = "float32"        # "bfloat16" is a GPU/TPU lever; no gain on CPU.
 
   c.loss = ml_collections.ConfigDict()
+  # The terms of eq. 18, summed in this order, each times loss.<name>_weight (objective.py).
+  c.loss.terms = ("mil", "mil_suppressed", "guide", "sparsity", "mutual", "snippet")
   c.loss.mil_ratios = (16.0, 8.0, 4.0)   # r_c for ME, MaE, background.
   c.loss.mil_weight = 1.0                # branch 1 (eq. 12).
   c.loss.mil_suppressed_weight = 1.0     # branch 2 (eq. 13).
@@ -45,7 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.snippet_weight = 1.0            # eq. 16 (points, then MPLG labels).
 
   c.mplg = ml_collections.ConfigDict()
-  c.mplg.variant = "full"          # none | pplm | c | ca | caf1 | caf2 | full.
+  c.mplg.variant = "full"          # label miner: none | pplm | c | ca | caf1 | caf2 | full.
   c.mplg.top_ratio = 0.3
   c.mplg.theta = 0.8
   c.mplg.neg_ratio = 2.0

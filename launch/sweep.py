@@ -11,8 +11,10 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import sweeps
+from pwes_jax import config_checks
 from pwes_jax import report
 from pwes_jax import train
+from pwes_jax import trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/synthetic.py", "Base config.",
                                           lock_config=True)
@@ -45,6 +47,7 @@ def run_dir(parent: str, name: str) -> str:
 def main(argv):
   del argv
   entries = sweeps.get_sweep(_SWEEP.value)
+  programs = {}  # entries whose model, loss and optimizer agree reuse one compiled step
   for name, overrides in entries:
     if _ONLY.value and name not in _ONLY.value:
       continue
@@ -57,7 +60,11 @@ def main(argv):
     workdir = run_dir(_WORKDIR.value, name)
     print(f"=== {name}: {overrides} -> {workdir}", flush=True)
     try:
-      train.train_and_evaluate(config, workdir)
+      config_checks.check_run_config(config)
+      key = config_checks.trace_key(config)
+      if key not in programs:
+        programs[key] = trainer.build_programs(config)
+      train.train_and_evaluate(config, workdir, programs=programs[key])
     except (ValueError, FileExistsError, FileNotFoundError, train.NonFiniteLossError) as e:
       raise SystemExit(f"launch.sweep: {name}: {e}") from None
   # The table covers every entry of the sweep that has results, including earlier --only runs.

@@ -35,6 +35,7 @@ from typing import Mapping, NamedTuple, Optional, Sequence
 from absl import logging
 import numpy as np
 
+from pwes_jax import intervals
 from pwes_jax.data import layout
 
 ROWS = ("overall", "me", "mae", "me_1.0")
@@ -219,13 +220,6 @@ def load_predictions(path: str) -> dict:
 # Matching.
 
 
-def iou(onset_a, offset_a, onset_b, offset_b) -> np.ndarray:
-  """IoU of inclusive integer frame intervals (broadcasting); 0 when they do not overlap."""
-  inter = np.minimum(offset_a, offset_b) - np.maximum(onset_a, onset_b) + 1
-  span = np.maximum(offset_a, offset_b) - np.minimum(onset_a, onset_b) + 1
-  return np.where(inter > 0, inter / span, 0.0)
-
-
 @dataclasses.dataclass(frozen=True)
 class _Flat:
   """Predictions and ground truths of the evaluated videos, flattened in video order."""
@@ -250,8 +244,7 @@ def _pairs(p_video, p_on, p_off, g_video, g_on, g_off, n_videos, iou_threshold):
   qp = np.repeat(np.arange(p_video.size), reps)
   first = np.repeat(np.cumsum(reps) - reps, reps)
   qg = np.repeat(g_start[p_video], reps) + (np.arange(qp.size) - first)
-  inter = np.minimum(p_off[qp], g_off[qg]) - np.maximum(p_on[qp], g_on[qg]) + 1
-  span = np.maximum(p_off[qp], g_off[qg]) - np.minimum(p_on[qp], g_on[qg]) + 1
+  inter, span = intervals.overlap(p_on[qp], p_off[qp], g_on[qg], g_off[qg])
   frac = fractions.Fraction(repr(float(iou_threshold))).limit_denominator(10**6)
   # Exact rational comparison: inter / span >= num / den.
   ok = (inter > 0) & (inter * frac.denominator >= span * frac.numerator)

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-NUM_CLASSES = 2  # ME, MaE; background is class index NUM_CLASSES.
+from pwes_jax.data import layout
 
 
 def _mask(x: jax.Array, valid: jax.Array) -> jax.Array:
@@ -105,7 +105,7 @@ class PWESModel(nn.Module):
   classifier_kernel: int = 1
   dropout_rate: float = 0.5
   negative_slope: float = 0.2
-  num_classes: int = NUM_CLASSES
+  num_classes: int = layout.NUM_CLASSES  # ME, MaE; background is index C
   dtype: Any = jnp.float32  # compute dtype; params stay float32.
 
   @nn.compact

@@ -21,6 +21,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from pwes_jax import intervals
 from pwes_jax.data import layout
 
 KRange = Union[None, range, Sequence[int]]
@@ -151,13 +152,6 @@ def outer_inner_scores(suppressed: np.ndarray, runs: np.ndarray, *,
   return inner - outer
 
 
-def interval_iou(starts: np.ndarray, ends: np.ndarray, start: int, end: int) -> np.ndarray:
-  """IoU of inclusive integer intervals ``[starts, ends]`` with ``[start, end]``; 0 if disjoint."""
-  inter = np.minimum(ends, end) - np.maximum(starts, start) + 1
-  span = np.maximum(ends, end) - np.minimum(starts, start) + 1
-  return np.where(inter > 0, inter / span, 0.0)
-
-
 def nms(runs: np.ndarray, scores: np.ndarray, *, threshold: float = 0.01) -> np.ndarray:
   """Class-agnostic greedy NMS on inclusive snippet intervals.
 
@@ -178,9 +172,7 @@ def nms(runs: np.ndarray, scores: np.ndarray, *, threshold: float = 0.01) -> np.
     raise ValueError(f"scores shape {scores.shape} does not match runs {runs.shape}")
   order = np.argsort(-scores, kind="stable")
   s, e = runs[order, 0], runs[order, 1]
-  inter = np.minimum(e[:, None], e[None, :]) - np.maximum(s[:, None], s[None, :]) + 1
-  span = np.maximum(e[:, None], e[None, :]) - np.minimum(s[:, None], s[None, :]) + 1
-  over = np.where(inter > 0, inter / span, 0.0) > threshold  # [P, P]
+  over = intervals.iou(s[:, None], e[:, None], s[None, :], e[None, :]) > threshold  # [P, P]
   dropped = np.zeros(order.size, bool)
   keep = []
   for i in range(order.size):
@@ -189,16 +181,6 @@ def nms(runs: np.ndarray, scores: np.ndarray, *, threshold: float = 0.01) -> np.
     keep.append(i)
     dropped |= over[i]
   return order[np.asarray(keep, np.int64)]
-
-
-def proposals_from_config(attention: np.ndarray, suppressed: np.ndarray, inference, *,
-                          snippet_length: int, fps: float) -> list:
-  """:func:`generate_proposals` with the settings of a config's ``inference`` section."""
-  return generate_proposals(attention, suppressed, snippet_length=snippet_length, fps=fps,
-                            top_ratio=inference.top_ratio,
-                            nms_threshold=inference.nms_threshold,
-                            me_max_seconds=inference.me_max_seconds,
-                            flank_ratio=inference.flank_ratio)
 
 
 def generate_proposals(attention: np.ndarray, suppressed: np.ndarray, *, snippet_length: int,

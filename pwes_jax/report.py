@@ -1,4 +1,8 @@
-"""From a run's per-fold outputs to proposals, MEGC metrics, paper-style tables and plots."""
+"""From a run's per-fold outputs to proposals, MEGC metrics, paper-style tables and plots.
+
+Reads only what a run leaves on disk (``run_dir``: its config, fold records and outputs); it
+never imports the trainer.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,9 @@ from typing import Mapping, Optional, Sequence
 from absl import logging
 import numpy as np
 
-from pwes_jax import checkpointing
 from pwes_jax import evaluation
-from pwes_jax import proposals as proposals_lib
+from pwes_jax import inference
+from pwes_jax import run_dir
 from pwes_jax.data import layout
 from pwes_jax.data import source
 
@@ -37,21 +41,9 @@ def attention_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def video_proposals(outputs: Mapping, info: layout.DatasetInfo, config) -> dict:
   """``{video: [proposal dict]}`` for every video of ``outputs`` (Section 3.6)."""
-  return {
-      name: proposals_lib.proposals_from_config(
-          out["attention"], out["suppressed"], config.inference,
-          snippet_length=info.snippet_length, fps=info.fps)
-      for name, out in outputs.items()}
-
-
-def _fold_outputs(workdir: str, fold_index: int):
-  from pwes_jax import train  # pylint: disable=g-import-not-at-top
-  record = train.read_fold_record(workdir, fold_index)
-  if record is None or not record.get("finished"):
-    raise FileNotFoundError(f"fold {fold_index} of {workdir} has not finished "
-                            f"(no {train.fold_record_path(workdir, fold_index)})")
-  path = os.path.join(checkpointing.fold_dir(workdir, fold_index), "outputs.npz")
-  return record, train.load_outputs(path)
+  return {name: inference.to_proposals(out, config, fps=info.fps,
+                                       snippet_length=info.snippet_length)
+          for name, out in outputs.items()}
 
 
 def evaluate_run(workdir: str, dataset: layout.Dataset, config,
@@ -67,7 +59,7 @@ def evaluate_run(workdir: str, dataset: layout.Dataset, config,
   inside = source.snippet_ground_truth(dataset)
   train_preds, test_preds, folds = {}, {}, {}
   for i in fold_indices:
-    record, outputs = _fold_outputs(workdir, i)
+    record, outputs = run_dir.load_fold_outputs(workdir, i)
     test = {n: outputs[n] for n in record["test_videos"]}
     train = {n: outputs[n] for n in record["train_videos"] if n in outputs}
     test_preds[i] = video_proposals(test, dataset.info, config)
@@ -166,9 +158,10 @@ def plot_video(path: str, name: str, output: Mapping, annotations: Sequence[layo
                proposals: Sequence[Mapping], info: layout.DatasetInfo) -> None:
   """A PNG of one video: attention and suppressed TCAM over time, ground truth shaded by type,
   proposals as bars labelled with their scores."""
+  # matplotlib is imported only when plotting: it is slow to import and most runs never plot.
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top  (see above)
   L = info.snippet_length
   t = np.arange(len(output["attention"])) * L / info.fps
   fig, ax = plt.subplots(figsize=(12, 3.2))
@@ -205,21 +198,13 @@ def finished_folds(workdir: str) -> list:
   Raises:
     FileNotFoundError: if ``workdir`` does not exist or has no finished fold.
   """
-  from pwes_jax import spotting  # pylint: disable=g-import-not-at-top
-  if not os.path.isdir(workdir):
-    raise FileNotFoundError(f"workdir {workdir} does not exist")
-  records = spotting.fold_records(workdir)
-  if not records:
-    raise FileNotFoundError(f"workdir {workdir} has no finished fold (no fold_XX/fold.json "
-                            "marked finished); train it with launch.main first")
-  return list(records)
+  return list(run_dir.require_finished_folds(workdir))
 
 
 def load_run(workdir: str) -> tuple:
   """``(config, dataset)`` of a run: the config from ``config.json``, the dataset from
   ``config.data.dataset_dir`` or the synthetic cache (regenerated if it was deleted)."""
-  from pwes_jax import spotting  # pylint: disable=g-import-not-at-top
-  config = spotting.load_run_config(workdir)
+  config = run_dir.load_config(workdir)
   return config, source.prepare_dataset(config, workdir)
 
 
@@ -277,21 +262,19 @@ def plot_run(workdir: str, num_videos: int, *, out_dir: Optional[str] = None) ->
   Annotated videos come first (in fold order), then videos without annotation. Files go to
   ``out_dir`` (default ``workdir/plots``) as ``<video>.png``; returns their paths.
   """
-  from pwes_jax import train  # pylint: disable=g-import-not-at-top
-  folds = finished_folds(workdir)
+  records = run_dir.require_finished_folds(workdir)
   config, dataset = load_run(workdir)
   out_dir = out_dir or os.path.join(workdir, "plots")
   os.makedirs(out_dir, exist_ok=True)
   held_out = []
-  for i in folds:
-    record = train.read_fold_record(workdir, i)
+  for i, record in records.items():
     held_out += [(i, n) for n in record["test_videos"]]
   annotated = {a.video for a in dataset.annotations}
   held_out.sort(key=lambda fn: fn[1] not in annotated)  # stable: fold order within each group
   paths, loaded = [], {}
   for i, name in held_out[:max(int(num_videos), 0)]:
     if i not in loaded:
-      loaded[i] = _fold_outputs(workdir, i)[1]
+      loaded[i] = run_dir.load_fold_outputs(workdir, i)[1]
     out = loaded[i][name]
     props = video_proposals({name: out}, dataset.info, config)[name]
     path = os.path.join(out_dir, f"{name}.png")

@@ -17,123 +17,40 @@ Several folds (``fold="all"`` or a spec such as ``"0,2"``): the folds' ``attenti
 are generated once from the averages. Note that the averaged ``suppressed`` is the mean of each
 fold's ``A * P``, not the product of the mean ``A`` and the mean ``P``.
 
-Videos are padded at the end to a multiple of ``PAD_MULTIPLE`` snippets with a validity mask
-(the model ignores padded snippets), so videos of similar lengths share one compiled forward.
+Videos are padded at the end to a multiple of ``inference.PAD_MULTIPLE`` snippets with a validity
+mask (the model ignores padded snippets), so videos of similar lengths share one compiled forward.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from typing import Mapping, Optional, Sequence, Union
 
 from absl import logging
 import jax
-import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from pwes_jax import checkpointing
 from pwes_jax import fileio
+from pwes_jax import inference
 from pwes_jax import model as model_lib
-from pwes_jax import proposals as proposals_lib
-from pwes_jax.data import folds as folds_lib
+from pwes_jax import run_dir
+from pwes_jax import state as state_lib
 from pwes_jax.data import layout
-from pwes_jax.data import source
-
-PAD_MULTIPLE = 8
-_FOLD_DIR = re.compile(r"^fold_(\d+)$")
-
-
-# ------------------------------------------------------------------------------------------------
-# The run: config, dataset metadata, folds.
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The run's config rebuilt from ``workdir/config.json``."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isdir(workdir):
-    raise FileNotFoundError(f"workdir {workdir} does not exist")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path} missing: {workdir} is not a run directory of launch.main")
-  try:
-    with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path}: not valid JSON ({e})") from None
-
-
-def dataset_root(config, workdir: str) -> str:
-  """The run's dataset directory (``config.data.dataset_dir`` or its synthetic cache)."""
-  return config.data.dataset_dir or source.synthetic_dir(config, workdir)
-
-
-def fold_records(workdir: str) -> dict:
-  """``{fold index: fold.json record}`` of every *finished* fold of the run, sorted by index."""
-  out = {}
-  if not os.path.isdir(workdir):
-    return out
-  for entry in sorted(os.listdir(workdir)):
-    m = _FOLD_DIR.match(entry)
-    path = os.path.join(workdir, entry, "fold.json")
-    if not m or not os.path.isfile(path):
-      continue
-    try:
-      with open(path) as f:
-        record = json.load(f)
-    except json.JSONDecodeError:
-      logging.warning("%s: not valid JSON; fold ignored", path)
-      continue
-    if record.get("finished"):
-      out[int(m.group(1))] = record
-  return dict(sorted(out.items()))
-
-
-def select_folds(workdir: str, fold: Union[int, str]) -> list:
-  """Fold indices to use: ``"all"`` (every finished fold), an int, or a spec like ``"0,2-3"``.
-
-  Raises:
-    FileNotFoundError: if the run has no finished fold or a requested fold has not finished.
-  """
-  records = fold_records(workdir)
-  if not records:
-    raise FileNotFoundError(f"workdir {workdir} has no finished fold (no fold_XX/fold.json "
-                            "marked finished); train it with launch.main first")
-  spec = str(fold).strip()
-  if spec.lower() == "all":
-    return list(records)
-  wanted = folds_lib.parse_fold_spec(spec, max(max(records) + 1, _max_spec_index(spec) + 1))
-  missing = [i for i in wanted if i not in records]
-  if missing:
-    raise FileNotFoundError(f"workdir {workdir}: fold(s) {missing} have not finished; finished "
-                            f"folds: {list(records)}")
-  return wanted
-
-
-def _max_spec_index(spec: str) -> int:
-  nums = [int(n) for n in re.findall(r"\d+", spec)]
-  return max(nums) if nums else 0
 
 
 # ------------------------------------------------------------------------------------------------
 # Parameters from a fold's checkpoints.
 
 
-def _open_manager(directory: str) -> ocp.CheckpointManager:
-  # Never saves; ``read_only=True`` would only add two warnings per fold.
-  options = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
-                               item_handlers=ocp.StandardCheckpointHandler())
-
-
 def _fold_manager(workdir: str, fold_index: int) -> tuple:
-  """``(manager, directory, latest step)`` of the fold's checkpoints."""
-  directory = os.path.join(checkpointing.fold_dir(workdir, fold_index), "checkpoints")
+  """``(read-only manager, directory, latest step)`` of the fold's checkpoints."""
+  directory = run_dir.checkpoint_dir(workdir, fold_index)
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"{directory} missing: fold {fold_index} of {workdir} has no "
                             "checkpoint")
-  manager = _open_manager(directory)
+  manager = checkpointing.make_manager(directory, read_only=True)
   step = manager.latest_step()
   if step is None:
     manager.close()
@@ -141,7 +58,7 @@ def _fold_manager(workdir: str, fold_index: int) -> tuple:
   return manager, directory, int(step)
 
 
-def _shapes(manager: ocp.CheckpointManager, directory: str, step: int) -> dict:
+def _shapes(manager, directory: str, step: int) -> dict:
   tree = manager.item_metadata(step)
   tree = getattr(tree, "tree", tree)
   try:
@@ -168,31 +85,28 @@ def checkpoint_shapes(workdir: str, fold_index: int) -> dict:
 def restore_params(workdir: str, fold_index: int, config, model=None) -> tuple:
   """The parameters of the fold's latest checkpoint.
 
-  The abstract target is ``train.init_state`` under ``jax.eval_shape`` with the feature width
-  and memory-bank size read from the checkpoint's metadata; the whole train state is restored
-  (on the first local device) and only ``params`` is kept.
+  The abstract target is ``state.abstract_state`` with the feature width and memory-bank size
+  read from the checkpoint's metadata; the whole train state is restored (on the first local
+  device) and only ``params`` is kept.
 
   Returns:
     ``(params, info)``, ``info`` as :func:`checkpoint_shapes`.
+
+  Raises:
+    FileNotFoundError: if the fold has no checkpoint.
+    ValueError: if the checkpoint does not match the model of the run's ``config.json``.
   """
-  from pwes_jax import train  # pylint: disable=g-import-not-at-top
   model = model or model_lib.build_model(config.model)
-  tx = train.make_optimizer(config)
+  tx = state_lib.make_optimizer(config)
   manager, directory, step = _fold_manager(workdir, fold_index)
   try:
     info = dict(_shapes(manager, directory, step), step=step)
-    abstract = jax.eval_shape(
-        lambda k: train.init_state(model, tx, config, k, info["feature_dim"],
-                                   max(info["bank_videos"], 1)),
-        train.fold_key(config, fold_index))
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                            abstract)
-    try:
-      state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
-    except (ValueError, KeyError, TypeError) as e:
-      raise ValueError(f"{directory}/{step}: checkpoint does not match the model of "
-                       f"{workdir}/config.json ({type(e).__name__}: {e})") from None
+    abstract = state_lib.abstract_state(model, tx, config, fold_index, info["feature_dim"],
+                                        max(info["bank_videos"], 1), sharding=device)
+    state = checkpointing.restore(manager, step, abstract,
+                                  expected=f"the model of {workdir}/config.json",
+                                  remedy="was the run's config.json edited?")
   finally:
     manager.close()
   return state.params, info
@@ -256,51 +170,21 @@ def load_feature_file(path: str, feature_dim: int, video: Optional[str] = None) 
 
 
 # ------------------------------------------------------------------------------------------------
-# Inference and proposals.
+# Proposals.
 
 
-def pad_video(rgb: np.ndarray, flow: np.ndarray, multiple: int = PAD_MULTIPLE) -> dict:
-  """One video as a batch of one, padded at the end to a multiple of ``multiple`` snippets.
-
-  Returns:
-    ``rgb``, ``flow`` ``[1, Tp, F]`` float32 (zero past ``T``) and ``valid`` ``[1, Tp]``.
-  """
-  t, f = rgb.shape
-  tp = -(-t // multiple) * multiple
-  out = {"rgb": np.zeros((1, tp, f), np.float32), "flow": np.zeros((1, tp, f), np.float32),
-         "valid": np.zeros((1, tp), np.float32)}
-  out["rgb"][0, :t], out["flow"][0, :t], out["valid"][0, :t] = rgb, flow, 1.0
-  return out
-
-
-def infer_video(forward, params, rgb: np.ndarray, flow: np.ndarray) -> dict:
-  """``{attention [T], suppressed [T, C]}`` of one video (float32 numpy)."""
-  t = rgb.shape[0]
-  batch = pad_video(rgb, flow)
-  res = jax.device_get(forward(params, batch["rgb"], batch["flow"], batch["valid"]))
-  return {k: np.asarray(res[k][0, :t], np.float32) for k in ("attention", "suppressed")}
-
-
-def average_outputs(outputs: Sequence[Mapping]) -> dict:
-  """Element-wise mean of several folds' ``attention [T]`` and ``suppressed [T, C]``."""
-  return {k: np.mean(np.stack([o[k] for o in outputs]), axis=0).astype(np.float32)
-          for k in ("attention", "suppressed")}
-
-
-def to_proposals(output: Mapping, config, *, fps: float, snippet_length: int) -> list:
-  """Proposals of one video with the run's inference settings, with times in seconds."""
-  props = proposals_lib.proposals_from_config(
-      output["attention"], output["suppressed"], config.inference,
-      snippet_length=snippet_length, fps=fps)
+def with_seconds(proposals: Sequence[Mapping], fps: float) -> list:
+  """Spotting's output rows: ``{onset, offset, score, type, onset_seconds, offset_seconds}``
+  with ``onset_seconds = onset / fps`` and ``offset_seconds = (offset + 1) / fps``."""
   return [{"onset": p["onset"], "offset": p["offset"], "score": p["score"], "type": p["type"],
            "onset_seconds": p["onset"] / fps, "offset_seconds": (p["offset"] + 1) / fps}
-          for p in props]
+          for p in proposals]
 
 
 def _timing(config, workdir: str, fps: Optional[float], snippet_length: Optional[int]) -> tuple:
   """``(fps, snippet_length)``: the given values, else the run's ``dataset.json``."""
   if fps is None or snippet_length is None:
-    root = dataset_root(config, workdir)
+    root = run_dir.dataset_root(config, workdir)
     try:
       info = layout.read_info(root)
     except layout.DatasetError as e:
@@ -331,15 +215,14 @@ def spot(workdir: str, features: str, *, fold: Union[int, str] = "all",
     "folds": [fold indices], "source": features path, ...}`` (proposals highest score first,
     frames 0-based inclusive).
   """
-  from pwes_jax import train  # pylint: disable=g-import-not-at-top
-  config = load_run_config(workdir)
-  indices = select_folds(workdir, fold)
+  config = run_dir.load_config(workdir)
+  indices = run_dir.select_folds(workdir, fold)
   fps, snippet_length = _timing(config, workdir, fps, snippet_length)
   files = feature_files(features)
   shapes = checkpoint_shapes(workdir, indices[0])
   arrays = {name: load_feature_file(path, shapes["feature_dim"], name)
             for name, path in files.items()}
-  records = fold_records(workdir)
+  records = run_dir.finished_folds(workdir)
   trained = [n for n in arrays
              if any(n in records[i].get("train_videos", ()) for i in indices)]
   if trained:
@@ -347,7 +230,9 @@ def spot(workdir: str, features: str, *, fold: Union[int, str] = "all",
     logging.warning("%d of %d videos were training videos of fold(s) used (%s): their "
                     "proposals are not held-out predictions", len(trained), len(arrays), shown)
   model = model_lib.build_model(config.model)
-  forward = train.make_forward(model)
+  forward = inference.make_forward(model)
+  videos = [inference.unlabelled_video(name, rgb, flow) for name, (rgb, flow) in arrays.items()]
+  buckets = inference.padded_lengths([v.length for v in videos])
   per_video = {name: [] for name in arrays}
   steps = {}
   for i in indices:
@@ -360,12 +245,15 @@ def spot(workdir: str, features: str, *, fold: Union[int, str] = "all",
       logging.warning("fold %d: latest checkpoint is step %d but the fold trained %s steps",
                       i, info["step"], records[i].get("steps"))
     logging.info("fold %d: restored step %d; running %d videos", i, info["step"], len(arrays))
-    for name, (rgb, flow) in arrays.items():
-      per_video[name].append(infer_video(forward, params, rgb, flow))
-  videos = {name: to_proposals(average_outputs(outs), config, fps=fps,
-                               snippet_length=snippet_length)
-            for name, outs in per_video.items()}
-  return {"videos": videos, "folds": indices, "source": os.path.abspath(features),
+    # One video per call, padded to its own multiple of inference.PAD_MULTIPLE snippets.
+    outputs = inference.infer_videos(forward, params, videos, buckets, batch_size=1)
+    for name in arrays:
+      per_video[name].append(outputs[name])
+  result_videos = {
+      name: with_seconds(inference.to_proposals(inference.average_outputs(outs), config, fps=fps,
+                                                snippet_length=snippet_length), fps)
+      for name, outs in per_video.items()}
+  return {"videos": result_videos, "folds": indices, "source": os.path.abspath(features),
           "workdir": os.path.abspath(workdir), "checkpoint_steps": steps,
           "combine": "single fold" if len(indices) == 1 else
                      "mean of the folds' attention and suppressed TCAM",

@@ -142,7 +142,7 @@ def check_batch(batch, videos, ids, length, batch_size, max_points):
             "valid": (batch_size, length), "point_index": (batch_size, max_points),
             "point_label": (batch_size, max_points), "point_valid": (batch_size, max_points),
             "video_label": (batch_size, C), "video_id": (batch_size,),
-            "batch_valid": (batch_size,)}
+            "row_valid": (batch_size,)}
   assert set(batch) == set(batching.BATCH_KEYS) == set(shapes)
   for k, s in shapes.items():
     assert batch[k].shape == s, k
@@ -151,7 +151,7 @@ def check_batch(batch, videos, ids, length, batch_size, max_points):
   for row in range(batch_size):
     if row < len(videos):
       v, t, n = videos[row], videos[row].length, len(videos[row].points)
-      assert batch["video_id"][row] == ids[row] and batch["batch_valid"][row] == 1
+      assert batch["video_id"][row] == ids[row] and batch["row_valid"][row] == 1
       np.testing.assert_array_equal(batch["rgb"][row, :t], v.rgb)
       np.testing.assert_array_equal(batch["flow"][row, :t], v.flow)
       np.testing.assert_array_equal(batch["point_index"][row, :n], v.points.snippets)
@@ -159,7 +159,7 @@ def check_batch(batch, videos, ids, length, batch_size, max_points):
       np.testing.assert_array_equal(batch["video_label"][row], v.video_label)
     else:
       t = n = 0
-      assert batch["video_id"][row] == -1 and batch["batch_valid"][row] == 0
+      assert batch["video_id"][row] == -1 and batch["row_valid"][row] == 0
       assert not batch["video_label"][row].any()
     for j in range(length):
       assert batch["valid"][row, j] == (1.0 if j < t else 0.0)
@@ -293,7 +293,7 @@ def test_too_few_fitting_videos_are_drawn_with_replacement():
   sampler = batching.BatchSampler(videos, BUCKETS, 5, 1, seed=0)
   batch = sampler.sample(0, bucket=0)
   ids = batch["video_id"].tolist()
-  assert set(ids) == {0, 1} and batch["batch_valid"].all()
+  assert set(ids) == {0, 1} and batch["row_valid"].all()
   check_batch(batch, [videos[i] for i in ids], ids, 8, 5, 1)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from pwes_jax import evaluation
+from pwes_jax import intervals
 from pwes_jax import proposals
 from pwes_jax.data import layout
 
@@ -281,7 +282,7 @@ def test_iou_helper_matches_brute_force():
   b = rng.integers(0, 30, (200, 2))
   a.sort(1)
   b.sort(1)
-  got = evaluation.iou(a[:, 0], a[:, 1], b[:, 0], b[:, 1])
+  got = intervals.iou(a[:, 0], a[:, 1], b[:, 0], b[:, 1])
   want = [float(bf_iou(*x, *y)) for x, y in zip(a.tolist(), b.tolist())]
   np.testing.assert_allclose(got, want)
 

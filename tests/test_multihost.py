@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import synthetic
-from pwes_jax import checkpointing
+from pwes_jax import run_dir
 from pwes_jax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,10 +54,10 @@ def test_two_processes_train_their_own_folds_like_one_process(tmp_path):
   train.train_and_evaluate(c, single)
   for fold in range(4):
     for run in (workdir, single):
-      steps = os.listdir(os.path.join(checkpointing.fold_dir(run, fold), "checkpoints"))
+      steps = os.listdir(os.path.join(run_dir.fold_dir(run, fold), "checkpoints"))
       assert "6" in steps
-    a = train.load_outputs(os.path.join(checkpointing.fold_dir(single, fold), "outputs.npz"))
-    b = train.load_outputs(os.path.join(checkpointing.fold_dir(workdir, fold), "outputs.npz"))
+    a = run_dir.load_outputs(os.path.join(run_dir.fold_dir(single, fold), "outputs.npz"))
+    b = run_dir.load_outputs(os.path.join(run_dir.fold_dir(workdir, fold), "outputs.npz"))
     for name in a:
       np.testing.assert_allclose(a[name]["attention"], b[name]["attention"], rtol=2e-4,
                                  atol=2e-5)

@@ -9,8 +9,10 @@ import sys
 import numpy as np
 import pytest
 
+from pwes_jax import inference
+from pwes_jax import run_dir
 from pwes_jax import spotting
-from pwes_jax import train
+from pwes_jax.data import batching
 from pwes_jax.data import layout
 from pwes_jax.data import source
 
@@ -19,12 +21,12 @@ FEATURE_DIM = 32  # the tiny config's synthetic feature width
 
 
 def _features_dir(workdir):
-  config = spotting.load_run_config(workdir)
+  config = run_dir.load_config(workdir)
   return os.path.join(source.synthetic_dir(config, workdir), "features")
 
 
 def _held_out(workdir):
-  return train.read_fold_record(workdir, 0)["test_videos"]
+  return run_dir.read_fold_record(workdir, 0)["test_videos"]
 
 
 def _predictions(workdir):
@@ -114,9 +116,11 @@ def test_bad_feature_files_name_the_file_and_the_field(tiny_run, tmp_path, kind)
   assert f"field '{field}'" in text and message in text
 
 
-def test_pad_video_pads_to_a_multiple_of_eight_with_a_mask():
+def test_new_videos_are_padded_to_a_multiple_of_eight_with_a_mask():
   rgb = np.arange(13 * 2, dtype=np.float32).reshape(13, 2)
-  batch = spotting.pad_video(rgb, -rgb)
+  assert inference.padded_lengths([13, 16, 3, 17]) == (8, 16, 24)
+  video = inference.unlabelled_video("v", rgb, -rgb)
+  (batch,) = batching.iterate_padded([video], inference.padded_lengths([13]), 1, 1)
   assert batch["rgb"].shape == (1, 16, 2) and batch["valid"].shape == (1, 16)
   for t in range(16):
     inside = t < 13
@@ -129,7 +133,7 @@ def test_pad_video_pads_to_a_multiple_of_eight_with_a_mask():
 def test_average_outputs_is_the_elementwise_mean_over_folds():
   rng = np.random.default_rng(1)
   outs = [{"attention": rng.random(5), "suppressed": rng.random((5, 2))} for _ in range(3)]
-  avg = spotting.average_outputs(outs)
+  avg = inference.average_outputs(outs)
   for t in range(5):
     assert avg["attention"][t] == pytest.approx(sum(o["attention"][t] for o in outs) / 3)
     for c in range(2):

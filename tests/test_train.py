@@ -4,14 +4,18 @@ import json
 import os
 import shutil
 
-import chex
 import jax
 import numpy as np
 import pytest
 
 from configs import synthetic
 from pwes_jax import checkpointing
+from pwes_jax import metrics_log
+from pwes_jax import run_dir
+from pwes_jax import state as state_lib
+from pwes_jax import steps
 from pwes_jax import train
+from pwes_jax import trainer
 from pwes_jax.data import folds as folds_lib
 from pwes_jax.data import source
 
@@ -43,7 +47,7 @@ def run(tmp_path, data_cache, name="run", **overrides):
 
 def fold_params(workdir, fold):
   manager = checkpointing.make_manager(
-      os.path.join(checkpointing.fold_dir(workdir, fold), "checkpoints"))
+      os.path.join(run_dir.fold_dir(workdir, fold), "checkpoints"))
   step = manager.latest_step()
   restored = manager.restore(step)
   manager.close()
@@ -54,10 +58,10 @@ def test_tiny_run_writes_outputs_metrics_and_checkpoints(tmp_path, data_cache):
   c, workdir, result = run(tmp_path, data_cache)
   assert set(result["folds"]) == {"0", "1"}
   for fold in (0, 1):
-    fdir = checkpointing.fold_dir(workdir, fold)
+    fdir = run_dir.fold_dir(workdir, fold)
     record = json.load(open(os.path.join(fdir, "fold.json")))
     assert record["finished"] and record["steps"] == c.optim.steps
-    outputs = train.load_outputs(os.path.join(fdir, "outputs.npz"))
+    outputs = run_dir.load_outputs(os.path.join(fdir, "outputs.npz"))
     assert set(outputs) == set(record["test_videos"]) | set(record["train_videos"])
     for out in outputs.values():
       t = out["attention"].shape[0]
@@ -78,11 +82,11 @@ def test_tiny_run_writes_outputs_metrics_and_checkpoints(tmp_path, data_cache):
 
 def test_rerun_skips_finished_folds(tmp_path, data_cache):
   _, workdir, first = run(tmp_path, data_cache)
-  mtime = os.path.getmtime(os.path.join(checkpointing.fold_dir(workdir, 0), "outputs.npz"))
+  mtime = os.path.getmtime(os.path.join(run_dir.fold_dir(workdir, 0), "outputs.npz"))
   c = tiny_config()
   c.data.cache_dir = data_cache
   second = train.train_and_evaluate(c, workdir)
-  assert os.path.getmtime(os.path.join(checkpointing.fold_dir(workdir, 0), "outputs.npz")) == mtime
+  assert os.path.getmtime(os.path.join(run_dir.fold_dir(workdir, 0), "outputs.npz")) == mtime
   assert second["tuned"]["rows"] == first["tuned"]["rows"]
 
 
@@ -91,15 +95,15 @@ def test_resume_after_kill_gives_identical_results(tmp_path, data_cache):
   # Simulate a kill after the step-8 checkpoint: drop the later checkpoint and the outputs.
   killed = str(tmp_path / "killed")
   shutil.copytree(full_dir, killed)
-  fdir = checkpointing.fold_dir(killed, 1)
+  fdir = run_dir.fold_dir(killed, 1)
   os.remove(os.path.join(fdir, "fold.json"))
   os.remove(os.path.join(fdir, "outputs.npz"))
   shutil.rmtree(os.path.join(fdir, "checkpoints", "12"))
   c = tiny_config(**{"loso.folds": "1"})
   c.data.cache_dir = data_cache
   resumed = train.train_and_evaluate(c, killed)
-  a = train.load_outputs(os.path.join(checkpointing.fold_dir(full_dir, 1), "outputs.npz"))
-  b = train.load_outputs(os.path.join(fdir, "outputs.npz"))
+  a = run_dir.load_outputs(os.path.join(run_dir.fold_dir(full_dir, 1), "outputs.npz"))
+  b = run_dir.load_outputs(os.path.join(fdir, "outputs.npz"))
   for name in a:
     np.testing.assert_array_equal(a[name]["attention"], b[name]["attention"])
   assert resumed["tuned"]["rows"] == full["tuned"]["rows"]
@@ -124,21 +128,19 @@ def test_nan_loss_names_fold_and_step(tmp_path, data_cache):
 
 
 def test_train_step_compiles_once_per_bucket(tmp_path, data_cache):
+  """The production step (``Programs.train_step`` in ``trainer.train_folds``) compiles one
+  program per length bucket, never more, over a fold and a second fold run after it."""
   c = tiny_config()
   c.data.cache_dir = data_cache
   dataset = source.prepare_dataset(c, str(tmp_path))
   all_folds = folds_lib.loso_folds(dataset)
-  ctx = train.make_context(c, str(tmp_path), dataset, all_folds)
-  fold = all_folds[0]
-  sampler = train.fold_sampler(ctx, fold)
-  traced = chex.assert_max_traces(n=len(ctx.buckets))(
-      lambda s, b: train.train_step(s, b, model=ctx.model, tx=ctx.tx, config=c))
-  step = jax.jit(traced, donate_argnums=0)
-  state = train.init_state(ctx.model, ctx.tx, c, train.fold_key(c, 0),
-                           dataset.info.feature_dim, ctx.bank_videos)
-  for s in range(3 * len(ctx.buckets)):
-    state, _ = step(state, sampler.sample(s, bucket=s % len(ctx.buckets)))
-  assert int(state.step) == 3 * len(ctx.buckets)
+  ctx = trainer.make_context(c, str(tmp_path), dataset, all_folds)
+  drawn = {trainer.shared_bucket(ctx, s) for s in range(c.optim.steps)}
+  assert len(drawn) == len(ctx.buckets) == 2  # every bucket is used, so each must compile
+  records = trainer.train_folds(ctx, all_folds[:2], metrics_log.MetricsLog(str(tmp_path), False))
+  assert [r["fold"] for r in records] == [0, 1]
+  compiled = ctx.programs.train_step._cache_size()  # pylint: disable=protected-access
+  assert compiled == len(ctx.buckets)
 
 
 def test_unknown_mplg_variant_fails_before_training(tmp_path, data_cache):
@@ -152,13 +154,13 @@ def test_donated_step_updates_the_bank_in_place(tmp_path, data_cache):
   c.data.cache_dir = data_cache
   dataset = source.prepare_dataset(c, str(tmp_path))
   all_folds = folds_lib.loso_folds(dataset)
-  ctx = train.make_context(c, str(tmp_path), dataset, all_folds)
+  ctx = trainer.make_context(c, str(tmp_path), dataset, all_folds)
   bank_videos = 37  # a shape no other buffer has
-  state = train.init_state(ctx.model, ctx.tx, c, train.fold_key(c, 0), dataset.info.feature_dim,
-                           bank_videos)
-  batch = train.fold_sampler(ctx, all_folds[0]).sample(0, bucket=0)
+  state = state_lib.init_state(ctx.model, ctx.tx, c, state_lib.fold_key(c, 0),
+                               dataset.info.feature_dim, bank_videos)
+  batch = trainer.fold_sampler(ctx, all_folds[0]).sample(0, bucket=0)
   shape = f"f32[{bank_videos},{sum(c.dfcl.regions)},{c.model.embed_dim}]"
-  step = lambda s, b: train.train_step(s, b, model=ctx.model, tx=ctx.tx, config=c)
+  step = lambda s, b: steps.train_step(s, b, model=ctx.model, tx=ctx.tx, config=c)
   hlo = jax.jit(step, donate_argnums=0).lower(state, batch).compile().as_text()
   assert shape in hlo
   copies = [line for line in hlo.splitlines() if shape in line and " copy(" in line]
@@ -184,7 +186,7 @@ def test_learns_planted_expressions_on_the_casme2_preset(tmp_path):
   learned = result["folds"]["0"]["attention_auc"]
   dataset = source.prepare_dataset(c, str(tmp_path / "run"))
   inside = source.snippet_ground_truth(dataset)
-  record = train.read_fold_record(str(tmp_path / "run"), 0)
+  record = run_dir.read_fold_record(str(tmp_path / "run"), 0)
   naive, labels = [], []
   for name in record["test_videos"]:
     _, flow = layout.load_features(dataset, [v for v in dataset.videos if v.video == name][0])

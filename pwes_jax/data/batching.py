@@ -13,7 +13,7 @@ A batch (:func:`pad_batch`) is a plain dict of numpy arrays (a pytree):
   ``point_valid``: ``[B, N]`` float32 (``N = max_points``, static);
 * ``video_label``: ``[B, C]`` float32 multi-hot;
 * ``video_id``: ``[B]`` int32 index into the sampler's (or caller's) video list, -1 on padded
-  rows; ``batch_valid``: ``[B]`` float32, 1 on real rows.
+  rows; ``row_valid``: ``[B]`` float32, 1 on real rows.
 
 Every padded entry is 0 (``video_id`` -1).
 
@@ -33,7 +33,7 @@ from pwes_jax.data import layout
 from pwes_jax.data import points as points_lib
 
 BATCH_KEYS = ("rgb", "flow", "valid", "point_index", "point_label", "point_valid",
-              "video_label", "video_id", "batch_valid")
+              "video_label", "video_id", "row_valid")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -297,7 +297,7 @@ def pad_batch(videos: Sequence[VideoArrays], length: int, batch_size: int, max_p
       "point_valid": np.zeros([batch_size, max_points], np.float32),
       "video_label": np.zeros([batch_size, c], np.float32),
       "video_id": np.full([batch_size], -1, np.int32),
-      "batch_valid": np.zeros([batch_size], np.float32),
+      "row_valid": np.zeros([batch_size], np.float32),
   }
   for row, (v, i) in enumerate(zip(videos, ids)):
     t, n = v.length, len(v.points)
@@ -309,7 +309,7 @@ def pad_batch(videos: Sequence[VideoArrays], length: int, batch_size: int, max_p
     batch["point_valid"][row, :n] = 1.0
     batch["video_label"][row] = v.video_label
     batch["video_id"][row] = i
-    batch["batch_valid"][row] = 1.0
+    batch["row_valid"][row] = 1.0
   return batch
 
 
@@ -337,6 +337,25 @@ def _check_videos(videos: Sequence[VideoArrays], max_points: int) -> list:
   return videos
 
 
+def draw_bucket(seed: int, step: int, probs: Sequence[float]) -> int:
+  """The length bucket of training step ``step``: a function of ``(seed, step, probs)`` only.
+
+  Drawn from the stream ``numpy.random.default_rng([seed, step, 0xB0C])`` with
+  ``choice(len(probs), p=probs)``; so with one seed every fold of a run, trained alone, side by
+  side or resumed, pads step ``step`` to the same length.
+
+  Args:
+    seed: the run's seed.
+    step: the 0-based step.
+    probs: ``[K]`` bucket probabilities summing to 1.
+
+  Returns:
+    The bucket index in ``[0, K)``.
+  """
+  rng = np.random.default_rng([seed, step, 0xB0C])
+  return int(rng.choice(len(probs), p=probs))
+
+
 class BatchSampler:
   """Deterministic training batches from length buckets.
 
@@ -344,11 +363,11 @@ class BatchSampler:
   order) and ``bucket_probs``, never on earlier calls, so a run resumed from a checkpoint at
   step ``s`` sees exactly the batches it would have seen.
 
-  Bucket choice uses its own random stream ``default_rng([seed, step, 0])`` and the bucket
-  probabilities only: with the same ``seed`` and the same ``bucket_probs`` (e.g.
-  :func:`bucket_probs` of the dataset-wide lengths) every LOSO fold picks the same bucket at
-  every step, whatever its training videos. By default the probabilities are proportional to
-  the number of the sampler's videos in each bucket.
+  Unless the caller passes the bucket (the trainer passes one draw shared by all folds), it is
+  :func:`draw_bucket` of ``(seed, step, bucket_probs)``: with the same ``seed`` and the same
+  ``bucket_probs`` (e.g. :func:`bucket_probs` of the dataset-wide lengths) every LOSO fold picks
+  the same bucket at every step, whatever its training videos. By default the probabilities are
+  proportional to the number of the sampler's videos in each bucket.
 
   Videos are then drawn with ``default_rng([seed, step, 1])``: without replacement from the
   bucket's own videos; if it holds fewer than ``batch_size``, all of them plus videos of the
@@ -385,8 +404,6 @@ class BatchSampler:
         raise ValueError(f"bucket_probs must be finite, >= 0 and not all 0, got "
                          f"{probs.tolist()}")
     self.probs = probs / probs.sum()
-    self._cum = np.cumsum(self.probs)
-    self._cum /= self._cum[-1]  # exactly 1.0 at the end
     for b in np.flatnonzero(self.probs > 0):
       self._check_fits(int(b))
 
@@ -410,9 +427,8 @@ class BatchSampler:
     return _positive_int("step", step, minimum=0)
 
   def bucket_for_step(self, step: int) -> int:
-    """The bucket index drawn for ``step`` (depends on ``seed``, ``step`` and ``probs`` only)."""
-    u = np.random.default_rng([self.seed, self._step(step), 0]).random()
-    return int(np.searchsorted(self._cum, u, side="right"))
+    """The bucket index drawn for ``step``: :func:`draw_bucket` of ``(seed, step, probs)``."""
+    return draw_bucket(self.seed, self._step(step), self.probs)
 
   def indices_for_step(self, step: int, bucket: Optional[int] = None) -> tuple:
     """``(bucket, [B] video indices)`` of step ``step``; see the class docstring."""

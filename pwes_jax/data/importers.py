@@ -126,7 +126,7 @@ def read_workbook(path: str) -> list:
   ext = os.path.splitext(path)[1].lower()
   try:
     if ext in (".xlsx", ".xlsm"):
-      import openpyxl  # pylint: disable=g-import-not-at-top
+      import openpyxl  # pylint: disable=g-import-not-at-top  (only .xlsx sheets need it)
       wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
       try:
         return [(ws.title, [tuple(_clean(c) for c in row)
@@ -135,7 +135,7 @@ def read_workbook(path: str) -> list:
       finally:
         wb.close()
     if ext == ".xls":
-      import xlrd  # pylint: disable=g-import-not-at-top
+      import xlrd  # pylint: disable=g-import-not-at-top  (only .xls sheets need it)
       book = xlrd.open_workbook(path)
       out = []
       for sh in book.sheets():

@@ -97,9 +97,6 @@ class Dataset:
     """Subjects in first-appearance order."""
     return list(dict.fromkeys(v.subject for v in self.videos))
 
-  def video_index(self) -> dict:
-    return {v.video: i for i, v in enumerate(self.videos)}
-
   def annotations_of(self, video: str) -> list:
     return [a for a in self.annotations if a.video == video]
 

@@ -145,7 +145,7 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
       raise _error(path, f"cannot be read as a .npz archive ({e})") from None
   elif ext in (".pt", ".pth"):
     try:
-      import torch  # pylint: disable=g-import-not-at-top
+      import torch  # pylint: disable=g-import-not-at-top  (optional: only .pt files need it)
     except ImportError:
       raise _error(path, "reading .pt needs torch, which is not installed; export it to .npz "
                    f"where torch is available with:\n  {export_command(path)}") from None

@@ -161,6 +161,7 @@ class FlowComputer:
     return np.stack(list(out))
 
   def _jax(self, grey_frames: Sequence[np.ndarray]) -> np.ndarray:
+    # Imported on first use: only the 'jax' flow backend needs it (it pulls in the JAX solver).
     from pwes_jax.extraction import tvl1_jax  # pylint: disable=g-import-not-at-top
     frames = np.stack(grey_frames)  # [n, H, W]
     n, b = len(frames) - 1, self.config.jax_batch
