@@ -1,0 +1,1 @@
+"""User-side extensions of pwes-jax that live outside the package (see docs/extending.md)."""
