@@ -51,8 +51,21 @@ def evaluate_run(workdir: str, dataset: layout.Dataset, config,
                  write: bool = True) -> dict:
   """Proposals, attention AUC and MEGC metrics (tuned and honest) of a run's finished folds.
 
-  Writes ``workdir/predictions.json`` (held-out predictions, the evaluator's format) and
-  ``workdir/results.json`` when ``write``; prints the paper-style table when ``verbose``.
+  Args:
+    workdir: the run directory; reads ``fold_XX/fold.json`` and ``fold_XX/outputs.npz``.
+    dataset: the run's dataset (ground truth; ``info.fps`` and ``info.snippet_length``).
+    config: the run's config (``inference`` for proposals, ``eval.protocol``).
+    fold_indices: the finished folds to evaluate.
+    verbose: print the paper-style table.
+    write: write ``workdir/predictions.json`` (held-out predictions, the evaluator's format)
+      and ``workdir/results.json``.
+
+  Returns:
+    ``{"workdir", "dataset", "protocol", "method", "folds": {index: per-fold stats},
+    "mean_attention_auc", "tuned", "honest", "warning"}``.
+
+  Raises:
+    FileNotFoundError: if a fold of ``fold_indices`` has not finished.
   """
   gt = evaluation.ground_truth_from_annotations(dataset.videos, dataset.annotations,
                                                 dataset.info.fps, source=dataset.root)
