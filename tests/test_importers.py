@@ -122,36 +122,42 @@ def test_casme2_import_writes_layout_with_inferred_num_frames(tmp_path):
   # s15_0401: T=16 -> T*8+1 = 129 frames, but an offset at frame 129 raises it to 130 (still T=16).
   rgb1, flow1 = make_features(feats, "s15_0401", 16, "npz", seed=1)
   rgb2, flow2 = make_features(feats, "s16_0502", 10, "npy", seed=2)
-  make_features(feats, "s99_0101", 3, "dir", seed=3)  # not annotated: unused
+  make_features(feats, "s99_0101", 3, "dir", seed=3)  # not annotated: a negative video
   before = tree_digest(feats) + tree_digest(str(tmp_path / "CAS(ME)^2code_final.xlsx"))
   out = str(tmp_path / "out")
   summary = importers.import_casme2(xlsx, feats, out)
   assert before == tree_digest(feats) + tree_digest(str(tmp_path / "CAS(ME)^2code_final.xlsx"))
-  assert (summary["videos"], summary["subjects"], summary["ME"], summary["MaE"]) == (2, 2, 2, 2)
-  assert summary["num_frames_inferred"] == ["s15_0401", "s16_0502"]
-  assert summary["unused_features"] == ["s99_0101"]
+  assert (summary["videos"], summary["subjects"], summary["ME"], summary["MaE"]) == (3, 3, 2, 2)
+  assert summary["negative_videos"] == 1 and summary["unused_features"] == []
+  assert summary["num_frames_inferred"] == ["s15_0401", "s16_0502", "s99_0101"]
   ds = layout.load_dataset(out)
   assert (ds.info.name, ds.info.fps, ds.info.snippet_length, ds.info.feature_dim) == (
       "casme2", 30.0, 8, 1024)
   assert ds.info.extras["frame_base"] == 1
   assert [(v.subject, v.video, v.num_frames) for v in ds.videos] == [
-      ("s15", "s15_0401", 130), ("s16", "s16_0502", 81)]
+      ("s15", "s15_0401", 130), ("s16", "s16_0502", 81), ("s99", "s99_0101", 25)]
+  assert ds.videos_without_annotation() == ["s99_0101"]
   assert list(ds.annotations) == CASME2_EXPECTED
-  for v, (rgb, flow) in zip(ds.videos, [(rgb1, flow1), (rgb2, flow2)]):
+  for v, (rgb, flow) in zip(ds.videos[:2], [(rgb1, flow1), (rgb2, flow2)]):
     got_rgb, got_flow = layout.load_features(ds, v)
     assert got_rgb.dtype == np.float32 and got_flow.dtype == np.float32
     np.testing.assert_array_equal(got_rgb, rgb.astype(np.float32))
     np.testing.assert_array_equal(got_flow, flow)
 
 
-def test_casme2_features_too_short_for_an_annotation_is_a_clear_error(tmp_path):
+def test_casme2_row_past_what_the_features_hold_is_skipped_or_with_strict_an_error(tmp_path):
   xlsx = casme2_xlsx(tmp_path / "c.xlsx")
   feats = str(tmp_path / "feats")
-  make_features(feats, "s15_0401", 15, "npz")  # frames up to 127 fit; an offset is at 129
+  make_features(feats, "s15_0401", 15, "npz")  # 0-based frames up to 127 fit; an offset is 129
   make_features(feats, "s16_0502", 10, "npz")
-  with pytest.raises(layout.DatasetError, match=r"s15_0401.*frame 129.*too short"):
-    importers.import_casme2(xlsx, feats, str(tmp_path / "out"))
+  with pytest.raises(layout.DatasetError, match=r"\[sheet 'Sheet1'\], video 's15_0401', field "
+                     r"'offset': row 2: interval \[100, 130\] ends past the last frame the "
+                     r"features can hold \(128;.*strict"):
+    importers.import_casme2(xlsx, feats, str(tmp_path / "out"), strict=True)
   assert not os.path.exists(tmp_path / "out")
+  summary = importers.import_casme2(xlsx, feats, str(tmp_path / "out2"))
+  assert [(s["rule"], s["row"]) for s in summary["skipped"]] == [("past_end", "sheet 'Sheet1' row 2")]
+  assert (summary["ME"], summary["MaE"], summary["rule_counts"]["past_end"]) == (2, 1, 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,8 +208,8 @@ def test_samm_import_reports_skipped_footer_and_counts(tmp_path):
   make_features(feats, "007_3", 3, "npz")
   summary = importers.import_samm_lv(xlsx, feats, str(tmp_path / "out"))
   assert (summary["videos"], summary["subjects"], summary["ME"], summary["MaE"]) == (3, 2, 2, 2)
-  assert summary["skipped"] == [{"row": "sheet 'FACS_Movement_Only' row 10", "video": None,
-                                 "reason": "no filename and no onset (not an annotation row)"}]
+  assert summary["skipped"] == []  # the footer is a note, not an annotation row
+  assert summary["rule_counts"] == {"onset_clamped": 1}  # 006_2_1's onset 0, frame base 1
   ds = layout.load_dataset(str(tmp_path / "out"))
   assert (ds.info.fps, ds.info.snippet_length) == (200.0, 32)
   assert [v.num_frames for v in ds.videos] == [641, 65, 97]
@@ -219,8 +225,8 @@ def test_samm_missing_features_error_or_skip(tmp_path):
   summary = importers.import_samm_lv(xlsx, feats, str(tmp_path / "out2"), skip_missing=True)
   assert summary["videos"] == 2 and summary["MaE"] == 1
   missing = [s for s in summary["skipped"] if s["video"] == "006_2"]
-  assert missing == [{"row": "sheet 'FACS_Movement_Only' row 8", "video": "006_2",
-                      "reason": "no features for the video"}]
+  assert [(m["rule"], m["row"], m["video"]) for m in missing] == [
+      ("no_features", "sheet 'FACS_Movement_Only' row 8", "006_2")]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,7 +316,7 @@ def test_casme3_xls_path_reads_xlrd_cells(tmp_path, monkeypatch):
   path = tmp_path / "CAS(ME)3_part_A_v1.xls"
   path.write_bytes(b"stand-in")
   with pytest.raises(layout.DatasetError, match=r"field 'Onset': row 5: .*'#N/A'"):
-    importers.parse_casme3(str(path))
+    importers.parse_casme3(str(path), strict=True)
   del rows[4]
   assert importers.parse_casme3(str(path)) == [
       ann("spNO.1", "spNO.1_a", 0, -1, 35, "MaE"), ann("spNO.2", "spNO.2_b", 7, -1, 9, "ME")]
@@ -321,10 +327,14 @@ def test_unreadable_xls_and_unknown_extension_are_clear_errors(tmp_path):
   bad.write_bytes(b"not an excel file")
   with pytest.raises(layout.DatasetError, match=r"CAS\(ME\)3_part_A_v1.xls.*unreadable"):
     importers.parse_casme3(str(bad))
-  other = tmp_path / "labels.csv"
+  other = tmp_path / "labels.txt"
   other.write_text("a,b\n")
-  with pytest.raises(layout.DatasetError, match=r"unsupported extension '.csv'"):
+  with pytest.raises(layout.DatasetError, match=r"unsupported extension '.txt'"):
     importers.parse_casme3(str(other))
+  headerless = tmp_path / "labels.csv"
+  headerless.write_text("a,b\n")
+  with pytest.raises(layout.DatasetError, match=r"labels.csv.*no sheet has a header row"):
+    importers.parse_casme3(str(headerless))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -335,22 +345,17 @@ def test_unreadable_xls_and_unknown_extension_are_clear_errors(tmp_path):
     ("samm_lv", (6, "006_1_1", 1, 100, 150, 200, 101, "Blink", None, None),
      r"s\.xlsx \[sheet 'S'\].*field 'Type': row 6: unknown expression type 'Blink'"),
     ("samm_lv", (6, "006_1_1", 1, 300, -1, 200, 101, "Macro", None, None),
-     r"\[sheet 'S'\].*field 'offset': row 6: onset 300 > offset 200"),
+     r"\[sheet 'S'\].*field 'Offset': row 6: onset 300 > offset 200"),
     ("samm_lv", (6, "006_1_1", 1, "abc", -1, 200, 101, "Macro", None, None),
-     r"\[sheet 'S'\].*field 'Onset': row 6: not an integer frame number: 'abc'"),
+     r"\[sheet 'S'\].*field 'Onset': row 6: not a frame number: 'abc'"),
     ("samm_lv", (6, "006", 1, 1, -1, 200, 101, "Macro", None, None),
      r"field 'Filename': row 6: '006' is not <subject>_<video>"),
-    ("samm_lv", (6, "006_1_1", 1, 1.5, -1, 200, 101, "Macro", None, None),
-     r"field 'Onset': row 6: not an integer frame number: 1.5"),
     ("casme3", ("spNO.1", "a", 10, 5, "micro"),
-     r"\[sheet 'S'\], video 'spNO.1_a', field 'offset': row 2: onset 10 > offset 5"),
+     r"\[sheet 'S'\], video 'spNO.1_a', field 'Offset': row 2: onset 10 > offset 5"),
     ("casme3", ("spNO.1", "a", 10, 20, "mixed"),
      r"field 'Expression type': row 2: unknown expression type 'mixed'"),
-    ("casme3", ("spNO.1", "a", -3, 20, "micro"),
-     r"field 'Onset': row 2: frame -3 is below the first frame number 0"),
 ], ids=["unknown_type", "onset_after_offset", "non_numeric_onset", "filename_one_part",
-        "fractional_frame", "casme3_onset_after_offset", "casme3_unknown_type",
-        "negative_frame"])
+        "casme3_onset_after_offset", "casme3_unknown_type"])
 def test_bad_row_is_a_dataset_error_naming_sheet_row_field(tmp_path, fmt, row, match):
   if fmt == "samm_lv":
     rows = [("title",), (), (), (), SAMM_HEADER, row]
@@ -359,13 +364,14 @@ def test_bad_row_is_a_dataset_error_naming_sheet_row_field(tmp_path, fmt, row, m
     rows = [CASME3_ROWS[0][:5], row]
     parse = importers.parse_casme3
   path = write_xlsx(tmp_path / "s.xlsx", [("S", rows)])
-  with pytest.raises(layout.DatasetError, match=match):
-    parse(path)
+  with pytest.raises(layout.DatasetError, match=match + ".*strict"):
+    parse(path, strict=True)
+  assert parse(path) == []  # without strict the row is skipped (with a warning)
 
 
 @pytest.mark.parametrize("codes, match", [
     ([(1, "anger1_1", 10, None, 0, "", "", "micro-expression")],
-     r"\[sheet 'Sheet1'\].*field 'offset': row 1: offset is 0 .*apex is missing"),
+     r"\[sheet 'Sheet1'\].*field 'offset': row 1: offset 0 \(not coded\) and no apex"),
     ([(3, "anger1_1", 10, 12, 14, "", "", "micro-expression")],
      r"field 'participant': row 1: participant 3 not in the subject naming sheet"),
     ([(1, "fear9_1", 10, 12, 14, "", "", "micro-expression")],
@@ -376,7 +382,7 @@ def test_bad_row_is_a_dataset_error_naming_sheet_row_field(tmp_path, fmt, row, m
 ], ids=["offset_zero_without_apex", "unknown_participant", "unknown_video_code", "unknown_type"])
 def test_casme2_bad_rows_are_clear_errors(tmp_path, codes, match):
   with pytest.raises(layout.DatasetError, match=match):
-    importers.parse_casme2(casme2_xlsx(tmp_path / "c.xlsx", codes=codes))
+    importers.parse_casme2(casme2_xlsx(tmp_path / "c.xlsx", codes=codes), strict=True)
 
 
 def test_missing_header_is_a_clear_error(tmp_path):
@@ -387,10 +393,11 @@ def test_missing_header_is_a_clear_error(tmp_path):
 
 def test_apex_outside_interval_is_dropped_with_a_warning(tmp_path):
   rows = [("t",), SAMM_HEADER, (6, "006_1_1", 1, 100, 300, 200, 101, "Macro", None, None)]
-  parsed = importers.read_samm_lv(write_xlsx(tmp_path / "s.xlsx", [("S", rows)]))
-  assert parsed.annotations == [ann("006", "006_1", 100, -1, 200, "MaE")]
+  parsed = importers.read_table("samm_lv", write_xlsx(tmp_path / "s.xlsx", [("S", rows)]))
+  assert parsed.annotations == [ann("006", "006_1", 99, -1, 199, "MaE")]  # frame base 1
   assert parsed.warnings[0]["row"] == "sheet 'S' row 3"
-  assert "apex 300 outside [100, 200]" in parsed.warnings[0]["reason"]
+  assert parsed.warnings[0]["message"].endswith(
+      "field 'Apex': row 3: implausible interval: offset 200 < apex 300; apex dropped")
 
 
 @pytest.mark.parametrize("value, expected", [

@@ -441,6 +441,32 @@ def _dataset_fps(sources: list, config: ExtractionConfig) -> float:
   return float(next(iter(rates)))
 
 
+def _frame_numbering(sources: list, failed: list) -> dict:
+  """``{video: record}`` for numbered frame folders; a warning for lost frames (see video.py).
+
+  A folder whose numbers repeat is moved from ``sources`` to ``failed``.
+  """
+  out = {}
+  for s in list(sources):
+    try:
+      n = video_lib.numbering_of(s)
+    except video_lib.VideoReadError as e:
+      failed.append({"path": s.path, "error": str(e)})
+      sources.remove(s)
+      continue
+    if n is None:
+      continue
+    out[s.name] = {"first_frame_number": n.first, "filled_gaps": [list(g) for g in n.gaps],
+                   "filled_frames": n.filled, "filled_frames_text": n.gaps_text()}
+    if n.gaps or n.first > 1:
+      logging.warning("%s: frame files numbered %d..%d%s; %d missing number(s) filled with the "
+                      "previous frame%s, so position = number - %d (recorded as "
+                      "first_frame_number in videos.csv)", s.path, n.first, n.last,
+                      f" (frames before {n.first} are lost)" if n.first > 1 else "", n.filled,
+                      f" ({n.gaps_text()})" if n.gaps else "", n.first)
+  return out
+
+
 def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, *,
                     naming: video_lib.Naming = video_lib.Naming(), name: str = "extracted",
                     extractor: Optional[TwoStream] = None) -> dict:
@@ -463,6 +489,7 @@ def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, 
   """
   sources, problems = video_lib.discover(videos_dir, naming)
   failed = [{"path": p, "error": m} for p, m in problems]
+  numbering = _frame_numbering(sources, failed)
   if not sources:
     raise ExtractionError(f"videos directory {videos_dir}: no videos found (video files "
                           f"{', '.join(video_lib.VIDEO_EXTENSIONS)} or folders of frame images)")
@@ -484,10 +511,16 @@ def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, 
 
   def flush():
     with fileio.atomic_open(os.path.join(output_dir, "videos.csv"), newline="") as f:
-      layout.write_videos_rows(f, sorted(rows.values(), key=lambda v: order[v.video]))
+      layout.write_videos_rows(f, sorted(rows.values(), key=lambda v: order[v.video]),
+                               extra={k: {"first_frame_number": v["first_frame_number"],
+                                          "filled_frames": v["filled_frames_text"]}
+                                      for k, v in numbering.items()})
 
   flush()
   summary = {"videos": len(sources), "extracted": 0, "skipped": len(rows), "failed": failed,
+             "frame_numbering": {k: {f: v[f] for f in ("first_frame_number", "filled_gaps",
+                                                       "filled_frames")}
+                                 for k, v in numbering.items()},
              "frames": 0, "read_s": 0.0, "flow_s": 0.0, "i3d_s": 0.0, "output_dir": output_dir}
   if todo:
     extractor = extractor or TwoStream(config)
