@@ -455,3 +455,18 @@ def test_extract_then_import_puts_each_jpg_number_in_the_snippet_the_annotation_
     assert abs(rgb[pos // 8, pos % 8] - _level(shown)) <= 2, (pos, shown)
   # jpg 40 -> position 33 -> snippet 4 (positions 32..39), frame 1 of it:
   assert abs(rgb[4, 1] - _level(40)) <= 2
+
+
+def test_first_frame_number_is_mapped_before_resampling(tmp_path):
+  """jpg numbers -> source positions (number - 7) -> 15 fps frames (frame k shows source 2k)."""
+  table = write_table(tmp_path / "a.csv", [("S", [
+      ("Subject", "Filename", "Onset", "Offset", "Type"), ("spNO.2", "b", 27, 47, "macro")])])
+  feats = str(tmp_path / "feats")
+  features(feats, "spNO.2_b", 3)  # 30 frames at 15 fps
+  (tmp_path / "v.csv").write_text("video,num_frames,first_frame_number\nspNO.2_b,30,7\n")
+  importers.import_casme3(table, feats, str(tmp_path / "out"), resample_fps=15,
+                          num_frames_csv=str(tmp_path / "v.csv"))
+  ds = layout.load_dataset(str(tmp_path / "out"))
+  # source [20, 40] -> first k with 2k >= 20 is 10, last with 2k <= 40 is 20.
+  assert ds.info.fps == 15.0
+  assert [(a.onset, a.offset) for a in ds.annotations] == [(10, 20)]

@@ -907,8 +907,13 @@ def _num_frames(video: str, t: int, snippet_length: int, last_offset: int,
 def import_parsed(parsed: Parsed, features_dir: str, output_dir: str, *, name: str, fps: float,
                   snippet_length: int, source: str, num_frames_csv: Optional[str] = None,
                   skip_missing: bool = False, feature_dim: int = FEATURE_DIM,
-                  subject_of: Optional[Callable] = None) -> dict:
+                  subject_of: Optional[Callable] = None,
+                  resample: Optional[tuple] = None) -> dict:
   """Writes a converted table plus the user's features as a dataset directory.
+
+  Per video the rows are mapped through a recorded ``first_frame_number`` (source frames), then
+  with ``resample = (source_fps, fps)`` to the resampled video's frames (:func:`resample_interval`;
+  ``dataset.json`` then gets ``fps``), then checked against the video's end.
 
   Everything is read and checked before anything is written; existing output files are never
   replaced (``FileExistsError``) and nothing is written outside ``output_dir``. Returns the
@@ -967,6 +972,8 @@ def import_parsed(parsed: Parsed, features_dir: str, output_dir: str, *, name: s
     record = record_of(video)
     t = load_source_features(features_dir, video, feature_dim)[0].shape[0]
     vrows = _map_numbering(vrows, record, rules, report)
+    if resample is not None:
+      vrows = list(resample_parsed(Parsed(tuple(vrows), rules, report), *resample).rows)
     last = record.num_frames - 1 if record else (t + 1) * snippet_length - 1
     vrows = _past_end(vrows, last, record is not None, rules, report)
     n, was_inferred = _num_frames(video, t, snippet_length,
@@ -1034,6 +1041,8 @@ def import_parsed(parsed: Parsed, features_dir: str, output_dir: str, *, name: s
     if (i + 1) % 50 == 0:
       logging.info("Wrote features of %d/%d videos.", i + 1, len(videos))
   recorded = rules.recorded()
+  if resample is not None:
+    fps = resample[1]
   info = layout.DatasetInfo(name, float(fps), int(snippet_length), int(feature_dim),
                             {"source": os.path.basename(source),
                              "frame_base": int(rules.frame_base), "conventions": recorded})
@@ -1121,16 +1130,16 @@ def _import(key: str, path: str, features_dir: str, output_dir: str, *, conventi
   d = DEFAULTS[key]
   rules = conventions.resolve(conventions_name, key, frame_base=frame_base, **rule_overrides)
   parsed = read_table(key, path, rules, **(reader_kwargs or {}))
-  fps = d["fps"]
+  resample = None
   if resample_fps is not None:
     if not resample_fps > 0:
       raise ValueError(f"resample_fps must be positive, got {resample_fps}")
-    parsed = resample_parsed(parsed, d["fps"], float(resample_fps))
-    fps = float(resample_fps)
-  return import_parsed(parsed, features_dir, output_dir, name=d["name"], fps=fps,
+    resample = (d["fps"], float(resample_fps))
+  return import_parsed(parsed, features_dir, output_dir, name=d["name"], fps=d["fps"],
                        snippet_length=snippet_length or d["snippet_length"], source=path,
                        num_frames_csv=num_frames_csv, skip_missing=skip_missing,
-                       feature_dim=feature_dim, subject_of=subject_of or SUBJECT_OF.get(key))
+                       feature_dim=feature_dim, subject_of=subject_of or SUBJECT_OF.get(key),
+                       resample=resample)
 
 
 def import_casme2(table: str, features_dir: str, output_dir: str, *, conventions: str = "megc",
