@@ -156,7 +156,8 @@ def test_casme2_row_past_what_the_features_hold_is_skipped_or_with_strict_an_err
     importers.import_casme2(xlsx, feats, str(tmp_path / "out"), strict=True)
   assert not os.path.exists(tmp_path / "out")
   summary = importers.import_casme2(xlsx, feats, str(tmp_path / "out2"))
-  assert [(s["rule"], s["row"]) for s in summary["skipped"]] == [("past_end", "sheet 'Sheet1' row 2")]
+  assert [(s["rule"], s["row"]) for s in summary["skipped"]] == [
+      ("past_end", "sheet 'Sheet1' row 2")]
   assert (summary["ME"], summary["MaE"], summary["rule_counts"]["past_end"]) == (2, 1, 1)
 
 

@@ -158,12 +158,8 @@ def resolve(convention: str, dataset: str, **overrides) -> Rules:
   unknown = sorted(set(overrides) - names)
   if unknown:
     raise ValueError(f"unknown rules {unknown}; known: {sorted(names)}")
-  values, sources = {}, {}
-  for name in sorted(names):
-    values[name], sources[name] = getattr(Rules, name, None), "default"
-  for f in dataclasses.fields(Rules):
-    if f.name in names and f.default is not dataclasses.MISSING:
-      values[f.name] = f.default
+  values = {f.name: f.default for f in dataclasses.fields(Rules) if f.name in names}
+  sources = {name: "default" for name in values}
   for name, (value, source) in TABLES[convention][dataset].items():
     values[name], sources[name] = value, source
   set_by_user = []
