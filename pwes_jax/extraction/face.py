@@ -114,6 +114,7 @@ class FaceCropper:
       in the order read) it applies to.
     redetections: boxes after the first.
     frames_without_face: frames where no face was found anywhere (their box was kept).
+    searches: whole-frame searches (the first frames', and when the per-frame check failed).
   """
 
   def __init__(self, config: FaceConfig, path: str):
@@ -122,6 +123,7 @@ class FaceCropper:
     self.boxes: list = []
     self.redetections = 0
     self.frames_without_face = 0
+    self.searches = 0
     self._frames = 0
 
   def _detect(self, grey: np.ndarray, scale: float, min_side: float,
@@ -141,6 +143,7 @@ class FaceCropper:
 
   def _search(self, grey: np.ndarray) -> Optional[tuple]:
     """The largest face of the whole frame, or None."""
+    self.searches += 1
     h, w = grey.shape
     scale = min(1.0, _SEARCH_SIDE / min(h, w))
     faces = self._detect(grey, scale, self.config.min_face * min(h, w))
@@ -226,7 +229,8 @@ class FaceCropper:
   def report(self) -> dict:
     """What goes to ``extraction_report.json`` for this video."""
     return {"boxes": self.boxes, "redetections": self.redetections,
-            "frames_without_face": self.frames_without_face, "frames": self._frames}
+            "frames_without_face": self.frames_without_face, "frames": self._frames,
+            "whole_frame_searches": self.searches}
 
 
 def _chain(head: list, rest: Iterator) -> Iterator:
