@@ -351,15 +351,18 @@ def convert_deepmind(state: Mapping[str, Any], *, source: str = "<checkpoint>"
       port's spelling), every wrong shape, two keys for one variable, several TF scopes, or
       non-float / non-finite values.
   """
-  flat, unmapped, scopes, origin = {}, [], set(), {}
-  for key, value in flatten_keys(state).items():
+  state = flatten_keys(state)
+  scopes = {key.partition(_DM_SCOPE)[0] for key in state if _DM_SCOPE in key}
+  if len(scopes) > 1:
+    raise _error(source, f"holds several networks (scopes {sorted(scopes)}); export one "
+                 "stream per file")
+  flat, unmapped, origin = {}, [], {}
+  for key, value in state.items():
     name = key
     for collection in ("params/", "batch_stats/"):
       if name.startswith(collection):
         name = name[len(collection):]
-    if _DM_SCOPE in name:
-      scope, _, name = name.partition(_DM_SCOPE)
-      scopes.add(scope)
+    name = name.partition(_DM_SCOPE)[2] or name
     suffix = next((s for s in _DM_LEAVES if name.endswith("/" + s)), None)
     module = _dm_module(name[:-len(suffix) - 1]) if suffix else None
     if module is None:
@@ -376,9 +379,6 @@ def convert_deepmind(state: Mapping[str, Any], *, source: str = "<checkpoint>"
   if unmapped:
     raise _error(source, f"keys that map to no I3D variable (DeepMind layout): "
                  f"{_listing(sorted(unmapped))}")
-  if len(scopes) > 1:
-    raise _error(source, f"holds several networks (scopes {sorted(scopes)}); export one "
-                 "stream per file")
   joined = {"/".join(path): value for path, value in flat.items()}
   in_channels, num_classes = _infer_heads({k: v.shape for k, v in joined.items()}, _DM_FIRST,
                                           _DM_LOGITS, 3, -1, source)
