@@ -38,7 +38,7 @@ from pwes_jax.extraction import video as video_lib
 CASCADE = "haarcascade_frontalface_default.xml"
 MODES = ("none", "detect")
 _SEARCH_SIDE = 480  # whole-frame searches run on the frame shrunk to this shorter side
-_CHECK_FACE = 64  # per-frame checks run with the expected face about this many pixels wide
+_CHECK_FACE = 48  # per-frame checks run with the expected face about this many pixels wide
 
 
 class NoFaceError(video_lib.VideoReadError):
