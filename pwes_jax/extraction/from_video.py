@@ -1,4 +1,4 @@
-"""One raw video -> a feature file, with a trained run's extraction settings (``launch.spot --video``).
+"""One raw video -> a feature file, with a trained run's extraction settings (spot --video).
 
 A run trained on features made by ``launch.extract_features`` has those settings in its
 dataset's ``dataset.json`` (``extraction``: frames, face crop, flow, snippets, weights' names).
