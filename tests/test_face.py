@@ -135,3 +135,22 @@ def test_bad_face_settings_are_refused():
     face.FaceConfig(mode="align")
   with pytest.raises(ValueError, match="margin"):
     face.FaceConfig(margin=-0.1)
+
+
+def test_a_directory_made_before_face_cropping_existed_still_resumes(tmp_path):
+  videos = tmp_path / "videos"
+  (videos / "s1_a").mkdir(parents=True)
+  for k in range(9):
+    cv2.imwrite(str(videos / "s1_a" / f"{k}.png"), np.full((24, 24, 3), 7 * k, np.uint8))
+  config = extract.ExtractionConfig(frames=video_lib.FrameConfig(resize=16, source_fps=30),
+                                    flow=CHEAP_FLOW, batch_snippets=2, random_init=True)
+  out = tmp_path / "out"
+  extract.extract_dataset(str(videos), str(out), config, extractor=_Recorder(2))
+  meta = json.loads((out / "dataset.json").read_text())
+  del meta["extraction"]["face"]  # as an earlier version wrote it
+  (out / "dataset.json").write_text(json.dumps(meta))
+  again = extract.extract_dataset(str(videos), str(out), config, extractor=_Recorder(2))
+  assert again["skipped"] == 1
+  detect = extract.dataclasses.replace(config, face=face.FaceConfig(mode="detect"))
+  with pytest.raises(extract.ExtractionError, match="other settings.*face"):
+    extract.extract_dataset(str(videos), str(out), detect, extractor=_Recorder(2))

@@ -457,6 +457,8 @@ def _prepare_output(output_dir: str, config: ExtractionConfig, fps: float, name:
                             "use a new --output_dir (nothing here is replaced)")
     before = json.loads(json.dumps(before))
     now = json.loads(json.dumps(recorded))
+    if "face" not in before and config.face.mode == "none":
+      before["face"] = now["face"]  # made before face cropping existed: frames as they are
     if before != now or meta.get("fps") != fps:
       diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
       if meta.get("fps") != fps:
