@@ -27,7 +27,7 @@ import dataclasses
 import math
 import os
 import re
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -379,14 +379,20 @@ def _raw_file_frames(path: str) -> Iterator:
     cap.release()
 
 
-def iter_frames(source: VideoSource, config: FrameConfig) -> Iterator:
+def iter_frames(source: VideoSource, config: FrameConfig,
+                crop: Optional[Callable[[Iterator], Iterator]] = None) -> Iterator:
   """Yields the video's frames as ``uint8 [S, S, 3]`` RGB, preprocessed and resampled.
+
+  ``crop`` (e.g. :class:`pwes_jax.extraction.face.FaceCropper`) maps the decoded frames to
+  cropped ones before they are resized.
 
   Raises:
     VideoReadError: naming the file, when the video cannot be read (raised lazily, while
       iterating, for problems found part-way such as a frame of another size).
   """
   raw = _raw_folder_frames(source.path) if source.is_folder else _raw_file_frames(source.path)
+  if crop is not None:
+    raw = crop(raw)
   frames = (preprocess_frame(f, config) for f in raw)
   if config.fps is None:
     return frames
