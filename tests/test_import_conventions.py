@@ -32,6 +32,13 @@ D = 1024
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def src(tmp_path):
+  """The folder of a test's source tables and CSVs (an import may not write inside it)."""
+  d = tmp_path / "src"
+  d.mkdir(exist_ok=True)
+  return d
+
+
 def features(d, video, t):
   os.makedirs(d, exist_ok=True)
   np.savez(os.path.join(d, f"{video}.npz"), rgb=np.ones((t, D), np.float32),
@@ -90,8 +97,8 @@ SAMM = [
     (),                                                                        # 2
     ("Release V3", None, "Micro-expressions are 500 ms or shorter"),          # 3
     (),                                                                        # 4
-    ("Subject", "Filename", "Inducement Code", "Onset", "Apex", "Offset", "Duration", "Type",
-     "Action Units", "Notes"),                                                 # 5 header
+    ("Subject", "Filename", "Inducement Code", "Onset", "Apex Frame", "Offset", "Duration",
+     "Type", "Action Units", "Notes"),                                         # 5 real header
     (6, "006_1_1", 1, 566.4000000000001, 600, 700.5, ("=F6-D6", 134.1), "Macro", "AU12", None),
     (6, "006_1_2", 1, 0, -1, 40, ("=F7-D7", 40), "Macro", "AU1", None),         # 7 onset 0
     (6, "006_1_3", 1, 900, 950, 1000, ("=F8-D8", 100), "Micro - 1/2", "AU4", None),  # 8 past end
@@ -101,25 +108,25 @@ SAMM = [
 ]
 SAMM_CSV = "video,num_frames\n006_1,960\n007_3,200\n"  # 006_1's last image is number 960
 
-# By hand (frame base 1: 0-based = number - 1):
+# By hand (frame base 1: 0-based = number - 1). Row 7, a Macro with onset 0: megc drops it (the
+# MEGC baseline's reader), lgsnet keeps it from frame 1.
 SAMM_EXPECTED = {
     # row 6: 566.4 -> 566 (both), 700.5 -> 701 half-up / 700 floor
-    "megc": [("006_1", 0, -1, 39, "MaE"), ("006_1", 565, 599, 700, "MaE"),
-             ("007_3", 63, -1, 79, "ME")],
+    "megc": [("006_1", 565, 599, 700, "MaE"), ("007_3", 63, -1, 79, "ME")],
     "lgsnet": [("006_1", 0, -1, 39, "MaE"), ("006_1", 565, 599, 699, "MaE"),
                ("007_3", 63, -1, 79, "ME")],
 }
 
 
 def _samm_setup(tmp_path, ext):
-  table = write_table(tmp_path / f"SAMM_LongVideos_V3_Release{ext}", [("FACS_Movement_Only",
+  table = write_table(src(tmp_path) / f"SAMM_LongVideos_V3_Release{ext}", [("FACS_Movement_Only",
                                                                        SAMM)],
                       merged={"FACS_Movement_Only": ["A1:J1", "A11:J11"]})
   feats = str(tmp_path / "feats")
   features(feats, "006_1", 29)  # (960 - 1) // 32
   features(feats, "007_3", 6)
-  (tmp_path / "frames.csv").write_text(SAMM_CSV)
-  return table, feats, str(tmp_path / "frames.csv")
+  (src(tmp_path) / "frames.csv").write_text(SAMM_CSV)
+  return table, feats, str(src(tmp_path) / "frames.csv")
 
 
 def rows_of(out):
@@ -136,31 +143,40 @@ def test_samm_lv_table_row_by_row(tmp_path, ext, conv, caplog):
   summary = importers.import_samm_lv(table, feats, out, conventions=conv, num_frames_csv=frames)
   assert digest(table, feats, frames) == before
   assert rows_of(out) == SAMM_EXPECTED[conv]
-  assert (summary["videos"], summary["subjects"], summary["ME"], summary["MaE"]) == (2, 2, 1, 2)
-  assert summary["rule_counts"] == {"frame_rounding": 1, "onset_clamped": 1, "past_end": 1,
-                                    "apex_dropped": 1, "unknown_type": 1}
+  megc = conv == "megc"
+  assert (summary["videos"], summary["subjects"], summary["ME"], summary["MaE"]) == (
+      2, 2, 1, 1 if megc else 2)
+  assert summary["rule_counts"] == {"frame_rounding": 1, "past_end": 1, "apex_dropped": 1,
+                                    "unknown_type": 1,
+                                    ("onset0_macro" if megc else "onset_clamped"): 1}
   where = f"file {table}" + ("" if ext == ".csv" else " [sheet 'FACS_Movement_Only']")
   row = "line" if ext == ".csv" else "row"
-  rounded = "701" if conv == "megc" else "700"
-  rounding = "half_up" if conv == "megc" else "floor"
+  rounded = "701" if megc else "700"
+  rounding = "half_up" if megc else "floor"
+  # Field names as the table spells them ('Apex Frame', the real header).
   assert [w["message"] for w in summary["warnings"]] == [
       f"{where}, video '006_1', field 'Onset': {row} 6: fractional frame(s) rounded {rounding}: "
-      f"onset 566.4000000000001 -> 566, offset 700.5 -> {rounded}",
-      f"{where}, video '006_1', field 'Onset': {row} 7: onset 0 is below the first frame number "
-      "1: clamped to 1",
-      f"{where}, video '007_3', field 'Apex': {row} 9: implausible interval: offset 80 < apex "
-      "90; apex dropped"]
+      f"Onset 566.4000000000001 -> 566, Offset 700.5 -> {rounded}"] + ([] if megc else [
+          f"{where}, video '006_1', field 'Onset': {row} 7: onset 0 is below the first frame "
+          "number 1: clamped to 1"]) + [
+      f"{where}, video '007_3', field 'Apex Frame': {row} 9: implausible interval: offset 80 < "
+      "apex 90; apex dropped"]
   assert [s["message"] for s in summary["skipped"]] == [
       f"{where}, video '007_3', field 'Type': {row} 10: unknown expression type 'Blink' "
-      "(expected a micro- or macro-expression label)",
-      f"{where}, video '006_1', field 'offset': {row} 8: interval [900, 1000] ends past the "
+      "(expected a micro- or macro-expression label)"] + ([
+          f"{where}, video '006_1', field 'Onset': {row} 7: MaE with onset 0 below the first "
+          "frame number 1 left out (onset0_macro drop: the MEGC baseline's SAMM-LV reader "
+          "ignores these extremely long samples)"] if megc else []) + [
+      f"{where}, video '006_1', field 'Offset': {row} 8: interval [900, 1000] ends past the "
       "video's last frame 960"]
   assert "skipped (past_end)" in caplog.text and f"{row} 8" in caplog.text
   with open(os.path.join(out, "import_report.json")) as f:
     report = json.load(f)
-  assert report["rows_skipped"] == 2 and report["conventions"]["convention"] == conv
+  assert report["rows_skipped"] == (3 if megc else 2)
+  assert report["conventions"]["convention"] == conv
   meta = json.load(open(os.path.join(out, "dataset.json")))
   assert meta["conventions"]["rules"]["frame_rounding"] == rounding
+  assert meta["conventions"]["rules"]["onset0_macro"] == ("drop" if megc else "keep")
   assert meta["conventions"]["rules"]["frame_base"] == 1
   assert "5051" in meta["conventions"]["sources"]["frame_base"]  # the frame-base evidence
 
@@ -189,11 +205,15 @@ def test_strict_turns_each_skip_into_an_error_naming_the_row(tmp_path):
     importers.import_samm_lv(table, feats, str(tmp_path / "out"), num_frames_csv=frames,
                              strict=True)
   rows = [r for r in SAMM if "007_3_2" not in r]
-  table = write_table(tmp_path / "s2.xlsx", [("FACS_Movement_Only", rows)])
-  with pytest.raises(layout.DatasetError, match=r"video '006_1', field 'offset': row 8: "
-                     r"interval \[900, 1000\] ends past the video's last frame 960.*strict"):
+  table = write_table(src(tmp_path) / "s2.xlsx", [("FACS_Movement_Only", rows)])
+  with pytest.raises(layout.DatasetError, match=r"video '006_1', field 'Onset': row 7: MaE with "
+                     r"onset 0 below the first frame number 1 left out.*strict"):
     importers.import_samm_lv(table, feats, str(tmp_path / "out"), num_frames_csv=frames,
                              strict=True)
+  with pytest.raises(layout.DatasetError, match=r"video '006_1', field 'Offset': row 8: "
+                     r"interval \[900, 1000\] ends past the video's last frame 960.*strict"):
+    importers.import_samm_lv(table, feats, str(tmp_path / "out"), num_frames_csv=frames,
+                             strict=True, onset0_macro="keep")
   assert not os.path.exists(tmp_path / "out" / "dataset.json")
 
 
@@ -230,10 +250,10 @@ CASME2_COUNTS = {
 @pytest.mark.parametrize("conv", ["megc", "lgsnet"])
 def test_casme2_table_row_by_row_with_a_negative_video(tmp_path, ext, conv):
   if ext == ".csv":
-    table = write_table(tmp_path / "CAS(ME)^2code_final(Updated).csv",
+    table = write_table(src(tmp_path) / "CAS(ME)^2code_final(Updated).csv",
                         [("x", [r + (CASME2_PATHS[r[0]],) for r in CASME2_ROWS])])
   else:
-    table = write_table(tmp_path / "CAS(ME)^2code_final.xlsx", [
+    table = write_table(src(tmp_path) / "CAS(ME)^2code_final.xlsx", [
         ("Sheet1", CASME2_ROWS), ("naming rule1", [(15, "s15", 1), (16, "s16", 2)]),
         ("naming rule2", [("0401", "anger1"), (502, "happy1")])])
   feats = str(tmp_path / "feats")
@@ -305,15 +325,15 @@ CASME3_EXPECTED = {
 @pytest.mark.parametrize("ext", [".xls", ".xlsx", ".csv"])
 @pytest.mark.parametrize("conv", ["megc", "lgsnet"])
 def test_casme3_table_row_by_row(tmp_path, ext, conv):
-  table = write_table(tmp_path / f"CAS(ME)3_part_A_v2{ext}", [("Sheet1", CASME3)])
+  table = write_table(src(tmp_path) / f"CAS(ME)3_part_A_v2{ext}", [("Sheet1", CASME3)])
   feats = str(tmp_path / "feats")
   features(feats, "spNO.1_j", 87)
   features(feats, "spNO.2_b", 7)
   features(feats, "spNO.3_c", 12)
-  (tmp_path / "videos.csv").write_text(CASME3_CSV)
+  (src(tmp_path) / "videos.csv").write_text(CASME3_CSV)
   out = str(tmp_path / "out")
   summary = importers.import_casme3(table, feats, out, conventions=conv,
-                                    num_frames_csv=str(tmp_path / "videos.csv"))
+                                    num_frames_csv=str(src(tmp_path) / "videos.csv"))
   assert sorted(rows_of(out)) == CASME3_EXPECTED[conv]
   counts = {"video_renamed": 1, "past_end": 1, "first_frame_number": 3, "lost_frames": 2,
             "frame_rounding": 1, "negative_videos": 1}
@@ -325,10 +345,10 @@ def test_casme3_table_row_by_row(tmp_path, ext, conv):
       3, 3, n_me, n_mae)
   row = "line" if ext == ".csv" else "row"
   msgs = {s["rule"]: s["message"] for s in summary["skipped"]}
-  assert msgs["lost_frames"].endswith(f"video 'spNO.2_b', field 'offset': {row} 9: interval "
+  assert msgs["lost_frames"].endswith(f"video 'spNO.2_b', field 'Offset': {row} 9: interval "
                                       "[2, 4] lies before the first frame file (number 7): its "
                                       "frames are lost")
-  assert msgs["past_end"].endswith(f"video 'spNO.1_j', field 'offset': {row} 7: interval "
+  assert msgs["past_end"].endswith(f"video 'spNO.1_j', field 'Offset': {row} 7: interval "
                                    "[650, 720] ends past the video's last frame 699")
   if conv == "lgsnet":
     assert msgs["max_me_frames"].endswith(f"video 'spNO.1_J': {row} 3: ME lasts offset - onset "
@@ -431,7 +451,7 @@ def test_extract_then_import_puts_each_jpg_number_in_the_snippet_the_annotation_
   with open(os.path.join(ext_out, "extraction_report.json")) as f:
     assert json.load(f)["frame_numbering"]["spNO.1_a"]["first_frame_number"] == 7
 
-  table = write_table(tmp_path / "part_A.csv", [("S", [
+  table = write_table(src(tmp_path) / "part_A.csv", [("S", [
       ("Subject", "Filename", "Onset", "Apex", "Offset", "Expression type"),
       ("spNO.1", "a", 40, 44, 52, "macro"),  # jpg numbers
       ("spNO.1", "a", 9, 12, 29, "macro")])])
@@ -459,13 +479,13 @@ def test_extract_then_import_puts_each_jpg_number_in_the_snippet_the_annotation_
 
 def test_first_frame_number_is_mapped_before_resampling(tmp_path):
   """jpg numbers -> source positions (number - 7) -> 15 fps frames (frame k shows source 2k)."""
-  table = write_table(tmp_path / "a.csv", [("S", [
+  table = write_table(src(tmp_path) / "a.csv", [("S", [
       ("Subject", "Filename", "Onset", "Offset", "Type"), ("spNO.2", "b", 27, 47, "macro")])])
   feats = str(tmp_path / "feats")
   features(feats, "spNO.2_b", 3)  # 30 frames at 15 fps
-  (tmp_path / "v.csv").write_text("video,num_frames,first_frame_number\nspNO.2_b,30,7\n")
+  (src(tmp_path) / "v.csv").write_text("video,num_frames,first_frame_number\nspNO.2_b,30,7\n")
   importers.import_casme3(table, feats, str(tmp_path / "out"), resample_fps=15,
-                          num_frames_csv=str(tmp_path / "v.csv"))
+                          num_frames_csv=str(src(tmp_path) / "v.csv"))
   ds = layout.load_dataset(str(tmp_path / "out"))
   # source [20, 40] -> first k with 2k >= 20 is 10, last with 2k <= 40 is 20.
   assert ds.info.fps == 15.0
