@@ -752,7 +752,10 @@ def _drop_duplicates(raw: list, report: Report) -> list:
     key = (r.subject, r.video, r.onset, r.apex, r.offset, r.kind)
     if key in first:
       w = first[key]
-      where = w.label if w.file == r.where.file else f"{w.label} of {w.file}"
+      if (w.file, w.sheet) == (r.where.file, r.where.sheet):
+        where = f"{'line' if w.sheet is None else 'row'} {w.row}"
+      else:
+        where = f"{w.label} of {w.file}"
       report.skip("duplicate_row", r.where, r.video, None, f"the same row as {where} (video, "
                   "frames and type): dropped, it would count twice")
       continue
@@ -1369,6 +1372,7 @@ def _import(key: str, path, features_dir: str, output_dir: str, *, conventions_n
     raise ValueError(f"snippet_length must be a positive number of frames, got "
                      f"{snippet_length!r}")
   rules = conventions.resolve(conventions_name, key, frame_base=frame_base, **rule_overrides)
+  check_output_dir(output_dir, features_dir, num_frames_csv, table_paths(path))  # before reading
   parsed = read_table(key, path, rules, types=types, **(reader_kwargs or {}))
   resample = None
   if resample_fps is not None:
