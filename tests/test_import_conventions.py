@@ -506,7 +506,7 @@ CASME3_MAE = [  # cas(me)3_part_A_MaE_label_JpgIndex_v2_emotion.xlsx, sheet 'She
     ("sub", "seq", "onset", "apex", "offset", "emotion"),                                   # 1
     ("spNO.1", "a", 0, 20, 60, "happy"),                                                    # 2
     ("spNO.2", "b", 50, 70, 90, "sad"),                                                     # 3
-    ("spNO.2", "b", 50, 70, 90, "sad"),                                                     # 4 duplicate
+    ("spNO.2", "b", 50, 70, 90, "sad"),                                            # 4 duplicate
 ]
 ME_NAME, MAE_NAME = ("cas(me)3_part_A_ME_label_JpgIndex_v2",
                      "cas(me)3_part_A_MaE_label_JpgIndex_v2_emotion")

@@ -28,13 +28,24 @@ Tables (:mod:`pwes_jax.data.tables`: ``.xlsx``, ``.xls`` or ``.csv``, by extensi
 * **SAMM-LV** ``SAMM_LongVideos_V*_Release.xlsx`` (or its CSV export): preamble rows, then the
   header row (the first row holding both ``Subject`` and ``Filename``); columns ``Filename``
   (``006_1_2``: the video is the first two parts, ``006_1``; the subject the first, ``006``),
-  ``Onset``, ``Apex``, ``Offset``, ``Type`` (``Macro``, ``Micro - 1/2``); ``Duration`` and the
-  notes are not read (``Duration`` is a formula). An apex of -1 or an empty one is unknown.
-  fps 200, snippet 32.
-* **CAS(ME)^3** part A (``.xls``, ``.xlsx`` or ``.csv``): header columns ``Subject`` (or
-  ``sub``), ``Filename`` (or ``seq``), ``Onset``, ``Offset`` and ``Expression type`` (or
-  ``Type``), optionally ``Apex``. The frame numbers are jpg numbers. A video is named
-  ``<Subject>_<Filename>``, e.g. ``spNO.1_a``. fps 30, snippet 8.
+  ``Onset``, ``Apex Frame`` (the release's header; ``Apex`` too), ``Offset``, ``Type``
+  (``Macro``, ``Micro - 1/2``); ``Duration`` and the notes are not read (``Duration`` is a
+  formula). An apex of -1 or an empty one is unknown. fps 200, snippet 32.
+* **CAS(ME)^3** part A, published as two workbooks without a type column,
+  ``cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx`` (sheet ``label``: ``Subject, Filename, Onset,
+  Apex, Offset, AU, Objective class, emotion``) and
+  ``cas(me)3_part_A_MaE_label_JpgIndex_v2_emotion.xlsx`` (``Sheet1``: ``sub, seq, onset, apex,
+  offset, emotion``), read together (``table`` a sequence; each table's type from
+  ``annotation_types``, else the ``ME``/``MaE`` token of its file name with a warning); or one
+  table (``.xls``, ``.xlsx`` or ``.csv``) with a type column ``Expression type`` / ``Type``.
+  The frame numbers are jpg numbers. A video is named ``<Subject>_<Filename>``, e.g.
+  ``spNO.1_a``. fps 30, snippet 8.
+
+Header-found columns accept ``Onset Frame`` / ``Apex Frame`` / ``Offset Frame`` as well; a table
+without an apex column gets a warning with its row count (every apex unknown). Messages name
+fields as the table's header spells them. A row repeating an earlier row exactly (subject,
+video, frames, type; also across tables) is dropped with a warning (``duplicate_row``): it would
+count twice in evaluation.
 
 Every type string whose lower-case form starts with ``micro`` is ``ME``, ``macro`` is ``MaE``
 (``me`` / ``mae`` too). How the numbers become 0-based intervals is decided by the
@@ -63,7 +74,11 @@ frame folder whose first images are lost, CAS(ME)^3 ``7.jpg ...``) maps the tabl
 through it: frame ``n`` is position ``n - first_frame_number`` of the extracted video.
 
 Negative videos, with features but no imported annotation, are imported as videos without
-expressions (their false alarms count in evaluation) unless ``negative_videos`` is off.
+expressions (their false alarms count in evaluation) unless ``negative_videos`` is off. Feature
+files whose names differ only in case (``spNO.11_j`` and ``spNO.11_J``) are warned about.
+
+The output directory may not be, or lie inside, the features folder, the num_frames CSV's
+folder or a table's folder (:func:`check_output_dir`; checked before anything is read).
 """
 
 from __future__ import annotations
@@ -722,7 +737,7 @@ def table_paths(path) -> list:
 
 
 def table_types(types, n: int) -> list:
-  """The user's per-table types (``me``, ``mae`` or ``auto``/empty = not given) as ``ME``/``MaE``/None.
+  """The user's per-table types (``me``, ``mae``, ``auto``/empty) as ``ME``, ``MaE`` or None.
 
   Raises:
     ValueError: a count other than one per table, or an unknown type.
@@ -1014,14 +1029,14 @@ def _map_numbering(vrows: list, record: Optional[VideoRecord], rules, report: Re
     on, off = a.onset + shift, a.offset + shift
     apex = a.apex + shift if a.apex >= 0 else -1
     if off < 0:
-      report.skip("lost_frames", r.where, video, r.where.field("offset"), f"interval {_table_numbers(r)} lies "
-                  f"before the first frame file (number {record.first_frame_number}): its "
-                  "frames are lost")
+      report.skip("lost_frames", r.where, video, r.where.field("offset"), f"interval "
+                  f"{_table_numbers(r)} lies before the first frame file (number "
+                  f"{record.first_frame_number}): its frames are lost")
       continue
     if on < 0:
-      report.convert("lost_frames", r.where, video, r.where.field("onset"), f"onset {a.onset + r.base} is "
-                     f"before the first frame file (number {record.first_frame_number}): "
-                     "clamped to it")
+      report.convert("lost_frames", r.where, video, r.where.field("onset"), f"onset "
+                     f"{a.onset + r.base} is before the first frame file (number "
+                     f"{record.first_frame_number}): clamped to it")
       on = 0
       apex = apex if apex >= 0 else -1
     out.append(dataclasses.replace(r, annotation=dataclasses.replace(
@@ -1041,14 +1056,14 @@ def _past_end(vrows: list, last: int, exact: bool, rules, report: Report) -> lis
            f"the last frame the features can hold ({last + r.base}; pass num_frames_csv for "
            "the exact count)")
     if rules.past_end == "clip" and a.onset <= last:
-      report.convert("past_end", r.where, a.video, r.where.field("offset"), f"offset {a.offset + r.base} is "
-                     f"past {end}: clipped to it")
+      report.convert("past_end", r.where, a.video, r.where.field("offset"), f"offset "
+                     f"{a.offset + r.base} is past {end}: clipped to it")
       apex = a.apex if a.apex <= last else -1
       out.append(dataclasses.replace(r, annotation=dataclasses.replace(a, offset=last,
                                                                         apex=apex)))
     else:
-      report.skip("past_end", r.where, a.video, r.where.field("offset"), f"interval {_table_numbers(r)} ends "
-                  f"past {end}")
+      report.skip("past_end", r.where, a.video, r.where.field("offset"), f"interval "
+                  f"{_table_numbers(r)} ends past {end}")
   return out
 
 
@@ -1105,8 +1120,8 @@ def import_parsed(parsed: Parsed, features_dir: str, output_dir: str, *, name: s
       match, was_renamed = _lookup(video, available, "feature files")
       renamed[video] = match
       if was_renamed:
-        report.convert("video_renamed", r.where, video, r.where.field("filename"), f"no features named {video!r}; "
-                       f"using {match!r} (same name ignoring case)")
+        report.convert("video_renamed", r.where, video, r.where.field("filename"),
+                       f"no features named {video!r}; using {match!r} (same name ignoring case)")
     match = renamed[video]
     if match is None:
       if not skip_missing:
