@@ -23,6 +23,9 @@ The rules (every one can be set on its own):
                            then dropped when outside the interval) or treat it as ``missing``
 ``max_me_frames``          keep an ME only when ``offset - onset`` is at most this (None: all)
 ``max_mae_frames``         the same for MaEs
+``onset0_macro``           a MaE whose onset lies below the first frame number (SAMM-LV's long
+                           ``Macro`` rows with onset 0): ``keep`` it, onset clamped to the first
+                           frame, or ``drop`` it (the MEGC baseline's SAMM-LV reader)
 ``past_end``               a row ending past the video's last frame: ``skip`` it or ``clip`` it
 ``exclude_rows``           rows named by the user (``ROW`` or ``SHEET!ROW``), skipped
 ``negative_videos``        import videos with features but no annotation (``True``) or not
@@ -42,6 +45,7 @@ FRAME_ROUNDINGS = ("half_up", "floor")
 MISSING_OFFSETS = ("apex", "apex+20")
 OFFSET_AT_OR_BEFORE_APEX = ("keep", "missing")
 PAST_END = ("skip", "clip")
+ONSET0_MACRO = ("keep", "drop")
 
 # Where the frame bases come from (the same in both conventions).
 _BASE_CASME2 = ("CAS(ME)^2 code_final.xlsx numbers the frames of rawvideo/rawpic from 1 (its "
@@ -56,6 +60,8 @@ _MEGC = "MEGC 2020 spotting baseline readers"
 _LGSNET_CASME2 = "LGSNet casme2_annotation_357.csv (57 ME + 300 MaE)"
 _LGSNET_SAMM = "LGSNet samm_annotation.csv (159 ME + 340 MaE)"
 _LGSNET_CASME3 = "LGSNet cas3_annotation_full_me_reduce.csv (277 ME + 2071 MaE)"
+_ONSET0_SAMM_MEGC = ("MEGC 2020 baseline SAMM-LV reader: a Macro row with onset 0 is left out "
+                     "(\"Ignore the samples that is extremely long in SAMMLV\")")
 _ROUND_SAMM_MEGC = ("the SAMM-LV CSV circulated with the MEGC baseline equals the workbook "
                     "rounded half-up in every row")
 
@@ -72,6 +78,7 @@ TABLES = {
         "samm_lv": {
             "frame_base": (1, _BASE_SAMM),
             "frame_rounding": ("half_up", _ROUND_SAMM_MEGC),
+            "onset0_macro": ("drop", _ONSET0_SAMM_MEGC),
         },
         "casme3": {
             "frame_base": (0, _BASE_CASME3),
@@ -89,6 +96,8 @@ TABLES = {
         "samm_lv": {
             "frame_base": (1, _BASE_SAMM),
             "frame_rounding": ("floor", f"{_LGSNET_SAMM}: 566.4000000000001 -> 566"),
+            "onset0_macro": ("keep", f"{_LGSNET_SAMM}: holds the ten Macro rows with onset 0, "
+                                     "from frame 1"),
             "past_end": ("skip", f"{_LGSNET_SAMM}: rows ending past frame_num are absent; one "
                                  "further row is absent without a reason (name it with "
                                  "exclude_rows)"),
@@ -117,6 +126,7 @@ class Rules:
   offset_at_or_before_apex: str = "keep"
   max_me_frames: Optional[int] = None
   max_mae_frames: Optional[int] = None
+  onset0_macro: str = "keep"
   past_end: str = "skip"
   exclude_rows: tuple = ()
   negative_videos: bool = True
@@ -127,7 +137,7 @@ class Rules:
   def __post_init__(self):
     for name, allowed in (("frame_rounding", FRAME_ROUNDINGS), ("missing_offset", MISSING_OFFSETS),
                           ("offset_at_or_before_apex", OFFSET_AT_OR_BEFORE_APEX),
-                          ("past_end", PAST_END)):
+                          ("past_end", PAST_END), ("onset0_macro", ONSET0_MACRO)):
       if getattr(self, name) not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
     for name in ("max_me_frames", "max_mae_frames"):

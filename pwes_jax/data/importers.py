@@ -28,13 +28,24 @@ Tables (:mod:`pwes_jax.data.tables`: ``.xlsx``, ``.xls`` or ``.csv``, by extensi
 * **SAMM-LV** ``SAMM_LongVideos_V*_Release.xlsx`` (or its CSV export): preamble rows, then the
   header row (the first row holding both ``Subject`` and ``Filename``); columns ``Filename``
   (``006_1_2``: the video is the first two parts, ``006_1``; the subject the first, ``006``),
-  ``Onset``, ``Apex``, ``Offset``, ``Type`` (``Macro``, ``Micro - 1/2``); ``Duration`` and the
-  notes are not read (``Duration`` is a formula). An apex of -1 or an empty one is unknown.
-  fps 200, snippet 32.
-* **CAS(ME)^3** part A (``.xls``, ``.xlsx`` or ``.csv``): header columns ``Subject`` (or
-  ``sub``), ``Filename`` (or ``seq``), ``Onset``, ``Offset`` and ``Expression type`` (or
-  ``Type``), optionally ``Apex``. The frame numbers are jpg numbers. A video is named
-  ``<Subject>_<Filename>``, e.g. ``spNO.1_a``. fps 30, snippet 8.
+  ``Onset``, ``Apex Frame`` (the release's header; ``Apex`` too), ``Offset``, ``Type``
+  (``Macro``, ``Micro - 1/2``); ``Duration`` and the notes are not read (``Duration`` is a
+  formula). An apex of -1 or an empty one is unknown. fps 200, snippet 32.
+* **CAS(ME)^3** part A, published as two workbooks without a type column,
+  ``cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx`` (sheet ``label``: ``Subject, Filename, Onset,
+  Apex, Offset, AU, Objective class, emotion``) and
+  ``cas(me)3_part_A_MaE_label_JpgIndex_v2_emotion.xlsx`` (``Sheet1``: ``sub, seq, onset, apex,
+  offset, emotion``), read together (``table`` a sequence; each table's type from
+  ``annotation_types``, else the ``ME``/``MaE`` token of its file name with a warning); or one
+  table (``.xls``, ``.xlsx`` or ``.csv``) with a type column ``Expression type`` / ``Type``.
+  The frame numbers are jpg numbers. A video is named ``<Subject>_<Filename>``, e.g.
+  ``spNO.1_a``. fps 30, snippet 8.
+
+Header-found columns accept ``Onset Frame`` / ``Apex Frame`` / ``Offset Frame`` as well; a table
+without an apex column gets a warning with its row count (every apex unknown). Messages name
+fields as the table's header spells them. A row repeating an earlier row exactly (subject,
+video, frames, type; also across tables) is dropped with a warning (``duplicate_row``): it would
+count twice in evaluation.
 
 Every type string whose lower-case form starts with ``micro`` is ``ME``, ``macro`` is ``MaE``
 (``me`` / ``mae`` too). How the numbers become 0-based intervals is decided by the
@@ -63,7 +74,11 @@ frame folder whose first images are lost, CAS(ME)^3 ``7.jpg ...``) maps the tabl
 through it: frame ``n`` is position ``n - first_frame_number`` of the extracted video.
 
 Negative videos, with features but no imported annotation, are imported as videos without
-expressions (their false alarms count in evaluation) unless ``negative_videos`` is off.
+expressions (their false alarms count in evaluation) unless ``negative_videos`` is off. Feature
+files whose names differ only in case (``spNO.11_j`` and ``spNO.11_J``) are warned about.
+
+The output directory may not be, or lie inside, the features folder, the num_frames CSV's
+folder or a table's folder (:func:`check_output_dir`; checked before anything is read).
 """
 
 from __future__ import annotations
@@ -104,10 +119,20 @@ DEFAULTS = {
 
 @dataclasses.dataclass(frozen=True)
 class Where:
-  """A table row: the file, the sheet (``None`` for a CSV) and the row (a CSV's line) number."""
+  """A table row: the file, the sheet (``None`` for a CSV) and the row (a CSV's line) number.
+
+  ``fields`` pairs each field (``onset``, ``apex``, ``offset``, ``type``, ``filename``,
+  ``subject``) with the table's own header spelling (``Apex Frame``, ``onset``, ...), so every
+  message names a field as the table does.
+  """
   file: str
   sheet: Optional[str]
   row: int
+  fields: tuple = ()
+
+  def field(self, key: str) -> str:
+    """The table's header spelling of ``key`` (``key`` itself for a table without a header)."""
+    return dict(self.fields).get(key, key)
 
   @property
   def label(self) -> str:
@@ -124,9 +149,15 @@ class Where:
     return str(layout.error(self.location, video, field, f"{word} {self.row}: {text}"))
 
   def matches(self, spec: str) -> bool:
-    """Whether an ``exclude_rows`` entry (``ROW`` or ``SHEET!ROW``) names this row."""
+    """Whether an ``exclude_rows`` entry (``ROW``, ``SHEET!ROW`` or ``FILE!ROW``) names this row.
+
+    ``FILE`` is the table's file name (for CSVs, which have no sheet, and to tell several
+    tables apart).
+    """
     sheet, _, row = spec.rpartition("!")
-    return row.strip() == str(self.row) and (not sheet or sheet.strip("'\" ") == self.sheet)
+    sheet = sheet.strip("'\" ")
+    return row.strip() == str(self.row) and (
+        not sheet or sheet == self.sheet or sheet == os.path.basename(self.file))
 
 
 class Report:
@@ -166,6 +197,14 @@ class Report:
     self.counts[rule] += 1
     self.warnings.append(e)
     self._log(rule, "converted", e["message"])
+
+  def note(self, rule: str, where: Optional[Where], video, field, text: str,
+           count: int = 1) -> None:
+    """Something the user should know that changes no row by itself: counted and warned."""
+    e = self._entry(rule, where, video, field, text)
+    self.counts[rule] += count
+    self.warnings.append(e)
+    self._log(rule, "warning", e["message"])
 
   def skip(self, rule: str, where: Optional[Where], video, field, text: str) -> None:
     """A row (or a video) is left out: counted and warned, or with ``strict`` an error."""
@@ -208,6 +247,7 @@ class Parsed:
   rows: tuple
   rules: conventions.Rules
   report: Report
+  tables: tuple = ()  # per table: {file, sheet, rows, type_from[, columns]}
 
   @property
   def annotations(self) -> list:
@@ -334,9 +374,15 @@ def _casme2_video_name(fmt: str, subject: str, code: str, code_name: str) -> str
                      f"code, code_name") from None
 
 
-def read_casme2_rows(path: str, report: Report, *,
-                     video_name_format: str = "{subject}_{code}") -> list:
-  """Reads the CAS(ME)^2 table (workbook with naming sheets, or the CSV with a path column)."""
+def read_casme2_rows(path: str, report: Report, table_type: Optional[str] = None, *,
+                     video_name_format: str = "{subject}_{code}") -> tuple:
+  """Reads the CAS(ME)^2 table (workbook with naming sheets, or the CSV with a path column).
+
+  Returns ``(rows, table info)``. The type is column 8's; ``table_type`` must be None.
+  """
+  if table_type is not None:
+    raise ValueError(f"{path}: a CAS(ME)^2 table has its type in column 8; annotation_types "
+                     "applies to tables without a type column (samm_lv, casme3)")
   sheets = tables.read_table(path)
   is_csv = sheets[0][0] is None
   if not is_csv:
@@ -350,7 +396,7 @@ def read_casme2_rows(path: str, report: Report, *,
   for row_no, row in enumerate(rows, start=1):
     if tables.is_empty(row):
       continue
-    where = Where(path, sheet, row_no)
+    where = Where(path, sheet, row_no, (("filename", "video"),))
     if tables.as_number(tables.cell(row, 2)) is None and "onset" in tables.norm(
         tables.cell(row, 2)):
       continue  # A header row.
@@ -387,7 +433,9 @@ def read_casme2_rows(path: str, report: Report, *,
     except _SkipRow:
       continue
     out.append(RawRow(where, subject, video, onset, apex, offset, kind))
-  return out
+  info = {"file": os.path.abspath(path), "sheet": sheet, "rows": len(out),
+          "type_from": "column 8"}
+  return out, info
 
 
 def casme2_subject_of(video_name_format: str = "{subject}_{code}") -> Callable:
@@ -419,6 +467,30 @@ def casme2_subject_of(video_name_format: str = "{subject}_{code}") -> Callable:
 
 _SUBJECT = ("subject", "sub")
 _FILENAME = ("filename", "seq")
+_ONSET = ("onset", "onset frame")
+_APEX = ("apex", "apex frame")
+_OFFSET = ("offset", "offset frame")
+_TYPE = ("type", "expression type", "expression")
+_TYPE_TOKENS = {"me": "ME", "mae": "MaE"}
+
+
+def type_from_file_name(path: str) -> Optional[str]:
+  """``"ME"`` / ``"MaE"`` from an ``ME`` / ``MaE`` token of a table's file name, else None.
+
+  Tokens are the parts of the name (without extension) between ``_``, ``-``, ``.`` and spaces,
+  case ignored: ``cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx`` is ``ME`` and
+  ``cas(me)3_part_A_MaE_label_JpgIndex_v2_emotion.xlsx`` is ``MaE`` (``cas(me)3`` is one token).
+
+  Raises:
+    layout.DatasetError: the name holds both tokens.
+  """
+  stem = os.path.splitext(os.path.basename(path))[0]
+  kinds = {_TYPE_TOKENS[t.lower()] for t in re.split(r"[_\-.\s]+", stem)
+           if t.lower() in _TYPE_TOKENS}
+  if len(kinds) > 1:
+    raise layout.error(path, None, None, "the file name holds both an ME and a MaE token: give "
+                       "the table's type with annotation_types")
+  return kinds.pop() if kinds else None
 
 
 def _header_sheet(path: str):
@@ -431,16 +503,7 @@ def _header_sheet(path: str):
                      "'Filename' columns")
 
 
-def _required(path, sheet, header_row: int, names: list, field: str, aliases) -> int:
-  i = _column(names, aliases)
-  if i is None:
-    where = Where(path, sheet, header_row + 1)
-    raise layout.DatasetError(where.message(None, field, f"column missing from the header (one "
-                                            f"of {aliases}); header is {[n for n in names if n]}"))
-  return i
-
-
-def _table_rows(path, sheet, start: int, rows: list, cols: dict):
+def _table_rows(path, sheet, start: int, rows: list, cols: dict, fields: tuple):
   """Yields ``(where, row)`` for data rows; rows with no file name and no onset are notes."""
   for i in range(start, len(rows)):
     row = rows[i]
@@ -448,36 +511,95 @@ def _table_rows(path, sheet, start: int, rows: list, cols: dict):
       continue
     if tables.cell(row, cols["filename"]) is None and tables.cell(row, cols["onset"]) is None:
       continue  # A note or footer (e.g. a merged note cell), not an annotation row.
-    yield Where(path, sheet, i + 1), row
+    yield Where(path, sheet, i + 1, fields), row
 
 
-def read_samm_lv_rows(path: str, report: Report) -> list:
-  """Reads the SAMM-LV table (header row found by 'Subject' and 'Filename')."""
+def _read_header_table(path: str, report: Report, name_of: Callable,
+                       table_type: Optional[str]) -> tuple:
+  """Reads a table with a header row (SAMM-LV, CAS(ME)^3); ``(rows, table info)``.
+
+  The columns are found by header (case, spaces and ``_`` ignored): ``Subject``/``sub``,
+  ``Filename``/``seq``, ``Onset``/``Onset Frame``, ``Offset``/``Offset Frame``, optionally
+  ``Apex``/``Apex Frame`` and ``Type``/``Expression type``. Without a type column every row
+  has ``table_type`` (the user's), else the type of the file name's ``ME``/``MaE`` token (a
+  warning says so); with neither the table is an error. ``name_of(cells, where)`` gives
+  ``(subject, video)`` or skips the row.
+  """
   sheet, h, names, rows = _header_sheet(path)
-  cols = {"filename": _required(path, sheet, h, names, "Filename", _FILENAME),
-          "onset": _required(path, sheet, h, names, "Onset", ("onset",)),
-          "apex": _column(names, ("apex",)),
-          "offset": _required(path, sheet, h, names, "Offset", ("offset",)),
-          "type": _required(path, sheet, h, names, "Type", ("type", "expression type"))}
+  header_cells = rows[h]
+  cols, fields = {}, []
+  for key, aliases, label in (("subject", _SUBJECT, "Subject"), ("filename", _FILENAME, "Filename"),
+                              ("onset", _ONSET, "Onset"), ("apex", _APEX, None),
+                              ("offset", _OFFSET, "Offset"), ("type", _TYPE, None)):
+    i = _column(names, aliases)
+    if i is None and label is not None:
+      where = Where(path, sheet, h + 1)
+      raise layout.DatasetError(where.message(None, label, f"column missing from the header "
+                                              f"(one of {aliases}); header is "
+                                              f"{[n for n in names if n]}"))
+    cols[key] = i
+    if i is not None:
+      fields.append((key, tables.text(header_cells[i])))
+  fields = tuple(fields)
+  header = Where(path, sheet, h + 1, fields)
+  fixed, type_from = None, None
+  if cols["type"] is not None:
+    type_from = f"column {header.field('type')!r}"
+    if table_type is not None:
+      report.note("annotation_type_ignored", header, None, header.field("type"), "the table has "
+                  f"a type column: its types are used, the type given for the table "
+                  f"({table_type}) is ignored")
+  elif table_type is not None:
+    fixed, type_from = table_type, "annotation_types"
+  else:
+    fixed = type_from_file_name(path)
+    if fixed is None:
+      raise layout.DatasetError(header.message(None, None, f"no expression type: the table has "
+                                               f"no type column (one of {_TYPE}) and its file "
+                                               "name no ME / MaE token; give its type with "
+                                               "annotation_types (me or mae, one per table)"))
+    type_from = "file name"
   out = []
-  for where, row in _table_rows(path, sheet, h + 1, rows, cols):
+  for where, row in _table_rows(path, sheet, h + 1, rows, cols, fields):
     try:
-      name = tables.text(tables.cell(row, cols["filename"]))
-      parts = name.split("_")
-      if len(parts) < 2 or not all(parts[:2]):
-        report.skip("bad_video", where, None, "Filename", f"{name!r} is not "
-                    "<subject>_<video>[_<n>]")
-        raise _SkipRow
-      video, subject = "_".join(parts[:2]), parts[0]
-      onset = _number(tables.cell(row, cols["onset"]), where, video, "Onset", report)
-      apex = _number(tables.cell(row, cols["apex"]), where, video, "Apex", report,
+      subject, video = name_of(row, cols, where)
+      onset = _number(tables.cell(row, cols["onset"]), where, video, where.field("onset"),
+                      report)
+      apex = _number(tables.cell(row, cols["apex"]), where, video, where.field("apex"), report,
                      optional=True)
-      offset = _number(tables.cell(row, cols["offset"]), where, video, "Offset", report)
-      kind = _type(tables.cell(row, cols["type"]), where, video, "Type", report)
+      offset = _number(tables.cell(row, cols["offset"]), where, video, where.field("offset"),
+                       report)
+      kind = fixed or _type(tables.cell(row, cols["type"]), where, video, where.field("type"),
+                            report)
     except _SkipRow:
       continue
     out.append(RawRow(where, subject, video, onset, apex, offset, kind))
-  return out
+  if type_from == "file name":
+    report.note("type_from_file_name", header, None, None, f"no type column: the {len(out)} "
+                f"row(s) of this table are typed {fixed} from the file name's {fixed} token (say "
+                "so with annotation_types to silence this)", count=len(out))
+  elif type_from == "annotation_types":
+    report.counts["type_given"] += len(out)
+  if cols["apex"] is None:
+    report.note("no_apex_column", header, None, None, f"no apex column (one of {_APEX}): the "
+                f"apex of all {len(out)} row(s) is unknown", count=len(out))
+  info = {"file": os.path.abspath(path), "sheet": sheet, "rows": len(out), "type_from": type_from,
+          "columns": dict(fields)}
+  return out, info
+
+
+def read_samm_lv_rows(path: str, report: Report, table_type: Optional[str] = None) -> tuple:
+  """Reads the SAMM-LV table (header row found by 'Subject' and 'Filename')."""
+
+  def name_of(row, cols, where):
+    name = tables.text(tables.cell(row, cols["filename"]))
+    parts = name.split("_")
+    if len(parts) < 2 or not all(parts[:2]):
+      report.skip("bad_video", where, None, where.field("filename"), f"{name!r} is not "
+                  "<subject>_<video>[_<n>]")
+      raise _SkipRow
+    return parts[0], "_".join(parts[:2])
+  return _read_header_table(path, report, name_of, table_type)
 
 
 def samm_lv_subject_of(video: str) -> Optional[str]:
@@ -485,35 +607,18 @@ def samm_lv_subject_of(video: str) -> Optional[str]:
   return video.split("_")[0] if "_" in video and video.split("_")[0] else None
 
 
-def read_casme3_rows(path: str, report: Report) -> list:
-  """Reads the CAS(ME)^3 part A table."""
-  sheet, h, names, rows = _header_sheet(path)
-  cols = {"subject": _required(path, sheet, h, names, "Subject", _SUBJECT),
-          "filename": _required(path, sheet, h, names, "Filename", _FILENAME),
-          "onset": _required(path, sheet, h, names, "Onset", ("onset",)),
-          "apex": _column(names, ("apex",)),
-          "offset": _required(path, sheet, h, names, "Offset", ("offset",)),
-          "type": _required(path, sheet, h, names, "Expression type",
-                            ("expression type", "type", "expression"))}
-  out = []
-  for where, row in _table_rows(path, sheet, h + 1, rows, cols):
-    try:
-      subject = tables.text(tables.cell(row, cols["subject"]))
-      filename = tables.text(tables.cell(row, cols["filename"]))
-      if not subject or not filename:
-        report.skip("bad_video", where, None, "Subject" if not subject else "Filename",
-                    "empty subject" if not subject else "empty file name")
-        raise _SkipRow
-      video = f"{subject}_{filename}"
-      onset = _number(tables.cell(row, cols["onset"]), where, video, "Onset", report)
-      apex = _number(tables.cell(row, cols["apex"]), where, video, "Apex", report,
-                     optional=True)
-      offset = _number(tables.cell(row, cols["offset"]), where, video, "Offset", report)
-      kind = _type(tables.cell(row, cols["type"]), where, video, "Expression type", report)
-    except _SkipRow:
-      continue
-    out.append(RawRow(where, subject, video, onset, apex, offset, kind))
-  return out
+def read_casme3_rows(path: str, report: Report, table_type: Optional[str] = None) -> tuple:
+  """Reads a CAS(ME)^3 part A table (one with a type column, or the ME / MaE workbooks)."""
+
+  def name_of(row, cols, where):
+    subject = tables.text(tables.cell(row, cols["subject"]))
+    filename = tables.text(tables.cell(row, cols["filename"]))
+    if not subject or not filename:
+      report.skip("bad_video", where, None, where.field("subject" if not subject else "filename"),
+                  "empty subject" if not subject else "empty file name")
+      raise _SkipRow
+    return subject, f"{subject}_{filename}"
+  return _read_header_table(path, report, name_of, table_type)
 
 
 def casme3_subject_of(video: str) -> Optional[str]:
@@ -546,18 +651,18 @@ def convert_row(raw: RawRow, rules: conventions.Rules, dataset: str,
   """Applies the table rules to one row; returns the 0-based :class:`Row`, or None if skipped.
 
   In order: ``exclude_rows``; ``frame_rounding``; an apex below the frame base is unknown;
-  CAS(ME)^2 ``missing_offset`` (offset 0) and ``offset_at_or_before_apex``; an onset below the
-  frame base is clamped to it (SAMM-LV onset 0); ``onset > offset`` is skipped; an apex outside
-  the interval is dropped; ``max_me_frames`` / ``max_mae_frames``. Messages give the table's
-  numbers.
+  CAS(ME)^2 ``missing_offset`` (offset 0) and ``offset_at_or_before_apex``; a MaE whose onset
+  is below the frame base is dropped under ``onset0_macro='drop'`` (the MEGC baseline's
+  SAMM-LV reader); an onset below the frame base is otherwise clamped to it (SAMM-LV onset 0);
+  ``onset > offset`` is skipped; an apex outside the interval is dropped; ``max_me_frames`` /
+  ``max_mae_frames``. Messages give the table's numbers and its own field names.
   """
   w, v, base = raw.where, raw.video, rules.frame_base
   if any(w.matches(s) for s in rules.exclude_rows):
     report.skip("exclude_rows", w, v, None, "row named in exclude_rows")
     return None
   names = {"onset": raw.onset, "apex": raw.apex, "offset": raw.offset}
-  field_names = {"casme2": ("onset", "apex", "offset")}.get(dataset, ("Onset", "Apex", "Offset"))
-  label = dict(zip(("onset", "apex", "offset"), field_names))
+  label = {k: w.field(k) for k in names}
   rounded = {}
   for k, val in names.items():
     if val is not None and not isinstance(val, int):
@@ -565,7 +670,7 @@ def convert_row(raw: RawRow, rules: conventions.Rules, dataset: str,
   if rounded:
     report.convert("frame_rounding", w, v, label[next(iter(rounded))],
                    f"fractional frame(s) rounded {rules.frame_rounding}: "
-                   f"{_fields_text(rounded)}")
+                   f"{_fields_text({label[k]: x for k, x in rounded.items()})}")
   onset, apex, offset = (rounded[k][1] if k in rounded else names[k] for k in names)
   if apex is not None and apex != -1 and apex < base:
     report.convert("apex_unknown", w, v, label["apex"], f"apex {apex} is below the first frame "
@@ -588,6 +693,11 @@ def convert_row(raw: RawRow, rules: conventions.Rules, dataset: str,
       report.convert(rule, w, v, label["offset"], f"{why}: offset set to "
                      f"{rules.missing_offset} = {replacement}")
       offset = replacement
+  if onset < base <= offset and raw.kind == "MaE" and rules.onset0_macro == "drop":
+    report.skip("onset0_macro", w, v, label["onset"], f"MaE with onset {onset} below the first "
+                f"frame number {base} left out (onset0_macro drop: the MEGC baseline's SAMM-LV "
+                "reader ignores these extremely long samples)")
+    return None
   if onset < base <= offset:
     report.convert("onset_clamped", w, v, label["onset"], f"onset {onset} is below the first "
                    f"frame number {base}: clamped to {base}")
@@ -618,35 +728,105 @@ def convert_row(raw: RawRow, rules: conventions.Rules, dataset: str,
 READERS = {"casme2": read_casme2_rows, "samm_lv": read_samm_lv_rows, "casme3": read_casme3_rows}
 
 
-def read_table(dataset: str, path: str, rules: Optional[conventions.Rules] = None, *,
-               report: Optional[Report] = None, **reader_kwargs) -> Parsed:
-  """Reads and converts a dataset's annotation table.
+def table_paths(path) -> list:
+  """``path`` as a list of tables: a str is one table, a sequence several."""
+  paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+  if not paths:
+    raise ValueError("no annotation table given")
+  return [os.fspath(p) for p in paths]
+
+
+def table_types(types, n: int) -> list:
+  """The user's per-table types (``me``, ``mae``, ``auto``/empty) as ``ME``, ``MaE`` or None.
+
+  Raises:
+    ValueError: a count other than one per table, or an unknown type.
+  """
+  if types is None:
+    return [None] * n
+  types = list(types)
+  if len(types) != n:
+    raise ValueError(f"annotation_types gives {len(types)} type(s) for {n} table(s); give one "
+                     "per table, in the same order (me, mae or auto)")
+  out = []
+  for t in types:
+    t = (t or "").strip()
+    if t.lower() in ("", "auto"):
+      out.append(None)
+    elif expression_type(t) is None:
+      raise ValueError(f"annotation_types entry {t!r} is not me, mae or auto")
+    else:
+      out.append(expression_type(t))
+  return out
+
+
+def _drop_duplicates(raw: list, report: Report) -> list:
+  """Drops rows that repeat an earlier row exactly (same subject, video, frames and type)."""
+  first, out = {}, []
+  for r in raw:
+    key = (r.subject, r.video, r.onset, r.apex, r.offset, r.kind)
+    if key in first:
+      w = first[key]
+      if (w.file, w.sheet) == (r.where.file, r.where.sheet):
+        where = f"{'line' if w.sheet is None else 'row'} {w.row}"
+      else:
+        where = f"{w.label} of {w.file}"
+      report.skip("duplicate_row", r.where, r.video, None, f"the same row as {where} (video, "
+                  "frames and type): dropped, it would count twice")
+      continue
+    first[key] = r.where
+    out.append(r)
+  return out
+
+
+def read_table(dataset: str, path, rules: Optional[conventions.Rules] = None, *,
+               report: Optional[Report] = None, types=None, **reader_kwargs) -> Parsed:
+  """Reads and converts a dataset's annotation table(s).
 
   Args:
     dataset: ``casme2``, ``samm_lv`` or ``casme3``.
-    path: the table (``.xlsx``, ``.xls`` or ``.csv``).
+    path: the table (``.xlsx``, ``.xls`` or ``.csv``), or a sequence of tables read as one
+      (CAS(ME)^3 part A's ``..._ME_label_JpgIndex_v2.xlsx`` and
+      ``..._MaE_label_JpgIndex_v2_emotion.xlsx``).
     rules: the rules (default: the ``megc`` convention's for ``dataset``).
     report: collects counts, warnings and skipped rows (default: a new one with
       ``rules.strict``).
+    types: one expression type per table (``me``, ``mae``, or ``auto``/None for a table with a
+      type column or an ``ME``/``MaE`` token in its file name); see :func:`_read_header_table`.
     **reader_kwargs: ``video_name_format`` for CAS(ME)^2.
 
   Returns:
-    The :class:`Parsed` table (0-based annotations).
+    The :class:`Parsed` table (0-based annotations). A row repeating an earlier one exactly
+    (also across tables) is dropped with a warning (rule ``duplicate_row``).
 
   Raises:
-    layout.DatasetError: a table of the wrong structure; with ``rules.strict`` any skipped row.
-    ValueError: an ``exclude_rows`` entry that names no row of the table.
+    layout.DatasetError: a table of the wrong structure, one without a type from any source;
+      with ``rules.strict`` any skipped row.
+    ValueError: an ``exclude_rows`` entry that names no row (or rows of several tables), a
+      wrong ``types``.
   """
+  paths = table_paths(path)
+  kinds = table_types(types, len(paths))
   rules = rules or conventions.resolve("megc", dataset)
-  report = report or Report(rules.strict, path)
-  raw = READERS[dataset](path, report, **reader_kwargs)
+  report = report or Report(rules.strict, ", ".join(paths))
+  raw, infos = [], []
+  for p, kind in zip(paths, kinds):
+    rows, info = READERS[dataset](p, report, kind, **reader_kwargs)
+    raw += rows
+    infos.append(info)
   for spec in rules.exclude_rows:
     if not re.fullmatch(r"(?:.+!)?\s*\d+\s*", spec):
-      raise ValueError(f"exclude_rows entry {spec!r} is not ROW or SHEET!ROW")
-    if not any(r.where.matches(spec) for r in raw):
-      raise ValueError(f"exclude_rows entry {spec!r} names no annotation row of {path}")
+      raise ValueError(f"exclude_rows entry {spec!r} is not ROW, SHEET!ROW or FILE!ROW")
+    hit = {r.where.file for r in raw if r.where.matches(spec)}
+    if not hit:
+      raise ValueError(f"exclude_rows entry {spec!r} names no annotation row of "
+                       f"{', '.join(paths)}")
+    if len(hit) > 1:
+      raise ValueError(f"exclude_rows entry {spec!r} names rows of several tables "
+                       f"({', '.join(sorted(hit))}); write SHEET!ROW or FILE!ROW")
+  raw = _drop_duplicates(raw, report)
   rows = [r for r in (convert_row(x, rules, dataset, report) for x in raw) if r is not None]
-  return Parsed(tuple(rows), rules, report)
+  return Parsed(tuple(rows), rules, report, tuple(infos))
 
 
 def _rules(dataset: str, frame_base: Optional[int], strict: bool = False) -> conventions.Rules:
@@ -849,14 +1029,14 @@ def _map_numbering(vrows: list, record: Optional[VideoRecord], rules, report: Re
     on, off = a.onset + shift, a.offset + shift
     apex = a.apex + shift if a.apex >= 0 else -1
     if off < 0:
-      report.skip("lost_frames", r.where, video, "offset", f"interval {_table_numbers(r)} lies "
-                  f"before the first frame file (number {record.first_frame_number}): its "
-                  "frames are lost")
+      report.skip("lost_frames", r.where, video, r.where.field("offset"), f"interval "
+                  f"{_table_numbers(r)} lies before the first frame file (number "
+                  f"{record.first_frame_number}): its frames are lost")
       continue
     if on < 0:
-      report.convert("lost_frames", r.where, video, "onset", f"onset {a.onset + r.base} is "
-                     f"before the first frame file (number {record.first_frame_number}): "
-                     "clamped to it")
+      report.convert("lost_frames", r.where, video, r.where.field("onset"), f"onset "
+                     f"{a.onset + r.base} is before the first frame file (number "
+                     f"{record.first_frame_number}): clamped to it")
       on = 0
       apex = apex if apex >= 0 else -1
     out.append(dataclasses.replace(r, annotation=dataclasses.replace(
@@ -876,14 +1056,14 @@ def _past_end(vrows: list, last: int, exact: bool, rules, report: Report) -> lis
            f"the last frame the features can hold ({last + r.base}; pass num_frames_csv for "
            "the exact count)")
     if rules.past_end == "clip" and a.onset <= last:
-      report.convert("past_end", r.where, a.video, "offset", f"offset {a.offset + r.base} is "
-                     f"past {end}: clipped to it")
+      report.convert("past_end", r.where, a.video, r.where.field("offset"), f"offset "
+                     f"{a.offset + r.base} is past {end}: clipped to it")
       apex = a.apex if a.apex <= last else -1
       out.append(dataclasses.replace(r, annotation=dataclasses.replace(a, offset=last,
                                                                         apex=apex)))
     else:
-      report.skip("past_end", r.where, a.video, "offset", f"interval {_table_numbers(r)} ends "
-                  f"past {end}")
+      report.skip("past_end", r.where, a.video, r.where.field("offset"), f"interval "
+                  f"{_table_numbers(r)} ends past {end}")
   return out
 
 
@@ -916,16 +1096,21 @@ def import_parsed(parsed: Parsed, features_dir: str, output_dir: str, *, name: s
   ``dataset.json`` then gets ``fps``), then checked against the video's end.
 
   Everything is read and checked before anything is written; existing output files are never
-  replaced (``FileExistsError``) and nothing is written outside ``output_dir``. Returns the
-  summary (see :func:`import_casme2`), also written to ``output_dir/import_report.json``.
+  replaced (``FileExistsError``) and nothing is written outside ``output_dir``, which may not
+  be, or lie inside, the features folder, the num_frames CSV's folder or a table's folder
+  (``ValueError``). ``source`` is the table's path or a sequence of them. Returns the summary
+  (see :func:`import_casme2`), also written to ``output_dir/import_report.json``.
   """
   rules, report = parsed.rules, parsed.report
+  sources = table_paths(source)
   if not os.path.isdir(features_dir):
     raise layout.error(features_dir, None, None, "features directory missing")
+  check_output_dir(output_dir, features_dir, num_frames_csv, sources)
   _refuse_existing([os.path.join(output_dir, n) for n in
                     ("dataset.json", "videos.csv", "annotations.csv", REPORT_FILE)])
   records = read_video_records(num_frames_csv) if num_frames_csv else None
   available = feature_names(features_dir)
+  _warn_case_clashes(available, features_dir, report)
 
   # Annotated videos, matched to feature files (ignoring case when needed).
   by_video, renamed, table_subject = {}, {}, {}
@@ -935,8 +1120,8 @@ def import_parsed(parsed: Parsed, features_dir: str, output_dir: str, *, name: s
       match, was_renamed = _lookup(video, available, "feature files")
       renamed[video] = match
       if was_renamed:
-        report.convert("video_renamed", r.where, video, "video", f"no features named {video!r}; "
-                       f"using {match!r} (same name ignoring case)")
+        report.convert("video_renamed", r.where, video, r.where.field("filename"),
+                       f"no features named {video!r}; using {match!r} (same name ignoring case)")
     match = renamed[video]
     if match is None:
       if not skip_missing:
@@ -1044,7 +1229,8 @@ def import_parsed(parsed: Parsed, features_dir: str, output_dir: str, *, name: s
   if resample is not None:
     fps = resample[1]
   info = layout.DatasetInfo(name, float(fps), int(snippet_length), int(feature_dim),
-                            {"source": os.path.basename(source),
+                            {"source": (os.path.basename(sources[0]) if len(sources) == 1 else
+                                        [os.path.basename(p) for p in sources]),
                              "frame_base": int(rules.frame_base), "conventions": recorded})
   annotations = [r.annotation for r in rows]
   layout.write_dataset(output_dir, info, videos, annotations)
@@ -1053,7 +1239,9 @@ def import_parsed(parsed: Parsed, features_dir: str, output_dir: str, *, name: s
   summary = {
       "name": name,
       "output_dir": os.path.abspath(output_dir),
-      "source": os.path.abspath(source),
+      "source": (os.path.abspath(sources[0]) if len(sources) == 1 else
+                 [os.path.abspath(p) for p in sources]),
+      "tables": list(parsed.tables),
       "videos": len(videos),
       "negative_videos": len(negatives),
       "subjects": len({v.subject for v in videos}),
@@ -1082,6 +1270,71 @@ def import_parsed(parsed: Parsed, features_dir: str, output_dir: str, *, name: s
                     ", ".join(f"{k} {v}" for k, v in collections.Counter(
                         s["rule"] for s in report.skipped).items()))
   return summary
+
+
+def check_output_dir(output_dir: str, features_dir: str, num_frames_csv: Optional[str],
+                     sources: Sequence[str]) -> None:
+  """Refuses an ``output_dir`` that is, or lies inside, a folder the user's sources live in.
+
+  The folders are the features folder, the num_frames CSV's folder and each table's folder;
+  also refused is a features folder that is ``output_dir/features`` (or inside it), where the
+  imported features are written.
+
+  Raises:
+    ValueError: one line naming both folders; nothing has been written.
+  """
+  out = os.path.realpath(output_dir)
+  folders = [("the features folder", features_dir)]
+  if num_frames_csv:
+    folders.append(("the num_frames CSV's folder", os.path.dirname(os.path.abspath(
+        num_frames_csv))))
+  folders += [("the folder of the table " + os.path.basename(p),
+               os.path.dirname(os.path.abspath(p))) for p in sources]
+  for what, folder in folders:
+    f = os.path.realpath(folder)
+    if out == f or out.startswith(f.rstrip(os.sep) + os.sep):
+      raise ValueError(f"output_dir {output_dir} is, or lies inside, {what} ({folder}): choose "
+                       "a folder outside the sources; nothing was written")
+  written = os.path.join(out, "features")
+  f = os.path.realpath(features_dir)
+  if f == written or f.startswith(written + os.sep):
+    raise ValueError(f"the features folder {features_dir} is (or lies inside) "
+                     f"{os.path.join(output_dir, 'features')}, where the import writes its "
+                     "features: choose another output_dir; nothing was written")
+
+
+def _warn_case_clashes(available: Sequence[str], features_dir: str, report: Report) -> None:
+  """Warns about feature files whose video names differ only in case (``spNO.11_j``/``_J``)."""
+  groups = collections.defaultdict(list)
+  for v in available:
+    groups[v.casefold()].append(v)
+  for names in groups.values():
+    if len(names) > 1:
+      names = sorted(names)
+      report.note("case_clash", None, names[0], "video", f"features exist for "
+                  f"{' and '.join(repr(n) for n in names)} in {features_dir}, names that differ "
+                  "only in case: each is imported as its own video and a table row goes to the "
+                  "one spelled exactly as the table does; check they are not one video twice",
+                  count=len(names))
+
+
+def short_summary(summary: dict) -> dict:
+  """The summary without its lists: totals, counts per rule, tables; for the terminal.
+
+  The full lists (every skipped and converted row, the rules and their sources) are in
+  ``import_report.json``; ``details`` says where.
+  """
+  keep = ("name", "output_dir", "videos", "negative_videos", "subjects", "ME", "MaE",
+          "rows_imported", "rows_skipped", "rule_counts")
+  out = {k: summary[k] for k in keep}
+  out["convention"] = summary["conventions"]["convention"]
+  out["tables"] = [{"file": os.path.basename(t["file"]), "rows": t["rows"],
+                    "type_from": t["type_from"]} for t in summary["tables"]]
+  out["num_frames_inferred"] = len(summary["num_frames_inferred"])
+  out["unused_features"] = len(summary["unused_features"])
+  out["details"] = (f"every skipped and converted row, the rules and their sources: "
+                    f"{os.path.join(summary['output_dir'], REPORT_FILE)}")
+  return out
 
 
 def _refuse_existing(paths: Sequence[str]) -> None:
@@ -1124,12 +1377,18 @@ def resample_parsed(parsed: Parsed, source_fps: float, fps: float) -> Parsed:
 
 
 
-def _import(key: str, path: str, features_dir: str, output_dir: str, *, conventions_name,
+def _import(key: str, path, features_dir: str, output_dir: str, *, conventions_name,
             num_frames_csv, skip_missing, frame_base, feature_dim, resample_fps=None,
-            snippet_length=None, subject_of=None, reader_kwargs=None, **rule_overrides) -> dict:
+            snippet_length=None, subject_of=None, reader_kwargs=None, types=None,
+            **rule_overrides) -> dict:
   d = DEFAULTS[key]
+  if snippet_length is not None and (isinstance(snippet_length, bool) or
+                                     not isinstance(snippet_length, int) or snippet_length < 1):
+    raise ValueError(f"snippet_length must be a positive number of frames, got "
+                     f"{snippet_length!r}")
   rules = conventions.resolve(conventions_name, key, frame_base=frame_base, **rule_overrides)
-  parsed = read_table(key, path, rules, **(reader_kwargs or {}))
+  check_output_dir(output_dir, features_dir, num_frames_csv, table_paths(path))  # before reading
+  parsed = read_table(key, path, rules, types=types, **(reader_kwargs or {}))
   resample = None
   if resample_fps is not None:
     if not resample_fps > 0:
@@ -1147,11 +1406,12 @@ def import_casme2(table: str, features_dir: str, output_dir: str, *, conventions
                   frame_base: Optional[int] = None, feature_dim: int = FEATURE_DIM,
                   video_name_format: str = "{subject}_{code}",
                   resample_fps: Optional[float] = None, snippet_length: Optional[int] = None,
-                  **rules) -> dict:
+                  annotation_types: Optional[Sequence[str]] = None, **rules) -> dict:
   """Imports CAS(ME)^2 (fps 30, snippet 8, frames numbered from 1).
 
   Args:
-    table: ``CAS(ME)^2code_final.xlsx`` (or the ``.csv`` with the path column).
+    table: ``CAS(ME)^2code_final.xlsx`` (or the ``.csv`` with the path column); for every
+      importer also a sequence of tables read as one (rows repeated exactly are dropped).
     features_dir: the user's features, one of the accepted forms per video.
     output_dir: the dataset directory to write (existing files are never replaced).
     conventions: ``megc`` or ``lgsnet`` (:mod:`pwes_jax.data.conventions`).
@@ -1166,7 +1426,12 @@ def import_casme2(table: str, features_dir: str, output_dir: str, *, conventions
     resample_fps: the features were extracted from videos resampled to this frame rate
       (``launch.extract_features --fps``): intervals are mapped with :func:`resample_interval`
       and ``dataset.json`` gets this rate. The same holds for the other importers.
-    snippet_length: frames per snippet of the features, if not the dataset's (8, 32 SAMM-LV).
+    snippet_length: frames per snippet of the features, if not the dataset's (8, 32 SAMM-LV);
+      a positive int (``ValueError`` otherwise).
+    annotation_types: one expression type per table (``me``, ``mae``, ``auto``) for tables
+      without a type column (CAS(ME)^3's ``..._ME_label...`` / ``..._MaE_label...`` workbooks);
+      ``auto`` (or None) takes a table's type column, else the ``ME``/``MaE`` token of its file
+      name with a warning. Not for CAS(ME)^2, whose type is column 8.
     **rules: rules set on their own, overriding the convention's (``frame_rounding``,
       ``missing_offset``, ``offset_at_or_before_apex``, ``max_me_frames``, ``max_mae_frames``,
       ``past_end``, ``exclude_rows``, ``negative_videos``, ``strict``; None leaves one unset).
@@ -1174,7 +1439,8 @@ def import_casme2(table: str, features_dir: str, output_dir: str, *, conventions
   Returns:
     Summary dict (also ``output_dir/import_report.json``): ``videos``, ``negative_videos``,
     ``subjects``, ``ME``, ``MaE``, ``rows_imported``, ``rows_skipped``, ``rule_counts`` (rule ->
-    rows or videos it touched), ``conventions`` (the rules and their sources), ``skipped`` and
+    rows or videos it touched), ``conventions`` (the rules and their sources), ``tables`` (per
+    table: file, sheet, rows read, where the type came from), ``skipped`` and
     ``warnings`` (lists of ``{rule, file, sheet, row, video, field, message}``),
     ``num_frames_inferred`` (videos) and ``unused_features`` (videos with features left out).
   """
@@ -1183,14 +1449,15 @@ def import_casme2(table: str, features_dir: str, output_dir: str, *, conventions
                  feature_dim=feature_dim, resample_fps=resample_fps,
                  snippet_length=snippet_length,
                  subject_of=casme2_subject_of(video_name_format),
-                 reader_kwargs={"video_name_format": video_name_format}, **rules)
+                 reader_kwargs={"video_name_format": video_name_format},
+                 types=annotation_types, **rules)
 
 
 def import_samm_lv(table: str, features_dir: str, output_dir: str, *, conventions: str = "megc",
                    num_frames_csv: Optional[str] = None, skip_missing: bool = False,
                    frame_base: Optional[int] = None, feature_dim: int = FEATURE_DIM,
                    resample_fps: Optional[float] = None, snippet_length: Optional[int] = None,
-                   **rules) -> dict:
+                   annotation_types: Optional[Sequence[str]] = None, **rules) -> dict:
   """Imports SAMM-LV (fps 200, snippet 32, frames numbered from 1 as the image files are).
 
   Arguments and summary as in :func:`import_casme2`.
@@ -1198,14 +1465,14 @@ def import_samm_lv(table: str, features_dir: str, output_dir: str, *, convention
   return _import("samm_lv", table, features_dir, output_dir, conventions_name=conventions,
                  num_frames_csv=num_frames_csv, skip_missing=skip_missing, frame_base=frame_base,
                  feature_dim=feature_dim, resample_fps=resample_fps,
-                 snippet_length=snippet_length, **rules)
+                 snippet_length=snippet_length, types=annotation_types, **rules)
 
 
 def import_casme3(table: str, features_dir: str, output_dir: str, *, conventions: str = "megc",
                   num_frames_csv: Optional[str] = None, skip_missing: bool = False,
                   frame_base: Optional[int] = None, feature_dim: int = FEATURE_DIM,
                   resample_fps: Optional[float] = None, snippet_length: Optional[int] = None,
-                  **rules) -> dict:
+                  annotation_types: Optional[Sequence[str]] = None, **rules) -> dict:
   """Imports CAS(ME)^3 part A (fps 30, snippet 8, jpg numbers from 0).
 
   Arguments and summary as in :func:`import_casme2`.
@@ -1213,7 +1480,7 @@ def import_casme3(table: str, features_dir: str, output_dir: str, *, conventions
   return _import("casme3", table, features_dir, output_dir, conventions_name=conventions,
                  num_frames_csv=num_frames_csv, skip_missing=skip_missing, frame_base=frame_base,
                  feature_dim=feature_dim, resample_fps=resample_fps,
-                 snippet_length=snippet_length, **rules)
+                 snippet_length=snippet_length, types=annotation_types, **rules)
 
 
 IMPORTERS = {"casme2": import_casme2, "samm_lv": import_samm_lv, "casme3": import_casme3}
