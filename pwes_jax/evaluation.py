@@ -277,7 +277,7 @@ class _Prepared:
     """The protocol's threshold (``score > k`` for ``paper``) that selects ``score >= cut``."""
     if cut is None:
       return None
-    return protocols.threshold_of(self.protocol, cut, self.matched.p_score)
+    return protocols.threshold_of(self.protocol, cut)
 
   def counts(self, cuts) -> dict:
     """``row -> (tp [K], n_pred [K], n_gt [K])``."""

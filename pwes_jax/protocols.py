@@ -309,14 +309,11 @@ def cut_of(protocol: str, threshold: float) -> float:
       threshold)
 
 
-def threshold_of(protocol: str, cut: float, scores: np.ndarray) -> float:
-  """The protocol's threshold selecting exactly ``score >= cut`` among ``scores``: the cut
-  itself, or for ``score > k`` protocols the next lower distinct score (just below the cut
-  when there is none)."""
-  if protocol not in STRICTLY_ABOVE:
-    return float(cut)
-  below = scores[scores < cut]
-  return float(below.max()) if below.size else float(np.nextafter(cut, -np.inf))
+def threshold_of(protocol: str, cut: float) -> float:
+  """The protocol's threshold selecting exactly ``score >= cut``: the cut itself, or for
+  ``score > k`` protocols the largest float below it (the highest such threshold, as ties
+  between thresholds go to the highest; it never depends on which scores it is applied to)."""
+  return float(np.nextafter(cut, -np.inf)) if protocol in STRICTLY_ABOVE else float(cut)
 
 
 def counts(protocol: str, m: Matched, cuts, s: Settings) -> dict:
