@@ -92,7 +92,7 @@ def _summary_lines(result: dict) -> list:
 def evaluate(dataset_dir: str, predictions: str, **kwargs) -> tuple:
   """``(metrics, prediction file)`` of a predictions file or folder in any format."""
   gt = evaluation.load_ground_truth(dataset_dir)
-  pf = prediction_files.load(predictions, format=_FORMAT.value, frame_base=_FRAME_BASE.value,
+  pf = prediction_files.load(predictions, fmt=_FORMAT.value, frame_base=_FRAME_BASE.value,
                              frame_rounding=_ROUNDING.value)
   result = evaluation.evaluate(pf.videos, gt, source=pf.path, **kwargs)
   result.update(dataset_dir=os.path.abspath(dataset_dir), predictions=os.path.abspath(pf.path),

@@ -69,27 +69,27 @@ def detect_format(path: str) -> str:
   return "csv" if path.lower().endswith(".csv") else "json"
 
 
-def load(path: str, *, format: str = "auto", frame_base: Optional[int] = None,  # pylint: disable=redefined-builtin
+def load(path: str, *, fmt: str = "auto", frame_base: Optional[int] = None,
          frame_rounding: str = "round") -> PredictionFile:
   """Reads and validates predictions in any supported format.
 
   Args:
     path: a JSON or CSV file, a folder of text files, or a run directory (its
       ``predictions.json``).
-    format: one of :data:`FORMATS`.
+    fmt: the format, one of :data:`FORMATS`.
     frame_base: the file's first frame number (default :data:`DEFAULT_FRAME_BASE`).
     frame_rounding: ``round`` or ``floor`` for frames that are not whole numbers.
 
   Raises:
     layout.DatasetError: naming the file, line, video and field of the first bad entry.
   """
-  if format not in FORMATS:
-    raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+  if fmt not in FORMATS:
+    raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
   if frame_rounding not in ROUNDINGS:
     raise ValueError(f"frame_rounding must be one of {ROUNDINGS}, got {frame_rounding!r}")
   if not os.path.exists(path):
     raise layout.error(path, None, None, "predictions file or folder missing")
-  fmt = detect_format(path) if format == "auto" else format
+  fmt = detect_format(path) if fmt == "auto" else fmt
   base = DEFAULT_FRAME_BASE[fmt] if frame_base is None else int(frame_base)
   if fmt == "json":
     if os.path.isdir(path):
