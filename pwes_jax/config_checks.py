@@ -24,6 +24,10 @@ RERUN_FREE_FIELDS = ("loso.folds", "loso.parallel_folds", "log_every", "tensorbo
 ADDED_FIELDS = {
     "extensions": [],
     "loss.terms": ["mil", "mil_suppressed", "guide", "sparsity", "mutual", "snippet"],
+    "eval.me_seconds": 0.5,
+    "eval.me_long_seconds": 1.0,
+    "eval.max_per_video": 14,
+    "eval.honest_point": "cross_fold",
 }
 
 _POSITIVE_INTS = ("optim.steps", "optim.batch_size", "log_every", "checkpoint.every_steps",
@@ -73,6 +77,16 @@ def check_run_config(config) -> None:
        "must be 'float32' or 'bfloat16'")
   need(config.eval.protocol in evaluation.PROTOCOLS, "eval.protocol", config.eval.protocol,
        f"must be one of {evaluation.PROTOCOLS}")
+  honest = config.eval.get("honest_point", evaluation.DEFAULT_HONEST_POINT)
+  need(honest in evaluation.HONEST_POINTS, "eval.honest_point", honest,
+       f"must be one of {evaluation.HONEST_POINTS}")
+  try:
+    evaluation.settings(me_seconds=config.eval.get("me_seconds", evaluation.ME_SECONDS),
+                        me_long_seconds=config.eval.get("me_long_seconds",
+                                                        evaluation.ME_LONG_SECONDS),
+                        max_per_video=config.eval.get("max_per_video", evaluation.MAX_PER_VIDEO))
+  except ValueError as e:
+    raise ValueError(f"config.eval: {e}") from None
   need(0 < config.inference.top_ratio <= 1, "inference.top_ratio", config.inference.top_ratio,
        "must be in (0, 1]")
   need(0 <= config.inference.nms_threshold <= 1, "inference.nms_threshold",

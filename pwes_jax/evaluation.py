@@ -2,30 +2,28 @@
 
 Ground truth comes from a dataset directory (``dataset.json`` for ``fps``, ``videos.csv``,
 ``annotations.csv``; no feature files). Predictions are ``{video: [{onset, offset, score}]}``
-with 0-based inclusive frames (a JSON file wraps that as ``{"videos": {...}}``); other keys of
-a prediction, such as ``type``, are ignored: a prediction's class always follows its duration.
+with 0-based inclusive frames (a JSON file wraps that as ``{"videos": {...}}``; MEGC CSV and
+the authors' text files are read by :mod:`pwes_jax.prediction_files`); other keys of a
+prediction, such as ``type``, are ignored: a prediction's class always follows its duration.
 
-Rules (docs/evaluation.md has them in full):
+Rules (docs/evaluation.md has them in full, with their sources):
 
 * IoU of inclusive frame intervals: ``(min(off) - max(on) + 1) / (max(off) - min(on) + 1)``,
   0 when disjoint; a match needs ``IoU >= 0.5`` (tested exactly, in integers).
-* A prediction is ME when ``offset - onset + 1 <= 0.5 * fps``, MaE otherwise; the ``me_1.0``
-  row uses ``<= 1.0 * fps``. Ground truths keep their annotated type.
-* Rows ``overall`` (all predictions, all ground truths), ``me`` (ME predictions, ME ground
-  truths), ``mae`` (likewise), ``me_1.0`` (predictions up to 1 s, ME ground truths), each
-  ``tp, n_pred, n_gt, recall, precision, f1`` with counts pooled over videos.
-* ``megc`` (the paper's): ``tp`` = ground truths matched by at least one prediction;
-  ``precision = tp / n_pred`` exactly, so it exceeds 1 when one prediction matches several
-  overlapping ground truths. ``strict``: one-to-one greedy matching per video.
+* Duration is ``offset - onset`` (:mod:`pwes_jax.data.duration`): a prediction is ME when it
+  is ``<= 0.5 * fps``, MaE otherwise; the ``me_1.0`` row uses ``<= 1.0 * fps``.
+* Four protocols over the same matched pairs (:mod:`pwes_jax.protocols`): ``megc``,
+  ``strict``, ``paper`` (the PWES authors' scorer) and ``strs`` (MEGC 2023-2025); every one
+  gives rows ``overall``, ``me``, ``mae``, ``me_1.0`` of ``tp, n_pred, n_gt, recall,
+  precision, f1`` pooled over videos.
 * Without a fixed threshold every distinct score is tried and the output is tuned on the
-  test predictions themselves (as in the paper); :func:`honest_operating_point` picks each
-  fold's threshold on its training subjects instead.
+  test predictions themselves (as in the paper); :func:`honest_operating_point` chooses each
+  fold's threshold on the other folds' held-out predictions, or on its training subjects.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fractions
 import json
 import math
 import numbers
@@ -35,19 +33,22 @@ from typing import Mapping, NamedTuple, Optional, Sequence
 from absl import logging
 import numpy as np
 
-from pwes_jax import intervals
+from pwes_jax import protocols
+from pwes_jax.data import duration
 from pwes_jax.data import layout
 
-ROWS = ("overall", "me", "mae", "me_1.0")
-PROTOCOLS = ("megc", "strict")
+ROWS = protocols.ROWS
+PROTOCOLS = protocols.PROTOCOLS
 IOU_THRESHOLD = 0.5
-ME_SECONDS = 0.5
-ME_LONG_SECONDS = 1.0
+ME_SECONDS = duration.ME_MAX_SECONDS
+ME_LONG_SECONDS = duration.ME_LONG_MAX_SECONDS
+MAX_PER_VIDEO = 14
 TUNED_WARNING = (
     "TUNED ON THE TEST PREDICTIONS: the score threshold was chosen to maximise overall F1 on "
     "the very predictions being scored (and F1(0.5), F1(1.0) each take their own best "
     "threshold), as in the paper's protocol (Section 4.2). These numbers are optimistic; "
-    "honest_operating_point chooses each fold's threshold on its training subjects instead.")
+    "honest_operating_point chooses each fold's threshold without that fold's held-out "
+    "predictions instead.")
 
 
 class VideoPredictions(NamedTuple):
@@ -217,145 +218,28 @@ def load_predictions(path: str) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# Matching.
+# Matching and counting (the rules live in pwes_jax.protocols).
 
 
-@dataclasses.dataclass(frozen=True)
-class _Flat:
-  """Predictions and ground truths of the evaluated videos, flattened in video order."""
-  fps: float
-  p_video: np.ndarray  # [N]
-  p_on: np.ndarray  # [N]
-  p_off: np.ndarray  # [N]
-  p_score: np.ndarray  # [N]
-  g_on: np.ndarray  # [M]
-  g_off: np.ndarray  # [M]
-  g_me: np.ndarray  # [M] bool, annotated type
-  q_pred: np.ndarray  # [Q] matching pairs (IoU >= threshold), same video
-  q_gt: np.ndarray  # [Q]
-  q_iou: np.ndarray  # [Q]
-
-
-def _pairs(p_video, p_on, p_off, g_video, g_on, g_off, n_videos, iou_threshold):
-  """Every same-video (prediction, ground truth) pair with IoU >= threshold."""
-  g_count = np.bincount(g_video, minlength=n_videos)
-  g_start = np.concatenate([[0], np.cumsum(g_count)[:-1]])
-  reps = g_count[p_video]  # [N] candidates per prediction
-  qp = np.repeat(np.arange(p_video.size), reps)
-  first = np.repeat(np.cumsum(reps) - reps, reps)
-  qg = np.repeat(g_start[p_video], reps) + (np.arange(qp.size) - first)
-  inter, span = intervals.overlap(p_on[qp], p_off[qp], g_on[qg], g_off[qg])
-  frac = fractions.Fraction(repr(float(iou_threshold))).limit_denominator(10**6)
-  # Exact rational comparison: inter / span >= num / den.
-  ok = (inter > 0) & (inter * frac.denominator >= span * frac.numerator)
-  return qp[ok], qg[ok], inter[ok] / span[ok]
-
-
-def _flatten(preds: dict, gt: GroundTruth, videos: Sequence[str], source: str,
-             iou_threshold: float) -> _Flat:
-  cols = {k: [] for k in ("pv", "pon", "poff", "ps", "gv", "gon", "goff", "gme")}
-  for vi, name in enumerate(videos):
+def _match(preds: dict, gt: GroundTruth, videos: Sequence[str], source: str,
+           iou_threshold: float) -> protocols.Matched:
+  """The evaluated videos' predictions and ground truths, and their matching pairs."""
+  empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
+  per_pred, per_gt, subject_index = [], [], {}
+  for name in videos:
     p = preds.get(name)
-    if p is not None and p.onset.size:
+    if p is not None and p.onset.size and p.offset.max() >= gt.num_frames[name]:
       n_frames = gt.num_frames[name]
-      if p.offset.max() >= n_frames:
-        i = int(np.argmax(p.offset >= n_frames))
-        raise layout.error(source, name, "offset", f"prediction {i}: {int(p.offset[i])} is past "
-                           f"the video's end (num_frames {n_frames}; frames are 0-based)")
-      cols["pv"].append(np.full(p.onset.size, vi))
-      cols["pon"].append(p.onset)
-      cols["poff"].append(p.offset)
-      cols["ps"].append(p.score)
+      i = int(np.argmax(p.offset >= n_frames))
+      raise layout.error(source, name, "offset", f"prediction {i}: {int(p.offset[i])} is past "
+                         f"the video's end (num_frames {n_frames}; frames are 0-based)")
+    per_pred.append(empty if p is None else (p.onset, p.offset, p.score))
     anns = gt.annotations[name]
-    if anns:
-      cols["gv"].append(np.full(len(anns), vi))
-      cols["gon"].append(np.asarray([a.onset for a in anns], np.int64))
-      cols["goff"].append(np.asarray([a.offset for a in anns], np.int64))
-      cols["gme"].append(np.asarray([a.type == "ME" for a in anns], bool))
-  cat = {k: (np.concatenate(v) if v else np.zeros(0, bool if k == "gme" else
-                                                   (np.float64 if k == "ps" else np.int64)))
-         for k, v in cols.items()}
-  qp, qg, qi = _pairs(cat["pv"], cat["pon"], cat["poff"], cat["gv"], cat["gon"], cat["goff"],
-                      len(videos), iou_threshold)
-  return _Flat(gt.fps, cat["pv"], cat["pon"], cat["poff"], cat["ps"], cat["gon"], cat["goff"],
-               cat["gme"], qp, qg, qi)
-
-
-def _row_masks(flat: _Flat) -> dict:
-  """``row -> (pred_mask [N], gt_mask [M])``."""
-  dur = flat.p_off - flat.p_on + 1
-  me = dur <= ME_SECONDS * flat.fps
-  me_long = dur <= ME_LONG_SECONDS * flat.fps
-  all_p, all_g = np.ones(dur.size, bool), np.ones(flat.g_me.size, bool)
-  return {"overall": (all_p, all_g), "me": (me, flat.g_me), "mae": (~me, ~flat.g_me),
-          "me_1.0": (me_long, flat.g_me)}
-
-
-def _greedy_count(pairs) -> int:
-  used_p, used_g, n = set(), set(), 0
-  for p, g in pairs:
-    if p not in used_p and g not in used_g:
-      used_p.add(p)
-      used_g.add(g)
-      n += 1
-  return n
-
-
-def _strict_steps(flat: _Flat, q: np.ndarray):
-  """TP changes of the one-to-one greedy matching as the threshold falls: ``(scores, deltas)``.
-
-  Matching is per video, so each video contributes the changes of its own greedy count at
-  its own paired scores; ``tp(x)`` is the sum of the changes at scores ``>= x``.
-  """
-  qp, qg, qi = flat.q_pred[q], flat.q_gt[q], flat.q_iou[q]
-  sc = flat.p_score[qp]
-  order = np.lexsort((qg, flat.g_off[qg], flat.g_on[qg], qp, flat.p_off[qp], flat.p_on[qp],
-                      -sc, -qi, flat.p_video[qp]))
-  qp, qg, sc, vid = qp[order], qg[order], sc[order], flat.p_video[qp[order]]
-  cuts = np.flatnonzero(np.diff(vid)) + 1
-  step_s, step_d = [], []
-  bounds = np.concatenate([[0], cuts, [vid.size]]).tolist()
-  for a, b in zip(bounds[:-1], bounds[1:]):
-    if b - a == 1:
-      step_s.append(float(sc[a]))
-      step_d.append(1)
-      continue
-    pairs = list(zip(qp[a:b].tolist(), qg[a:b].tolist()))
-    scores = sc[a:b].tolist()
-    prev = 0
-    for u in sorted(set(scores), reverse=True):
-      n = _greedy_count([pr for pr, s in zip(pairs, scores) if s >= u])
-      if n != prev:
-        step_s.append(u)
-        step_d.append(n - prev)
-        prev = n
-  return np.asarray(step_s, np.float64), np.asarray(step_d, np.int64)
-
-
-class _RowCounter:
-  """``tp(x)`` and ``n_pred(x)`` of one row for any thresholds ``x``, by sorting once."""
-
-  def __init__(self, flat: _Flat, pred_mask: np.ndarray, gt_mask: np.ndarray, protocol: str):
-    self.n_gt = int(gt_mask.sum())
-    self.pred_scores = np.sort(flat.p_score[pred_mask])
-    q = pred_mask[flat.q_pred] & gt_mask[flat.q_gt]
-    if protocol == "megc":
-      best = np.full(flat.g_me.size, -np.inf)
-      np.maximum.at(best, flat.q_gt[q], flat.p_score[flat.q_pred[q]])
-      step_s = best[np.isfinite(best)]  # a ground truth counts once its best match passes
-      step_d = np.ones(step_s.size, np.int64)
-    else:
-      step_s, step_d = _strict_steps(flat, q)
-    order = np.argsort(step_s, kind="stable")
-    self.step_scores = step_s[order]
-    self.tp_at_or_above = np.concatenate([np.cumsum(step_d[order][::-1])[::-1], [0]])
-
-  def counts(self, thresholds: np.ndarray):
-    """``(tp [K], n_pred [K])`` int64 when only scores ``>= thresholds`` count."""
-    thresholds = np.asarray(thresholds, np.float64)
-    n_pred = self.pred_scores.size - np.searchsorted(self.pred_scores, thresholds, "left")
-    tp = self.tp_at_or_above[np.searchsorted(self.step_scores, thresholds, "left")]
-    return tp.astype(np.int64), n_pred.astype(np.int64)
+    per_gt.append(([a.onset for a in anns], [a.offset for a in anns],
+                   [a.type == "ME" for a in anns]))
+    subject_index.setdefault(gt.subjects[name], len(subject_index))
+  v_subject = [subject_index[gt.subjects[name]] for name in videos]
+  return protocols.match(gt.fps, v_subject, per_pred, per_gt, iou_threshold)
 
 
 def row_metrics(tp: int, n_pred: int, n_gt: int) -> dict:
@@ -369,45 +253,56 @@ def row_metrics(tp: int, n_pred: int, n_gt: int) -> dict:
               f1=2.0 * tp / (n_pred + n_gt) if tp else 0.0)
 
 
-def _f1(tp: np.ndarray, n_pred: np.ndarray, n_gt: int) -> np.ndarray:
+def _f1(tp: np.ndarray, n_pred: np.ndarray, n_gt: np.ndarray) -> np.ndarray:
   return np.where(tp > 0, 2.0 * tp / np.maximum(n_pred + n_gt, 1), 0.0)
 
 
 class _Prepared:
-  """Predictions matched against ground truth, ready for any threshold."""
+  """Predictions matched against ground truth, ready for any cut (``score >= cut`` counts)."""
 
   def __init__(self, preds: dict, gt: GroundTruth, videos: Sequence[str], protocol: str,
-               source: str, iou_threshold: float):
-    if protocol not in PROTOCOLS:
-      raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    if not 0 < iou_threshold <= 1:
-      raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold!r}")
-    self.flat = _flatten(preds, gt, videos, source, iou_threshold)
-    self.counters = {r: _RowCounter(self.flat, pm, gm, protocol)
-                     for r, (pm, gm) in _row_masks(self.flat).items()}
+               source: str, settings: protocols.Settings):
+    self.protocol = protocols.check_protocol(protocol)
+    self.settings = settings.check()
+    self.matched = _match(preds, gt, videos, source, settings.iou_threshold)
 
-  def candidate_thresholds(self) -> np.ndarray:
-    """Every distinct score, highest first."""
-    return np.unique(self.flat.p_score)[::-1]
+  def threshold(self, cut: Optional[float]) -> Optional[float]:
+    """The protocol's threshold (``score > k`` for ``paper``) that selects ``score >= cut``."""
+    if cut is None:
+      return None
+    return protocols.threshold_of(self.protocol, cut)
 
-  def counts(self, thresholds) -> dict:
-    """``row -> (tp [K], n_pred [K], n_gt)``."""
-    return {r: (*c.counts(thresholds), c.n_gt) for r, c in self.counters.items()}
+  def counts(self, cuts) -> dict:
+    """``row -> (tp [K], n_pred [K], n_gt [K])``."""
+    return protocols.counts(self.protocol, self.matched, cuts, self.settings)
 
-  def rows(self, threshold: float) -> dict:
-    return {r: row_metrics(tp[0], n[0], g) for r, (tp, n, g) in self.counts([threshold]).items()}
+  def rows(self, cut: float) -> dict:
+    return {r: row_metrics(tp[0], n[0], g[0]) for r, (tp, n, g) in self.counts([cut]).items()}
 
   def sweep(self) -> dict:
-    """Best-overall-F1 threshold (ties: the highest threshold) and the F1 maxima."""
-    ths = self.candidate_thresholds()
-    if ths.size == 0:
-      return dict(threshold=None, rows=self.rows(np.inf), best={r: (0.0, None) for r in ROWS},
+    """Best-overall-F1 cut (ties: the highest, the smallest set) and every row's F1 maximum."""
+    cuts = np.unique(self.matched.p_score)[::-1]
+    if cuts.size == 0:
+      return dict(cut=None, rows=self.rows(np.inf), best={r: (0.0, None) for r in ROWS},
                   num_thresholds=0)
-    c = self.counts(ths)
-    f1 = {r: _f1(tp, n, g) for r, (tp, n, g) in c.items()}
-    best = {r: (float(f1[r].max()), float(ths[int(np.argmax(f1[r]))])) for r in ROWS}
-    th = best["overall"][1]
-    return dict(threshold=th, rows=self.rows(th), best=best, num_thresholds=int(ths.size))
+    f1 = {r: _f1(*c) for r, c in self.counts(cuts).items()}
+    best = {r: (float(f1[r].max()), float(cuts[int(np.argmax(f1[r]))])) for r in ROWS}
+    cut = best["overall"][1]
+    return dict(cut=cut, rows=self.rows(cut), best=best, num_thresholds=int(cuts.size))
+
+  def notes(self) -> dict:
+    """What the protocol left out, for the output."""
+    m = self.matched
+    if self.protocol == "paper":
+      kept = protocols.top_per_video(m, int(self.settings.max_per_video))
+      return {"max_per_video": int(self.settings.max_per_video),
+              "predictions_over_cap": int((~kept).sum())}
+    if self.protocol == "strs":
+      pm, gm = protocols.strs_scored(m)
+      return {"strs_scored_videos": int(np.unique(m.g_video[gm]).size),
+              "strs_unscored_predictions": int((~pm).sum()),
+              "strs_unscored_ground_truths": int((~gm).sum())}
+    return {}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -432,37 +327,59 @@ def _split_known(preds: dict, gt: GroundTruth, what: str) -> tuple:
   return {k: v for k, v in preds.items() if k in gt.num_frames}, report
 
 
-def _summary(gt, videos, prepared, protocol, iou_threshold) -> dict:
-  f = prepared.flat
-  return dict(protocol=protocol, iou_threshold=iou_threshold, fps=gt.fps,
-              me_max_frames=ME_SECONDS * gt.fps, me_long_max_frames=ME_LONG_SECONDS * gt.fps,
-              num_videos=len(videos), num_ground_truths=int(f.g_on.size),
-              num_predictions=int(f.p_on.size))
+def settings(*, iou_threshold: float = IOU_THRESHOLD, me_seconds: float = ME_SECONDS,
+             me_long_seconds: float = ME_LONG_SECONDS,
+             max_per_video: int = MAX_PER_VIDEO) -> protocols.Settings:
+  """The rules' settings, checked (see :class:`pwes_jax.protocols.Settings`)."""
+  return protocols.Settings(iou_threshold, me_seconds, me_long_seconds, max_per_video).check()
+
+
+def _summary(gt, videos, prepared) -> dict:
+  m, st = prepared.matched, prepared.settings
+  return dict(protocol=prepared.protocol, iou_threshold=st.iou_threshold, fps=gt.fps,
+              me_seconds=st.me_seconds, me_long_seconds=st.me_long_seconds,
+              me_max_frames=duration.max_frames(gt.fps, st.me_seconds),
+              me_long_max_frames=duration.max_frames(gt.fps, st.me_long_seconds),
+              duration_rule="offset - onset",
+              threshold_rule=">" if prepared.protocol in protocols.STRICTLY_ABOVE else ">=",
+              num_videos=len(videos), num_ground_truths=int(m.g_on.size),
+              num_predictions=int(m.p_on.size), **prepared.notes())
 
 
 def evaluate(predictions: Mapping, ground_truth: GroundTruth, *, protocol: str = "megc",
              threshold: Optional[float] = None, videos: Optional[Sequence[str]] = None,
-             iou_threshold: float = IOU_THRESHOLD, source: str = "<predictions>") -> dict:
+             iou_threshold: float = IOU_THRESHOLD, me_seconds: float = ME_SECONDS,
+             me_long_seconds: float = ME_LONG_SECONDS, max_per_video: int = MAX_PER_VIDEO,
+             source: str = "<predictions>") -> dict:
   """Scores predictions against ground truth.
 
   Args:
     predictions: ``{video: [{onset, offset, score}, ...]}`` or ``{video: VideoPredictions}``.
     ground_truth: from :func:`load_ground_truth`.
-    protocol: ``"megc"`` (the paper's) or ``"strict"`` (one-to-one).
-    threshold: count only predictions with ``score >= threshold``; ``None`` tries every
-      distinct score and reports the best (tuned on these very predictions: see ``warning``).
+    protocol: ``"megc"``, ``"strict"``, ``"paper"`` (the PWES authors' scorer) or ``"strs"``
+      (MEGC 2023-2025); rules in :mod:`pwes_jax.protocols` and docs/evaluation.md.
+    threshold: count only predictions with ``score >= threshold`` (``score > threshold`` for
+      ``paper``); ``None`` tries every distinct score and reports the best (tuned on these very
+      predictions: see ``warning``).
     videos: the videos evaluated (default: every dataset video). A video without an entry
       in ``predictions`` has no predictions; predictions of videos outside it are ignored.
     iou_threshold: a match needs ``IoU >= iou_threshold``.
+    me_seconds: ME when ``offset - onset <= me_seconds * fps`` (frames).
+    me_long_seconds: the ``me_1.0`` row's bound.
+    max_per_video: ``paper`` only: at most this many predictions per video (highest scores).
     source: names the predictions in error messages.
 
   Returns:
-    A JSON-ready dict: ``rows`` (``overall, me, mae, me_1.0``), ``threshold``, ``f1_0.5``,
-    ``f1_1.0``, ``f1_p`` and bookkeeping (counts, ignored and missing videos, ``warning``).
+    A JSON-ready dict: ``rows`` (``overall, me, mae, me_1.0``, each ``tp, n_pred, n_gt,
+    recall, precision, f1``), ``threshold``, ``f1_0.5``, ``f1_1.0``, ``f1_p`` and bookkeeping
+    (settings, counts, ignored and missing videos, ``warning`` when tuned).
   """
   if threshold is not None and not (isinstance(threshold, numbers.Real)
                                     and math.isfinite(threshold)):
     raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+  st = settings(iou_threshold=iou_threshold, me_seconds=me_seconds,
+                me_long_seconds=me_long_seconds, max_per_video=max_per_video)
+  protocols.check_protocol(protocol)
   preds, unknown = _split_known(_as_parsed(predictions, source), ground_truth, source)
   if videos is None:
     videos = ground_truth.videos
@@ -478,71 +395,68 @@ def evaluate(predictions: Mapping, ground_truth: GroundTruth, *, protocol: str =
                     "count as predicting nothing (e.g. %s)", source, len(missing), len(videos),
                     ", ".join(missing[:5]))
   outside = set(preds) - set(videos)
-  prepared = _Prepared(preds, ground_truth, videos, protocol, source, iou_threshold)
-  out = _summary(ground_truth, videos, prepared, protocol, iou_threshold)
+  prepared = _Prepared(preds, ground_truth, videos, protocol, source, st)
+  out = _summary(ground_truth, videos, prepared)
   out.update(videos_without_predictions=len(missing), unknown_videos=unknown,
              predictions_outside_evaluated_videos=int(sum(preds[v].onset.size for v in outside)))
   if threshold is not None:
-    rows = prepared.rows(float(threshold))
+    rows = prepared.rows(protocols.cut_of(protocol, float(threshold)))
     out.update(threshold=float(threshold), threshold_source="given", rows=rows,
                **{"f1_0.5": rows["me"]["f1"], "f1_1.0": rows["me_1.0"]["f1"],
                   "f1_p": rows["me"]["f1"]})
     return out
   sw = prepared.sweep()
   logging.warning("%s", TUNED_WARNING)
-  out.update(threshold=sw["threshold"], threshold_source="tuned_on_test_predictions",
+  out.update(threshold=prepared.threshold(sw["cut"]),
+             threshold_source="tuned_on_test_predictions",
              rows=sw["rows"], num_thresholds_tried=sw["num_thresholds"],
              **{"f1_0.5": sw["best"]["me"][0], "f1_1.0": sw["best"]["me_1.0"][0],
                 "f1_p": sw["rows"]["me"]["f1"],
-                "f1_0.5_threshold": sw["best"]["me"][1],
-                "f1_1.0_threshold": sw["best"]["me_1.0"][1]},
+                "f1_0.5_threshold": prepared.threshold(sw["best"]["me"][1]),
+                "f1_1.0_threshold": prepared.threshold(sw["best"]["me_1.0"][1])},
              warning=TUNED_WARNING)
   return out
 
 
 def evaluate_files(dataset_dir: str, predictions_path: str, *, protocol: str = "megc",
-                   threshold: Optional[float] = None) -> dict:
-  """:func:`evaluate` on a dataset directory and a predictions JSON file."""
+                   threshold: Optional[float] = None, **kwargs) -> dict:
+  """:func:`evaluate` on a dataset directory and a predictions JSON file (``kwargs``: the
+  settings of :func:`evaluate`)."""
   gt = load_ground_truth(dataset_dir)
   preds = load_predictions(predictions_path)
-  out = evaluate(preds, gt, protocol=protocol, threshold=threshold, source=predictions_path)
+  out = evaluate(preds, gt, protocol=protocol, threshold=threshold, source=predictions_path,
+                 **kwargs)
   out.update(dataset_dir=os.path.abspath(dataset_dir),
              predictions=os.path.abspath(predictions_path))
   return out
 
 
-def honest_operating_point(train_predictions_by_fold: Mapping, test_predictions_by_fold: Mapping,
-                           ground_truth: GroundTruth, *, protocol: str = "megc",
-                           iou_threshold: float = IOU_THRESHOLD) -> dict:
-  """Thresholds chosen per fold on training subjects, applied to the fold's test subject.
+HONEST_POINTS = ("cross_fold", "train_subjects")
+DEFAULT_HONEST_POINT = "cross_fold"
 
-  Each fold's evaluated videos are the keys of its mappings (videos unknown to the dataset
-  are dropped with a warning). The fold's threshold is the best-overall-F1 one on its
-  training predictions (ties: the highest); with no training predictions every test
-  prediction counts. Counts are pooled over folds.
 
-  Args:
-    train_predictions_by_fold: ``{fold: {video: predictions}}`` on the fold's training videos.
-    test_predictions_by_fold: ``{fold: {video: predictions}}`` on its held-out videos.
-    ground_truth: from :func:`load_ground_truth`.
-    protocol: ``"megc"`` or ``"strict"``.
-    iou_threshold: a match needs ``IoU >= iou_threshold``.
-
-  Returns:
-    ``{"honest": {rows, f1_0.5, f1_1.0, f1_p, per_fold}, "tuned": evaluate(pooled test
-    predictions) (thresholds tuned on the test predictions, as in the paper), "warning"}``.
-  """
-  if set(train_predictions_by_fold) != set(test_predictions_by_fold):
-    raise ValueError(f"train and test folds differ: {sorted(map(str, train_predictions_by_fold))}"
-                     f" vs {sorted(map(str, test_predictions_by_fold))}")
+def _pool(rows_by_fold) -> dict:
   pooled = {r: [0, 0, 0] for r in ROWS}
-  per_fold, tested = {}, {}
-  for fold in test_predictions_by_fold:
+  for rows in rows_by_fold:
+    for r, (tp, n, g) in rows.items():
+      pooled[r] = [pooled[r][0] + int(tp[0]), pooled[r][1] + int(n[0]), pooled[r][2] + int(g[0])]
+  rows = {r: row_metrics(*pooled[r]) for r in ROWS}
+  return {"rows": rows, "f1_0.5": rows["me"]["f1"], "f1_1.0": rows["me_1.0"]["f1"],
+          "f1_p": rows["me"]["f1"]}
+
+
+def _fold_sets(train_by_fold, test_by_fold, gt) -> tuple:
+  """Validated ``({fold: train preds}, {fold: test preds})`` keyed by ``str(fold)``."""
+  if set(train_by_fold) != set(test_by_fold):
+    raise ValueError(f"train and test folds differ: {sorted(map(str, train_by_fold))}"
+                     f" vs {sorted(map(str, test_by_fold))}")
+  trains, tests, tested = {}, {}, {}
+  for fold in test_by_fold:
     name = str(fold)
-    train, _ = _split_known(_as_parsed(train_predictions_by_fold[fold], f"fold {name} train"),
-                            ground_truth, f"fold {name} train")
-    test, _ = _split_known(_as_parsed(test_predictions_by_fold[fold], f"fold {name} test"),
-                           ground_truth, f"fold {name} test")
+    train, _ = _split_known(_as_parsed(train_by_fold[fold], f"fold {name} train"), gt,
+                            f"fold {name} train")
+    test, _ = _split_known(_as_parsed(test_by_fold[fold], f"fold {name} test"), gt,
+                           f"fold {name} test")
     leak = set(train) & set(test)
     if leak:
       raise ValueError(f"fold {name}: {len(leak)} video(s) in both train and test predictions "
@@ -552,29 +466,92 @@ def honest_operating_point(train_predictions_by_fold: Mapping, test_predictions_
       v = sorted(twice)[0]
       raise ValueError(f"video {v!r} is tested in folds {tested[v]} and {name}")
     tested.update({v: name for v in test})
-    shared = ({ground_truth.subjects[v] for v in train} & {ground_truth.subjects[v] for v in test})
+    shared = {gt.subjects[v] for v in train} & {gt.subjects[v] for v in test}
     if shared:
       logging.warning("fold %s: subject(s) %s appear in both train and test", name, sorted(shared))
+    trains[name], tests[name] = train, test
+  return trains, tests
+
+
+def _apply_per_fold(tests: Mapping, chosen: Mapping, gt, protocol, st, what: str) -> dict:
+  """Each fold's test predictions at the cut chosen for it: pooled rows plus ``per_fold``."""
+  per_fold, fold_rows = {}, []
+  for name, test in tests.items():
+    cut, info = chosen[name]
+    if cut is None:
+      logging.warning("fold %s: no %s predictions to choose a threshold on; every test "
+                      "prediction counts", name, what)
+    prep = _Prepared(test, gt, list(test), protocol, f"fold {name} test", st)
+    c = prep.counts([-np.inf if cut is None else cut])
+    fold_rows.append(c)
+    per_fold[name] = dict(threshold=prep.threshold(cut) if cut is not None else None,
+                          **info, rows={r: row_metrics(tp[0], n[0], g[0])
+                                        for r, (tp, n, g) in c.items()})
+  return dict(_pool(fold_rows), per_fold=per_fold, threshold_from=what)
+
+
+def honest_operating_point(train_predictions_by_fold: Mapping, test_predictions_by_fold: Mapping,
+                           ground_truth: GroundTruth, *, protocol: str = "megc",
+                           iou_threshold: float = IOU_THRESHOLD, me_seconds: float = ME_SECONDS,
+                           me_long_seconds: float = ME_LONG_SECONDS,
+                           max_per_video: int = MAX_PER_VIDEO,
+                           default: str = DEFAULT_HONEST_POINT) -> dict:
+  """Thresholds never chosen on the predictions they score, beside the paper's tuned ones.
+
+  Two honest choices of each fold's threshold, applied to the fold's held-out predictions
+  and pooled over folds:
+
+  * ``cross_fold``: the best-overall-F1 threshold on the pooled held-out predictions of all
+    *other* folds (their subjects are never tested by this fold; this fold's own held-out
+    predictions are never read to choose it);
+  * ``train_subjects``: the best-overall-F1 threshold on this fold's model's predictions for
+    its own training videos (over-confident: the model has fitted them).
+
+  A fold with nothing to choose on (one fold; no training predictions) counts every test
+  prediction (warning). Each fold's evaluated videos are the keys of its mappings (videos
+  unknown to the dataset are dropped with a warning); a video in both train and test of a
+  fold, or tested in two folds, is an error.
+
+  Args:
+    train_predictions_by_fold: ``{fold: {video: predictions}}`` on the fold's training videos.
+    test_predictions_by_fold: ``{fold: {video: predictions}}`` on its held-out videos.
+    ground_truth: from :func:`load_ground_truth`.
+    protocol, iou_threshold, me_seconds, me_long_seconds, max_per_video: as :func:`evaluate`.
+    default: which honest point is reported as ``honest`` (one of :data:`HONEST_POINTS`).
+
+  Returns:
+    ``{"protocol", "honest" (the default point), "honest_cross_fold",
+    "honest_train_subjects", "honest_point" (its name), "tuned" (:func:`evaluate` on the pooled
+    test predictions, tuned on them as in the paper), "warning"}``; each honest point holds
+    ``rows, f1_0.5, f1_1.0, f1_p`` (fixed-threshold values) and ``per_fold``.
+  """
+  if default not in HONEST_POINTS:
+    raise ValueError(f"default must be one of {HONEST_POINTS}, got {default!r}")
+  st = settings(iou_threshold=iou_threshold, me_seconds=me_seconds,
+                me_long_seconds=me_long_seconds, max_per_video=max_per_video)
+  protocols.check_protocol(protocol)
+  trains, tests = _fold_sets(train_predictions_by_fold, test_predictions_by_fold, ground_truth)
+  by_train = {}
+  for name, train in trains.items():
     sw = _Prepared(train, ground_truth, list(train), protocol, f"fold {name} train",
-                   iou_threshold).sweep()
-    th = sw["threshold"]
-    if th is None:
-      logging.warning("fold %s: no training predictions; every test prediction counts", name)
-    prep = _Prepared(test, ground_truth, list(test), protocol, f"fold {name} test", iou_threshold)
-    counts = prep.counts([-np.inf if th is None else th])
-    for r, (tp, n, g) in counts.items():
-      pooled[r][0] += int(tp[0])
-      pooled[r][1] += int(n[0])
-      pooled[r][2] += g
-    per_fold[name] = dict(threshold=th, train_f1=sw["rows"]["overall"]["f1"],
-                          rows={r: row_metrics(tp[0], n[0], g) for r, (tp, n, g) in counts.items()})
-  rows = {r: row_metrics(*pooled[r]) for r in ROWS}
-  all_test = {}
-  for fold in test_predictions_by_fold:
-    all_test.update(_as_parsed(test_predictions_by_fold[fold], f"fold {fold} test"))
-  all_test, _ = _split_known(all_test, ground_truth, "pooled test")
+                   st).sweep()
+    by_train[name] = (sw["cut"], {"train_f1": sw["rows"]["overall"]["f1"]})
+  by_others = {}
+  for name in tests:
+    others = {v: p for other, t in tests.items() if other != name for v, p in t.items()}
+    sw = _Prepared(others, ground_truth, list(others), protocol, f"folds other than {name}",
+                   st).sweep()
+    by_others[name] = (sw["cut"], {"other_folds_f1": sw["rows"]["overall"]["f1"]})
+  points = {"train_subjects": _apply_per_fold(tests, by_train, ground_truth, protocol, st,
+                                              "training subjects"),
+            "cross_fold": _apply_per_fold(tests, by_others, ground_truth, protocol, st,
+                                          "other folds' held-out")}
+  all_test = {v: p for t in tests.values() for v, p in t.items()}
   tuned = evaluate(all_test, ground_truth, protocol=protocol, videos=list(all_test),
-                   iou_threshold=iou_threshold, source="pooled test predictions")
-  honest = {"rows": rows, "f1_0.5": rows["me"]["f1"], "f1_1.0": rows["me_1.0"]["f1"],
-            "f1_p": rows["me"]["f1"], "per_fold": per_fold}
-  return {"protocol": protocol, "honest": honest, "tuned": tuned, "warning": TUNED_WARNING}
+                   iou_threshold=iou_threshold, me_seconds=me_seconds,
+                   me_long_seconds=me_long_seconds, max_per_video=max_per_video,
+                   source="pooled test predictions")
+  return {"protocol": protocol, "honest": points[default], "honest_point": default,
+          "honest_cross_fold": points["cross_fold"],
+          "honest_train_subjects": points["train_subjects"], "tuned": tuned,
+          "warning": TUNED_WARNING}

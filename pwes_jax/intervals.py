@@ -3,7 +3,7 @@
 An interval ``[on, off]`` holds ``off - on + 1`` frames (or snippets). For two intervals,
 ``inter = min(off) - max(on) + 1`` (<= 0 when disjoint) and ``span = max(off) - min(on) + 1``;
 ``IoU = inter / span`` when they overlap, else 0. Used by NMS (``proposals.nms``, paper
-Section 3.6) and by matching predictions to ground truth (``evaluation``, Section 4.2).
+Section 3.6) and by matching predictions to ground truth (``protocols``, Section 4.2).
 """
 
 from __future__ import annotations

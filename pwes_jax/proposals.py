@@ -6,8 +6,8 @@ Pipeline, all in numpy (it runs once per held-out video, outside any jitted code
    ``k`` snippets with the largest attention, sort them by time and cut them into runs of
    consecutive snippets; every distinct run ``(s, e)`` (inclusive) over all ``k`` is a proposal.
 2. :func:`outer_inner_scores`: AutoLoc's outer-inner contrast of the suppressed TCAM per class.
-3. The proposal's class follows its duration (ME when it lasts at most 0.5 s); its score is
-   that class's contrast.
+3. The proposal's class follows its duration (:func:`pwes_jax.data.duration.is_me`: ME when
+   ``offset - onset <= 0.5 * fps`` in frames); its score is that class's contrast.
 4. :func:`nms`: class-agnostic non-maximum suppression, IoU threshold 0.01 (Section 4.3).
 
 :func:`generate_proposals` chains the four and maps snippets to frames:
@@ -22,6 +22,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from pwes_jax import intervals
+from pwes_jax.data import duration
 from pwes_jax.data import layout
 
 KRange = Union[None, range, Sequence[int]]
@@ -197,7 +198,9 @@ def generate_proposals(attention: np.ndarray, suppressed: np.ndarray, *, snippet
     k_range: see :func:`multi_top_runs`.
     top_ratio: default ``k_max = ceil(top_ratio * T)``.
     nms_threshold: see :func:`nms`.
-    me_max_seconds: a proposal is ME when ``(e - s + 1) * L <= me_max_seconds * fps``.
+    me_max_seconds: a proposal is ME when its frames ``onset .. offset`` satisfy
+      ``offset - onset = (e - s + 1) * L - 1 <= me_max_seconds * fps`` (the field's rule,
+      :mod:`pwes_jax.data.duration`); with ``L = 8`` at 30 fps runs of 1 and 2 snippets are ME.
     flank_ratio: see :func:`outer_inner_scores`.
 
   Returns:
@@ -221,12 +224,13 @@ def generate_proposals(attention: np.ndarray, suppressed: np.ndarray, *, snippet
   if runs.shape[0] == 0:
     return []
   contrast = outer_inner_scores(suppressed, runs, flank_ratio=flank_ratio)  # [P, C]
-  frames = (runs[:, 1] - runs[:, 0] + 1) * int(snippet_length)
-  label = np.where(frames <= me_max_seconds * fps, layout.ME, layout.MAE)  # [P]
+  onsets = runs[:, 0] * int(snippet_length)  # [P] frames
+  offsets = (runs[:, 1] + 1) * int(snippet_length) - 1  # [P]
+  me = duration.is_me(onsets, offsets, fps, me_max_seconds)
+  label = np.where(me, layout.ME, layout.MAE)  # [P]
   score = contrast[np.arange(runs.shape[0]), label]
   keep = nms(runs, score, threshold=nms_threshold)
-  return [dict(onset=int(runs[i, 0]) * int(snippet_length),
-               offset=(int(runs[i, 1]) + 1) * int(snippet_length) - 1,
+  return [dict(onset=int(onsets[i]), offset=int(offsets[i]),
                score=float(score[i]), type=layout.CLASS_NAMES[int(label[i])],
                start_snippet=int(runs[i, 0]), end_snippet=int(runs[i, 1]))
           for i in keep]

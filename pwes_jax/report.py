@@ -20,6 +20,9 @@ from pwes_jax.data import layout
 from pwes_jax.data import source
 
 COLUMNS = ("F1(0.5)", "F1(1.0)", "F1(p)", "REC", "PRE", "F1")
+# Rows per run: tuned on the test predictions (the paper's), the two honest thresholds.
+OPERATING_POINTS = (("tuned", "tuned"), ("honest_cross_fold", "honest (cross-fold)"),
+                    ("honest_train_subjects", "honest (train subjects)"))
 
 
 def attention_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -82,12 +85,17 @@ def evaluate_run(workdir: str, dataset: layout.Dataset, config,
     folds[i] = {"test_subject": record["test_subject"], "attention_auc": attention_auc(att, lab),
                 "train_seconds": record.get("train_seconds"),
                 "train_summary": record.get("train_summary", {})}
-  result = evaluation.honest_operating_point(train_preds, test_preds, gt,
-                                             protocol=config.eval.protocol)
+  by_protocol = {p: evaluation.honest_operating_point(train_preds, test_preds, gt, protocol=p,
+                                                      **eval_settings(config))
+                 for p in dict.fromkeys(["paper", config.eval.protocol])}
+  result = by_protocol["paper"]  # the paper's columns (Section 4.2) are the authors' scorer's
   for i, stats in folds.items():
     stats.update(result["honest"].get("per_fold", {}).get(str(i), {}))
   pooled = {n: p for per in test_preds.values() for n, p in per.items()}
   out = _result(workdir, dataset, config, folds, result)
+  out["by_protocol"] = {p: {k: r[k] for k in ("tuned", "honest", "honest_point",
+                                               "honest_cross_fold", "honest_train_subjects")}
+                        for p, r in by_protocol.items() if p != "paper"}
   if write:
     _write_json_files(workdir, pooled, out)
   if verbose:
@@ -98,13 +106,26 @@ def evaluate_run(workdir: str, dataset: layout.Dataset, config,
   return out
 
 
+def eval_settings(config) -> dict:
+  """The evaluator's settings from a run's ``config.eval`` (defaults for older runs)."""
+  e = config.eval
+  return dict(me_seconds=e.get("me_seconds", evaluation.ME_SECONDS),
+              me_long_seconds=e.get("me_long_seconds", evaluation.ME_LONG_SECONDS),
+              max_per_video=e.get("max_per_video", evaluation.MAX_PER_VIDEO),
+              default=e.get("honest_point", evaluation.DEFAULT_HONEST_POINT))
+
+
 def _result(workdir, dataset, config, folds, result) -> dict:
   aucs = [s["attention_auc"] for s in folds.values() if np.isfinite(s["attention_auc"])]
   return {"workdir": os.path.abspath(workdir), "dataset": dataset.root,
-          "protocol": config.eval.protocol, "method": method_name(config),
+          "protocol": result["protocol"], "method": method_name(config),
           "folds": {str(k): v for k, v in folds.items()},
           "mean_attention_auc": float(np.mean(aucs)) if aucs else float("nan"),
-          "tuned": result["tuned"], "honest": result["honest"], "warning": result["warning"]}
+          "tuned": result["tuned"], "honest": result["honest"],
+          "honest_point": result["honest_point"],
+          "honest_cross_fold": result["honest_cross_fold"],
+          "honest_train_subjects": result["honest_train_subjects"],
+          "warning": result["warning"]}
 
 
 def _write_json_files(workdir: str, pooled: Mapping, out: Mapping) -> None:
@@ -147,15 +168,20 @@ def _fmt(v) -> str:
 
 def markdown_table(results: Sequence[Mapping], *, per_fold: bool = False,
                    names: Optional[Sequence[str]] = None) -> str:
-  """A markdown table with the paper's columns: one tuned and one honest row per run."""
+  """A markdown table with the paper's columns (protocol ``paper``): the tuned row and the
+  two honest rows (cross-fold, training subjects) of each run; older results show what they
+  hold."""
   head = "| run | operating point | " + " | ".join(COLUMNS) + " | attention AUC |"
   lines = [head, "|" + "---|" * (len(COLUMNS) + 3)]
   for j, res in enumerate(results):
     name = names[j] if names else res.get("method", os.path.basename(res.get("workdir", "")))
     auc = _fmt(res.get("mean_attention_auc"))
-    for point in ("tuned", "honest"):
-      cells = " | ".join(_fmt(v) for v in paper_row(res[point]))
-      lines.append(f"| {name} | {point} | {cells} | {auc} |")
+    points = OPERATING_POINTS if "honest_cross_fold" in res else (  # older results.json
+        ("tuned", "tuned"), ("honest", "honest"))
+    for point, label in points:
+      if point in res:
+        cells = " | ".join(_fmt(v) for v in paper_row(res[point]))
+        lines.append(f"| {name} | {label} | {cells} | {auc} |")
     if per_fold:
       for k, fold in sorted(res.get("folds", {}).items(), key=lambda kv: int(kv[0])):
         rows = fold.get("rows")
@@ -265,7 +291,10 @@ def render_report(results: Sequence[Mapping], *, per_fold: bool = False,
     lines.append(f"- {label}: {res.get('workdir')} ({len(folds)} folds {folds}, protocol "
                  f"{res.get('protocol')})")
   lines += ["", f"NOTE (tuned rows): {evaluation.TUNED_WARNING}",
-            "Honest rows: each fold's threshold is chosen on its training subjects."]
+            "Honest rows: each fold's threshold is the best-F1 one on the pooled held-out "
+            "predictions of the other folds (cross-fold), or on the fold model's predictions "
+            "for its own training subjects (train subjects); the paper's columns use the "
+            "authors' scorer (protocol paper, docs/evaluation.md)."]
   return "\n".join(lines) + "\n"
 
 

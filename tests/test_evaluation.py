@@ -50,7 +50,7 @@ def bf_iou(a_on, a_off, b_on, b_off):
 def bf_in_row(row, kind, item, fps):
   if kind == "gt":
     return row == "overall" or (item[2] == "ME") == (row in ("me", "me_1.0"))
-  dur = item[1] - item[0] + 1
+  dur = item[1] - item[0]  # the field's duration: offset - onset
   return {"overall": True, "me": dur <= 0.5 * fps, "mae": dur > 0.5 * fps,
           "me_1.0": dur <= 1.0 * fps}[row]
 
@@ -127,7 +127,7 @@ def random_case(seed):
 
 
 # ----------------------------------------------------------------------------------------------
-# Hand-worked cases (fps 30: ME up to 15 frames, me_1.0 up to 30 frames).
+# Hand-worked cases (fps 30: ME when offset - onset <= 15, me_1.0 when <= 30).
 
 HAND_CASES = [
     # id, gts, preds, (megc tp, n_pred, n_gt), (strict tp, n_pred, n_gt)
@@ -191,12 +191,13 @@ def test_strict_matching_uses_the_higher_scored_duplicate():
     [(30.0, 15, True, True), (30.0, 16, False, True), (30.0, 30, False, True),
      (30.0, 31, False, False), (200.0, 100, True, True), (200.0, 101, False, True),
      (200.0, 200, False, True), (200.0, 201, False, False)],
-    ids=["30fps_15_frames_ME", "30fps_16_frames_MaE", "30fps_30_frames_within_1s",
-         "30fps_31_frames_past_1s", "200fps_100_frames_ME", "200fps_101_frames_MaE",
-         "200fps_200_frames_within_1s", "200fps_201_frames_past_1s"])
+    ids=["30fps_lasting_15_ME", "30fps_lasting_16_MaE", "30fps_lasting_30_within_1s",
+         "30fps_lasting_31_past_1s", "200fps_lasting_100_ME", "200fps_lasting_101_MaE",
+         "200fps_lasting_200_within_1s", "200fps_lasting_201_past_1s"])
 def test_prediction_class_follows_duration(fps, duration, me, me_long):
-  gt = make_gt(fps, {"a_1": [(0, duration - 1, "ME")]})
-  res = evaluation.evaluate(preds_of({"a_1": [(0, duration - 1, 1.0)]}), gt, threshold=0.0)
+  # ``duration`` = offset - onset: 0 .. 15 (16 frames inclusive) is an ME at 30 fps.
+  gt = make_gt(fps, {"a_1": [(0, duration, "ME")]})
+  res = evaluation.evaluate(preds_of({"a_1": [(0, duration, 1.0)]}), gt, threshold=0.0)
   assert counts(res, "me") == ((1, 1, 1) if me else (0, 0, 1))
   assert counts(res, "mae") == ((0, 0, 0) if me else (0, 1, 0))
   assert counts(res, "me_1.0") == ((1, 1, 1) if me_long else (0, 0, 1))
@@ -298,10 +299,17 @@ def test_honest_operating_point_hand_case():
   test = {"s1": preds_of({"s1_v": [(0, 9, 0.4), (40, 49, 0.6)]}),
           "s2": preds_of({"s2_v": [(0, 9, 0.35), (60, 69, 0.2)]})}
   res = evaluation.honest_operating_point(train, test, gt)
-  assert res["honest"]["per_fold"]["s1"]["threshold"] == 0.5
-  assert res["honest"]["per_fold"]["s2"]["threshold"] == 0.3
-  assert res["honest"]["rows"]["overall"] == dict(tp=1, n_pred=2, n_gt=2, recall=0.5,
-                                                  precision=0.5, f1=0.5)
+  by_train = res["honest_train_subjects"]
+  assert by_train["per_fold"]["s1"]["threshold"] == 0.5
+  assert by_train["per_fold"]["s2"]["threshold"] == 0.3
+  assert by_train["rows"]["overall"] == dict(tp=1, n_pred=2, n_gt=2, recall=0.5,
+                                             precision=0.5, f1=0.5)
+  # Cross-fold: s1 takes the best threshold of s2's held-out predictions (0.35) and vice versa.
+  cross = res["honest_cross_fold"]
+  assert cross["per_fold"]["s1"]["threshold"] == 0.35
+  assert cross["per_fold"]["s2"]["threshold"] == 0.4
+  assert counts(cross, "overall") == (1, 2, 2)
+  assert res["honest"] is cross and res["honest_point"] == "cross_fold"
   assert res["tuned"]["threshold"] == 0.35
   assert res["tuned"]["rows"]["overall"]["f1"] == pytest.approx(0.8)
   assert "warning" in res["tuned"]
@@ -325,7 +333,7 @@ def test_honest_pooled_counts_equal_per_fold_brute_force(protocol):
     want = [w + x for w, x in zip(want, rows["overall"][:3])]
   with mock.patch.object(evaluation.logging, "warning"):
     res = evaluation.honest_operating_point(train, test, gt, protocol=protocol)
-  assert counts(res["honest"]) == tuple(want)
+  assert counts(res["honest_train_subjects"]) == tuple(want)
 
 
 def test_honest_refuses_a_video_in_both_train_and_test():

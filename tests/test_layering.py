@@ -34,7 +34,9 @@ ALLOWED = {
     # Inference and scoring.
     "inference": {"proposals", "data"},
     "proposals": {"intervals", "data"},
-    "evaluation": {"intervals", "data"},
+    "evaluation": {"protocols", "data"},
+    "protocols": {"intervals", "data"},
+    "prediction_files": {"evaluation", "fileio", "data"},
     "intervals": set(),
     # Run files, logs, checkpoints, meshes.
     "run_dir": {"fileio", "data"},

@@ -64,7 +64,7 @@ def ref_generate(attention, suppressed, snippet_length, fps, ks, nms_threshold=0
   oic = ref_oic(suppressed, runs)
   labels, scores = [], []
   for i, (s, e) in enumerate(runs):
-    label = 0 if (e - s + 1) * snippet_length <= 0.5 * fps else 1
+    label = 0 if (e - s + 1) * snippet_length - 1 <= 0.5 * fps else 1  # offset - onset
     labels.append(label)
     scores.append(oic[i, label])
   keep = ref_nms(runs, scores, nms_threshold)
@@ -202,10 +202,12 @@ def test_generate_proposals_matches_loop(seed, t_len, ties, snippet_length, fps)
     assert p["offset"] == (p["end_snippet"] + 1) * snippet_length - 1
 
 
-@pytest.mark.parametrize("fps,snippets,expected", [(30.0, 1, "ME"), (30.0, 2, "MaE"),
-                                                   (200.0, 12, "ME"), (200.0, 13, "MaE")],
-                         ids=["30fps_8_frames_is_ME", "30fps_16_frames_is_MaE",
-                              "200fps_96_frames_is_ME", "200fps_104_frames_is_MaE"])
+@pytest.mark.parametrize("fps,snippets,expected", [(30.0, 1, "ME"), (30.0, 2, "ME"),
+                                                   (30.0, 3, "MaE"), (200.0, 12, "ME"),
+                                                   (200.0, 13, "MaE")],
+                         ids=["30fps_8_frames_is_ME", "30fps_16_frames_lasting_15_is_ME",
+                              "30fps_24_frames_is_MaE", "200fps_96_frames_is_ME",
+                              "200fps_104_frames_is_MaE"])
 def test_class_follows_duration(fps, snippets, expected):
   t_len = 40
   attention = np.zeros(t_len)

@@ -102,7 +102,9 @@ def test_cli_on_a_tiny_run_writes_the_table_and_a_png(tiny_run, tmp_path):
     results = json.load(f)
   assert text.startswith(report.markdown_table([results], per_fold=True, names=["tiny"]))
   rows = [_cells(l)[:2] for l in text.splitlines() if l.startswith("| tiny")]
-  assert rows == [["tiny", "tuned"], ["tiny", "honest"], ["tiny fold 0 (s01)", "honest"]]
+  assert rows == [["tiny", "tuned"], ["tiny", "honest (cross-fold)"],
+                  ["tiny", "honest (train subjects)"], ["tiny fold 0 (s01)", "honest"]]
+  assert results["protocol"] == "paper" and results["tuned"]["protocol"] == "paper"
   pngs = os.listdir(os.path.join(tiny_run, "plots"))
   assert pngs == ["s01_v01.png"]
   with open(os.path.join(tiny_run, "plots", pngs[0]), "rb") as f:

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -174,3 +175,19 @@ def test_cli_bad_feature_width_exits_with_a_clear_message(tiny_run, tmp_path):
   assert "feature width 31 != the model's input width 32" in proc.stderr
   assert "Traceback" not in proc.stderr
   assert not (tmp_path / "o.json").exists()
+
+
+def test_spotted_types_follow_the_fields_duration_rule():
+  # Two 8-frame snippets at 30 fps: frames 80 .. 95 last 15 frames, an ME (offset - onset).
+  settings = ml_collections.ConfigDict(dict(top_ratio=0.3, nms_threshold=0.01,
+                                            me_max_seconds=0.5, flank_ratio=0.25))
+  config = ml_collections.ConfigDict(dict(inference=settings))
+  attention = np.zeros(20, np.float32)
+  attention[10:12] = 1.0
+  suppressed = np.zeros((20, 2), np.float32)
+  suppressed[10:12] = [0.6, 0.4]
+  props = spotting.with_seconds(inference.to_proposals(
+      {"attention": attention, "suppressed": suppressed}, config, fps=30.0, snippet_length=8),
+      30.0)
+  top = props[0]
+  assert (top["onset"], top["offset"], top["type"]) == (80, 95, "ME")

@@ -129,10 +129,13 @@ def test_existing_dataset_is_kept_unless_overwrite(tmp_path):
     (dict(preset="nope"), "unknown synthetic preset"),
     (dict(preset="tiny", feature_dim=8), "feature_dim"),
     (dict(preset="tiny", seed=-1), "seed"),
-    (dict(preset=dataclasses.replace(synthetic.PRESETS["tiny"], me_frames=(6, 8, 11, 13, 20))),
+    (dict(preset=dataclasses.replace(synthetic.PRESETS["tiny"], me_frames=(6, 8, 11, 13, 17))),
      "me_frames"),
+    (dict(preset=dataclasses.replace(synthetic.PRESETS["tiny"],
+                                     mae_frames=(16, 20, 35, 63, 118))), "mae_frames"),
 ], ids=["unknown_preset_is_named", "too_small_feature_dim_is_refused",
-        "negative_seed_is_refused", "me_longer_than_half_a_second_is_refused"])
+        "negative_seed_is_refused", "me_lasting_16_frames_at_30fps_is_refused",
+        "mae_lasting_only_15_frames_at_30fps_is_refused"])
 def test_bad_arguments_give_clear_errors(tmp_path, kwargs, match):
   preset = kwargs.pop("preset")
   with pytest.raises(ValueError, match=match):
@@ -173,15 +176,20 @@ def test_preset_totals_are_exact(name):
 
 
 @pytest.mark.parametrize("name", ALL_PRESETS, ids=[f"{n}_durations" for n in ALL_PRESETS])
-def test_me_last_under_half_a_second_and_mae_half_to_four_seconds(name):
+def test_me_last_at_most_half_a_second_and_mae_more_up_to_four_seconds(name):
   plan = synthetic.plan(name, seed=1)
   fps = plan.preset.fps
-  for a in plan.annotations:
-    seconds = (a.offset - a.onset + 1) / fps
+  for a in plan.annotations:  # the field's rule: duration = offset - onset
     if a.type == "ME":
-      assert seconds < 0.5, a
+      assert a.offset - a.onset <= 0.5 * fps, a
     else:
-      assert 0.5 <= (a.offset - a.onset) / fps and seconds <= 4.0, a
+      assert 0.5 * fps < a.offset - a.onset and (a.offset - a.onset + 1) / fps <= 4.0, a
+
+
+def test_casme2_mes_reach_the_rules_bound_of_16_inclusive_frames():
+  lengths = [a.offset - a.onset for a in synthetic.plan("casme2", seed=0).annotations
+             if a.type == "ME"]
+  assert max(lengths) == 15
 
 
 @pytest.mark.parametrize("name", ALL_PRESETS, ids=[f"{n}_placement" for n in ALL_PRESETS])

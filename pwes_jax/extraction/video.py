@@ -8,6 +8,13 @@ handled here, with OpenCV:
   directly holds image files; a leaf folder with neither is reported as a problem.
 * :func:`iter_frames` yields a video's frames, in order, as ``uint8 [S, S, 3]`` RGB after
   :func:`preprocess_frame` (resize, centre crop), optionally resampled to another frame rate.
+* Numbered frame folders (every image name ends in a number: ``7.jpg``, ``006_1_0001.jpg``): the
+  frames are ordered by that number, and a number missing between the first and the last (a lost
+  frame; CAS(ME)^3's owners say some are) is filled with the previous frame, so a frame's
+  position in the extracted video is always ``number - first_frame_number``
+  (:func:`frame_numbering`; the extractor records the first number and the filled gaps, and the
+  importer maps the annotations' jpg numbers through them). Folders whose names carry no number
+  keep the natural order of the names.
 
 Errors are :class:`VideoReadError`, whose message names the file (for a frame folder, the frame
 file) and says what is wrong: an unreadable video, a folder without frames, a frame whose size
@@ -20,7 +27,7 @@ import dataclasses
 import math
 import os
 import re
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -103,6 +110,71 @@ def frame_files(folder: str) -> list:
   names = [n for n in os.listdir(folder)
            if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, n))]
   return [os.path.join(folder, n) for n in sorted(names, key=_natural_key)]
+
+
+_TRAILING_NUMBER = re.compile(r"(\d+)\D*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameNumbering:
+  """The numbers in a frame folder's file names.
+
+  Attributes:
+    first: ``first_frame_number``, the smallest number (position 0 of the extracted video).
+    last: the largest number.
+    gaps: ``((start, end), ...)`` inclusive ranges of missing numbers, each filled with the frame
+      before it.
+  """
+  first: int
+  last: int
+  gaps: tuple = ()
+
+  @property
+  def num_frames(self) -> int:
+    """Frames of the extracted video, filled ones included: ``last - first + 1``."""
+    return self.last - self.first + 1
+
+  @property
+  def filled(self) -> int:
+    """How many frames were filled."""
+    return sum(b - a + 1 for a, b in self.gaps)
+
+  def gaps_text(self) -> str:
+    """The gaps as ``"12-14;30"`` (``videos.csv``'s ``filled_frames``); empty when none."""
+    return ";".join(str(a) if a == b else f"{a}-{b}" for a, b in self.gaps)
+
+
+def frame_numbering(files: Sequence[str]) -> Optional[FrameNumbering]:
+  """The numbering of frame files (the last run of digits of each name without extension).
+
+  Returns:
+    ``None`` when some name carries no number (the folder keeps its natural name order).
+
+  Raises:
+    VideoReadError: two files carry the same number (naming both).
+  """
+  numbers = {}
+  for path in files:
+    m = _TRAILING_NUMBER.search(os.path.splitext(os.path.basename(path))[0])
+    if not m:
+      return None
+    n = int(m.group(1))
+    if n in numbers:
+      raise VideoReadError(f"frame {path}: number {n} is also the number of {numbers[n]}; "
+                           "frames cannot be ordered")
+    numbers[n] = path
+  if not numbers:
+    return None
+  ordered = sorted(numbers)
+  gaps = tuple((a + 1, b - 1) for a, b in zip(ordered, ordered[1:]) if b > a + 1)
+  return FrameNumbering(ordered[0], ordered[-1], gaps)
+
+
+def numbering_of(source: "VideoSource") -> Optional[FrameNumbering]:
+  """A frame folder's :class:`FrameNumbering` (None for video files and unnumbered folders)."""
+  if not source.is_folder:
+    return None
+  return frame_numbering(frame_files(source.path))
 
 
 def discover(videos_dir: str, naming: Naming = Naming()) -> tuple:
@@ -250,12 +322,24 @@ def source_fps_of(source: VideoSource, config: FrameConfig) -> Optional[float]:
   return float(fps) if fps and fps > 0 else config.source_fps
 
 
+def _numbered(files: list) -> list:
+  """``[(path, repeats)]``: each file once, plus once per missing number after it (a filled gap)."""
+  numbering = frame_numbering(files)
+  if numbering is None:
+    return [(p, 1) for p in files]
+  num = {p: int(_TRAILING_NUMBER.search(os.path.splitext(os.path.basename(p))[0]).group(1))
+         for p in files}
+  ordered = sorted(files, key=num.get)
+  nxt = [num[q] for q in ordered[1:]] + [num[ordered[-1]] + 1]
+  return [(p, n - num[p]) for p, n in zip(ordered, nxt)]
+
+
 def _raw_folder_frames(folder: str) -> Iterator:
   files = frame_files(folder)
   if not files:
     raise VideoReadError(f"frame folder {folder}: no frame images ({', '.join(IMAGE_EXTENSIONS)})")
   first = None
-  for path in files:
+  for path, repeats in _numbered(files):
     img = cv2.imread(path, cv2.IMREAD_COLOR)
     if img is None:
       raise VideoReadError(f"frame {path}: cannot be decoded as an image")
@@ -264,7 +348,9 @@ def _raw_folder_frames(folder: str) -> Iterator:
     elif img.shape != first:
       raise VideoReadError(f"frame {path}: size {img.shape[1]}x{img.shape[0]} differs from the "
                            f"first frame's {first[1]}x{first[0]} in folder {folder}")
-    yield cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    for _ in range(repeats):  # A lost frame is filled with the one before it.
+      yield rgb
 
 
 def _raw_file_frames(path: str) -> Iterator:
@@ -293,14 +379,20 @@ def _raw_file_frames(path: str) -> Iterator:
     cap.release()
 
 
-def iter_frames(source: VideoSource, config: FrameConfig) -> Iterator:
+def iter_frames(source: VideoSource, config: FrameConfig,
+                crop: Optional[Callable[[Iterator], Iterator]] = None) -> Iterator:
   """Yields the video's frames as ``uint8 [S, S, 3]`` RGB, preprocessed and resampled.
+
+  ``crop`` (e.g. :class:`pwes_jax.extraction.face.FaceCropper`) maps the decoded frames to
+  cropped ones before they are resized.
 
   Raises:
     VideoReadError: naming the file, when the video cannot be read (raised lazily, while
       iterating, for problems found part-way such as a frame of another size).
   """
   raw = _raw_folder_frames(source.path) if source.is_folder else _raw_file_frames(source.path)
+  if crop is not None:
+    raw = crop(raw)
   frames = (preprocess_frame(f, config) for f in raw)
   if config.fps is None:
     return frames

@@ -1,0 +1,321 @@
+r"""Prediction files in the field's formats: our JSON, MEGC CSV, the PWES authors' text files.
+
+* ``json``: ``{"videos": {"<video>": [{"onset": int, "offset": int, "score": float}]}}``,
+  0-based inclusive frames (:func:`pwes_jax.evaluation.load_predictions`).
+* ``csv`` (MEGC submissions): a header naming the columns ``vid`` (or ``video``), ``onset``,
+  ``offset`` and optionally ``type``, ``subject``, ``score`` in any order, or no header and the
+  columns ``vid,onset,offset[,type[,subject]]`` in that order. ``type`` (``me``/``mae``,
+  also ``micro``/``macro``, any case) is the submitter's label: it is validated and reported
+  (:func:`submitted_type_report`) but the evaluator classes a prediction by its duration. A
+  row without ``score`` scores 1 (every row counts at any threshold below 1).
+* ``lab_txt``: a folder of the authors' lab's per-subject ``*.txt`` files, one prediction a
+  line: ``video<TAB>start<TAB>end<TAB>score`` with float, 1-based frames.
+
+Frames of CSV and text files are converted with ``frame_base`` (subtracted; defaults 0 for
+CSV, 1 for text files) after ``frame_rounding`` (``round``: nearest frame, halves up;
+``floor``) when a value is not a whole number. Errors are :class:`layout.DatasetError`
+naming the file, the line, the video and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+from typing import Mapping, Optional
+
+from absl import logging
+import numpy as np
+
+from pwes_jax import evaluation
+from pwes_jax import fileio
+from pwes_jax.data import duration
+from pwes_jax.data import layout
+
+FORMATS = ("auto", "json", "csv", "lab_txt")
+ROUNDINGS = ("round", "floor")
+DEFAULT_FRAME_BASE = {"json": 0, "csv": 0, "lab_txt": 1}
+CSV_COLUMNS = ("vid", "onset", "offset", "type", "subject", "score")  # what write_csv writes
+_ALIASES = {"vid": "vid", "video": "vid", "onset": "onset", "offset": "offset", "type": "type",
+            "subject": "subject", "score": "score"}
+_TYPES = {"me": "ME", "micro": "ME", "micro-expression": "ME", "mae": "MaE", "macro": "MaE",
+          "macro-expression": "MaE"}
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictionFile:
+  """Predictions read from one file or folder.
+
+  ``videos`` is ``{video: evaluation.VideoPredictions}`` (0-based inclusive frames);
+  ``labels`` ``{video: (ME/MaE, ...)}`` the submitter's types when the file has them;
+  ``subjects`` ``{video: subject}`` when the file names subjects.
+  """
+  path: str
+  format: str
+  videos: Mapping
+  labels: Optional[Mapping] = None
+  subjects: Optional[Mapping] = None
+
+
+def detect_format(path: str) -> str:
+  """``lab_txt`` for a folder (``json`` if it holds a run's ``predictions.json`` and no
+  ``.txt``), ``csv`` for ``*.csv``, else ``json``."""
+  if os.path.isdir(path):
+    names = os.listdir(path)
+    if "predictions.json" in names and not any(n.endswith(".txt") for n in names):
+      return "json"
+    return "lab_txt"
+  return "csv" if path.lower().endswith(".csv") else "json"
+
+
+def load(path: str, *, fmt: str = "auto", frame_base: Optional[int] = None,
+         frame_rounding: str = "round") -> PredictionFile:
+  """Reads and validates predictions in any supported format.
+
+  Args:
+    path: a JSON or CSV file, a folder of text files, or a run directory (its
+      ``predictions.json``).
+    fmt: the format, one of :data:`FORMATS`.
+    frame_base: the file's first frame number (default :data:`DEFAULT_FRAME_BASE`).
+    frame_rounding: ``round`` or ``floor`` for frames that are not whole numbers.
+
+  Raises:
+    layout.DatasetError: naming the file, line, video and field of the first bad entry.
+  """
+  if fmt not in FORMATS:
+    raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+  if frame_rounding not in ROUNDINGS:
+    raise ValueError(f"frame_rounding must be one of {ROUNDINGS}, got {frame_rounding!r}")
+  if not os.path.exists(path):
+    raise layout.error(path, None, None, "predictions file or folder missing")
+  fmt = detect_format(path) if fmt == "auto" else fmt
+  base = DEFAULT_FRAME_BASE[fmt] if frame_base is None else int(frame_base)
+  if fmt == "json":
+    if os.path.isdir(path):
+      path = os.path.join(path, "predictions.json")
+    if base != 0:
+      raise ValueError("JSON predictions are 0-based: --frame_base applies to CSV and text files")
+    return PredictionFile(path, "json", evaluation.load_predictions(path))
+  if fmt == "csv":
+    return read_csv(path, frame_base=base, frame_rounding=frame_rounding)
+  return read_lab_folder(path, frame_base=base, frame_rounding=frame_rounding)
+
+
+def _frame(text: str, where: tuple, field: str, base: int, rounding: str) -> int:
+  path, line, video = where
+  try:
+    value = float(text)
+  except ValueError:
+    raise layout.error(path, video, field, f"line {line}: not a number: {text!r}") from None
+  if not math.isfinite(value):
+    raise layout.error(path, video, field, f"line {line}: not finite: {text!r}")
+  frame = math.floor(value) if rounding == "floor" else math.floor(value + 0.5)
+  if frame - base < 0:
+    raise layout.error(path, video, field, f"line {line}: frame {text} is before the first "
+                       f"frame ({base}; see --frame_base)")
+  return frame - base
+
+
+def _score(text: str, where: tuple) -> float:
+  path, line, video = where
+  try:
+    value = float(text)
+  except ValueError:
+    raise layout.error(path, video, "score", f"line {line}: not a number: {text!r}") from None
+  if not math.isfinite(value):
+    raise layout.error(path, video, "score", f"line {line}: not finite: {text!r}")
+  return value
+
+
+class _Collector:
+  """Rows in file order, grouped by video."""
+
+  def __init__(self):
+    self.rows, self.labels, self.subjects = {}, {}, {}
+
+  def add(self, where, onset, offset, score, label=None, subject=None):
+    path, line, video = where
+    if onset > offset:
+      raise layout.error(path, video, "offset", f"line {line}: onset {onset} > offset {offset}")
+    self.rows.setdefault(video, []).append((onset, offset, score))
+    if label is not None:
+      self.labels.setdefault(video, []).append(label)
+    if subject is not None:
+      self.subjects.setdefault(video, subject)
+
+  def result(self, path, fmt, with_labels) -> PredictionFile:
+    videos = {v: evaluation.VideoPredictions(
+        np.asarray([r[0] for r in rows], np.int64), np.asarray([r[1] for r in rows], np.int64),
+        np.asarray([r[2] for r in rows], np.float64)) for v, rows in self.rows.items()}
+    labels = {v: tuple(x) for v, x in self.labels.items()} if with_labels else None
+    return PredictionFile(path, fmt, videos, labels, dict(self.subjects) or None)
+
+
+def _csv_columns(first: list, path: str) -> tuple:
+  """``(column -> index, has_header)`` from the first row."""
+  lowered = [c.strip().lower() for c in first]
+  if "onset" in lowered or "vid" in lowered or "video" in lowered:
+    cols = {}
+    for i, name in enumerate(lowered):
+      key = _ALIASES.get(name)
+      if key is None:
+        logging.warning("%s: column %r ignored", path, first[i])
+      elif key in cols:
+        raise layout.error(path, None, key, "line 1: column given twice")
+      else:
+        cols[key] = i
+    for need in ("vid", "onset", "offset"):
+      if need not in cols:
+        raise layout.error(path, None, need, f"line 1: header lacks the column (has {first})")
+    return cols, True
+  if not 3 <= len(first) <= 5:
+    raise layout.error(path, None, None, f"line 1: expected a header or the columns "
+                       f"vid,onset,offset[,type[,subject]], got {len(first)} cells")
+  return {k: i for i, k in enumerate(("vid", "onset", "offset", "type", "subject")[:len(first)])
+          }, False
+
+
+def read_csv(path: str, *, frame_base: int = 0, frame_rounding: str = "round") -> PredictionFile:
+  """Reads a MEGC CSV (see the module docstring)."""
+  if not os.path.isfile(path):
+    raise layout.error(path, None, None, "CSV file missing")
+  with open(path, newline="", encoding="utf-8-sig") as f:
+    rows = [(i + 1, r) for i, r in enumerate(csv.reader(f)) if any(c.strip() for c in r)]
+  if not rows:
+    raise layout.error(path, None, None, "empty file (expected vid,onset,offset,type rows)")
+  cols, header = _csv_columns(rows[0][1], path)
+  out = _Collector()
+  for line, r in rows[1:] if header else rows:
+    cells = [c.strip() for c in r]
+    if len(cells) < max(cols.values()) + 1:
+      raise layout.error(path, cells[0] if cells else None, None,
+                         f"line {line}: {len(cells)} cells, expected {max(cols.values()) + 1}")
+    video = cells[cols["vid"]]
+    where = (path, line, video)
+    if not video:
+      raise layout.error(path, None, "vid", f"line {line}: empty video name")
+    label = None
+    if "type" in cols:
+      label = _TYPES.get(cells[cols["type"]].lower())
+      if label is None:
+        raise layout.error(path, video, "type", f"line {line}: {cells[cols['type']]!r} is not "
+                           "me or mae")
+    out.add(where, _frame(cells[cols["onset"]], where, "onset", frame_base, frame_rounding),
+            _frame(cells[cols["offset"]], where, "offset", frame_base, frame_rounding),
+            _score(cells[cols["score"]], where) if "score" in cols else 1.0, label,
+            cells[cols["subject"]] if "subject" in cols else None)
+  if not out.rows:
+    raise layout.error(path, None, None, "holds no prediction rows")
+  return out.result(path, "csv", "type" in cols)
+
+
+def read_lab_folder(path: str, *, frame_base: int = 1,
+                    frame_rounding: str = "round") -> PredictionFile:
+  """Reads a folder of the authors' lab's ``*.txt`` files (see the module docstring)."""
+  if not os.path.isdir(path):
+    raise layout.error(path, None, None, "not a folder of .txt prediction files")
+  files = sorted(f for f in os.listdir(path) if f.endswith(".txt"))
+  if not files:
+    raise layout.error(path, None, None, "folder holds no .txt prediction file")
+  out, owner = _Collector(), {}
+  for name in files:
+    file = os.path.join(path, name)
+    with open(file, encoding="utf-8-sig") as f:
+      lines = f.read().splitlines()
+    for line, text in enumerate(lines, 1):
+      if not text.strip():
+        continue
+      cells = [c.strip() for c in (text.split("\t") if "\t" in text else text.split())]
+      video = cells[0]
+      if len(cells) != 4:
+        raise layout.error(file, video, None, f"line {line}: expected 4 fields "
+                           f"video<TAB>start<TAB>end<TAB>score, got {len(cells)}")
+      if line == 1 and cells[1].lower() in ("start", "onset"):
+        continue  # a header
+      if owner.setdefault(video, file) != file:
+        raise layout.error(file, video, "video", f"line {line}: the video is also listed in "
+                           f"{owner[video]}")
+      where = (file, line, video)
+      out.add(where, _frame(cells[1], where, "start", frame_base, frame_rounding),
+              _frame(cells[2], where, "end", frame_base, frame_rounding),
+              _score(cells[3], where))
+  if not out.rows:
+    raise layout.error(path, None, None, "the .txt files hold no prediction")
+  return out.result(path, "lab_txt", False)
+
+
+def submitted_type_report(pf: PredictionFile, fps: float,
+                          me_seconds: float = duration.ME_MAX_SECONDS) -> Optional[dict]:
+  """The submitter's ``type`` labels against the duration rule (``None`` without labels)."""
+  if not pf.labels:
+    return None
+  n = {"ME": 0, "MaE": 0}
+  agree = 0
+  for video, labels in pf.labels.items():
+    p = pf.videos[video]
+    me = duration.is_me(p.onset, p.offset, fps, me_seconds)
+    for label, is_me in zip(labels, me.tolist()):
+      n[label] += 1
+      agree += (label == "ME") == is_me
+  total = n["ME"] + n["MaE"]
+  return {"ME": n["ME"], "MaE": n["MaE"], "agree_with_duration_rule": agree,
+          "differ_from_duration_rule": total - agree,
+          "note": "the submitter's labels; the scores class every prediction by its duration"}
+
+
+def subject_mismatches(pf: PredictionFile, subjects: Mapping) -> list:
+  """Videos whose ``subject`` in the file differs from the dataset's (warned)."""
+  bad = sorted(v for v, s in (pf.subjects or {}).items()
+               if v in subjects and str(s) != str(subjects[v]))
+  if bad:
+    logging.warning("%s: %d video(s) name a subject other than the dataset's (e.g. %s: %r vs "
+                    "%r); the dataset's is used", pf.path, len(bad), bad[0],
+                    pf.subjects[bad[0]], subjects[bad[0]])
+  return bad
+
+
+def write_csv(path: str, predictions: Mapping, ground_truth: "evaluation.GroundTruth", *,
+              frame_base: int = 0, me_seconds: float = duration.ME_MAX_SECONDS) -> int:
+  """Writes predictions as MEGC CSV (``vid,onset,offset,type,subject,score``); returns rows.
+
+  ``type`` is ``me``/``mae`` by the duration rule; frames are written as
+  ``frame + frame_base``; videos in the dataset's order (others after, subject empty),
+  predictions in their given order.
+  """
+  parsed = evaluation.parse_predictions(predictions, path) if predictions and not all(
+      isinstance(v, evaluation.VideoPredictions) for v in predictions.values()) else predictions
+  order = [v for v in ground_truth.videos if v in parsed] + sorted(
+      v for v in parsed if v not in ground_truth.num_frames)
+  n = 0
+  with fileio.atomic_open(os.path.abspath(path), newline="") as f:
+    w = csv.writer(f)
+    w.writerow(CSV_COLUMNS)
+    for video in order:
+      p = parsed[video]
+      me = duration.is_me(p.onset, p.offset, ground_truth.fps, me_seconds)
+      for on, off, score, is_me in zip(p.onset.tolist(), p.offset.tolist(), p.score.tolist(),
+                                       me.tolist()):
+        w.writerow([video, on + frame_base, off + frame_base, "me" if is_me else "mae",
+                    ground_truth.subjects.get(video, ""), repr(float(score))])
+        n += 1
+  return n
+
+
+def select(predictions: Mapping, protocol: str, threshold: Optional[float], *,
+           max_per_video: int = evaluation.MAX_PER_VIDEO) -> dict:
+  """The predictions a protocol counts at ``threshold`` (``score >= threshold``; for ``paper``
+  ``score > threshold`` and at most ``max_per_video`` per video, the cap applying also without
+  a threshold), each video's in their given order; ``threshold=None`` keeps every score."""
+  out = {}
+  for video, p in predictions.items():
+    keep = np.ones(p.score.size, bool)
+    if threshold is not None:
+      keep = p.score > threshold if protocol == "paper" else p.score >= threshold
+    if protocol == "paper":
+      order = np.lexsort((np.arange(p.score.size), -p.score))
+      top = np.zeros(p.score.size, bool)
+      top[order[:int(max_per_video)]] = True
+      keep &= top
+    out[video] = evaluation.VideoPredictions(p.onset[keep], p.offset[keep], p.score[keep])
+  return out

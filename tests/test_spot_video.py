@@ -1,0 +1,136 @@
+"""``launch.spot --video``: a raw video -> features (the run's extraction settings) -> proposals.
+
+The run is a tiny synthetic one trained on 1024-d features (I3D's width); the video's features
+come from the real I3D with random weights at 32 x 32 (the ``tiny`` extraction config), so the
+test checks the plumbing -- same settings, same features, same proposals as extracting with
+``launch.extract_features`` and spotting the feature file -- not the weights.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import jax
+import numpy as np
+import pytest
+
+from pwes_jax import run_dir
+from pwes_jax import spotting
+from pwes_jax.extraction import extract
+from pwes_jax.extraction import from_video
+from pwes_jax.extraction import video as video_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def run_1024(tmp_path_factory):
+  """A tiny trained run (fold 0, 6 steps) whose model takes 1024-d features."""
+  from configs import synthetic  # pylint: disable=g-import-not-at-top
+  from pwes_jax import train  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp("run_1024"))
+  config = synthetic.get_config("tiny")
+  config.data.synthetic_feature_dim = 1024
+  config.optim.steps = 6
+  config.loso.folds = "0"
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def _clip(path, num_frames=41, fps=30):
+  """A textured patch drifting and brightening over a grey background, written as MJPG."""
+  rng = np.random.default_rng(0)
+  tex = cv2.GaussianBlur((rng.random((200, 200)) * 255).astype(np.uint8), (0, 0), 2)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), fps, (96, 96))
+  for k in range(num_frames):
+    frame = np.full((96, 96), 90, np.uint8)
+    frame[20:76, 20:76] = np.clip(tex[k:k + 56, 2 * k % 100:2 * k % 100 + 56] + 2 * k, 0, 255)
+    writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+  writer.release()
+  return path
+
+
+def _assert_same_proposals(got, want):
+  assert [(p["onset"], p["offset"], p["type"]) for p in got] == [
+      (p["onset"], p["offset"], p["type"]) for p in want]
+  np.testing.assert_allclose([p["score"] for p in got], [p["score"] for p in want],
+                             rtol=1e-4, atol=1e-6)
+  for p, q in zip(got, want):
+    assert (p["onset_seconds"], p["offset_seconds"]) == (q["onset_seconds"], q["offset_seconds"])
+
+
+def _cli(module, *args):
+  """Runs a launcher; its XLA compilations go to the tests' persistent cache (conftest.py), so
+  the same I3D programs compiled by an earlier launcher are not compiled again."""
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=600, check=False, env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def test_spot_video_equals_extract_features_then_spot(run_1024, tmp_path):
+  video = _clip(str(tmp_path / "videos" / "s01" / "clip.avi"))
+  dataset = str(tmp_path / "extracted")
+  _cli("launch.extract_features", "--config=configs/extraction.py:tiny",
+       f"--videos_dir={tmp_path / 'videos'}", f"--output_dir={dataset}", "--snippet_length=8",
+       # The I3D batch of launch.spot (a run setting, not recorded): the same compiled programs.
+       "--config.i3d.batch_snippets=16")
+  want = spotting.spot(run_1024, os.path.join(dataset, "features"), fold=0)["videos"]
+  assert list(want) == ["s01_clip"] and want["s01_clip"]
+
+  # The run's recorded settings: a copy of the run whose dataset is the extracted one.
+  run_copy = str(tmp_path / "run_copy")
+  shutil.copytree(run_1024, run_copy)
+  with open(os.path.join(run_copy, "config.json")) as f:
+    config = json.load(f)
+  config["data"]["dataset_dir"] = dataset
+  with open(os.path.join(run_copy, "config.json"), "w") as f:
+    json.dump(config, f)
+  out = tmp_path / "spots.json"
+  proc = _cli("launch.spot", f"--workdir={run_copy}", f"--video={video}", f"--output={out}",
+              "--fold=0", f"--features_dir={tmp_path / 'kept'}")
+  for stage in ("[1/3] extraction settings of the run's dataset", "[2/3] extracting features",
+                "[3/3] spotting"):
+    assert stage in proc.stderr
+  got = json.loads(out.read_text())
+  _assert_same_proposals(got["videos"]["clip"], want["s01_clip"])
+  with np.load(tmp_path / "kept" / "clip.npz") as a, \
+       np.load(os.path.join(dataset, "features", "s01_clip.npz")) as b:
+    assert a["rgb"].shape == b["rgb"].shape == (5, 1024)
+    np.testing.assert_array_equal(a["rgb"], b["rgb"])
+    np.testing.assert_array_equal(a["flow"], b["flow"])
+  assert got["video"] == video and got["fps"] == 30.0 and got["snippet_length"] == 8
+
+
+def test_given_extraction_settings_replace_the_runs(run_1024, tmp_path):
+  """The synthetic run has no recorded settings: --extraction_config supplies them."""
+  video = _clip(str(tmp_path / "clip.avi"))
+  with pytest.raises(extract.ExtractionError, match="no 'extraction' settings"):
+    from_video.run_settings(run_dir.dataset_root(run_dir.load_config(run_1024), run_1024))
+  out = tmp_path / "spots.json"
+  proc = _cli("launch.spot", f"--workdir={run_1024}", f"--video={video}", f"--output={out}",
+              "--fold=0", "--extraction_config=configs/extraction.py:tiny",
+              "--extraction_config.snippet.length=8", "--extraction_config.i3d.batch_snippets=16")
+  assert "[1/3] extraction settings from --extraction_config" in proc.stderr
+  got = json.loads(out.read_text())
+  assert set(got["videos"]) == {"clip"} and got["source"] is None
+
+
+def test_recorded_settings_round_trip():
+  config = extract.ExtractionConfig(
+      frames=video_lib.FrameConfig(resize=112, fps=25.0), snippet_length=16, snippet_stride=8,
+      rgb_weights="w/rgb.npz", flow_weights="w/flow.npz", dtype="bfloat16")
+  config = extract.dataclasses.replace(
+      config, face=extract.face_lib.FaceConfig(mode="detect", margin=0.3))
+  recorded = json.loads(json.dumps(config.recorded()))
+  back = extract.from_recorded(recorded, rgb_weights="w/rgb.npz", flow_weights="w/flow.npz")
+  assert back == config
+  with pytest.raises(extract.ExtractionError, match="missing or bad field.*frames"):
+    extract.from_recorded({k: v for k, v in recorded.items() if k != "frames"})
