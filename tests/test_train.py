@@ -236,3 +236,22 @@ def test_launcher_reports_a_missing_dataset_without_a_traceback(tmp_path):
   assert proc.returncode != 0
   assert "Traceback" not in proc.stderr
   assert "dataset.json" in proc.stderr and "missing" in proc.stderr
+
+
+def test_programs_are_reused_explicitly_and_refused_for_another_config(tmp_path, data_cache):
+  c = tiny_config(**{"loso.folds": "0"})
+  c.data.cache_dir = data_cache
+  programs = trainer.build_programs(c)
+  train.train_and_evaluate(c, str(tmp_path / "a"), programs=programs)
+  compiled = programs.train_step._cache_size()  # pylint: disable=protected-access
+  assert compiled >= 1
+  # Another seed and other point labels: the traced step is the same, nothing recompiles.
+  c2 = tiny_config(**{"loso.folds": "1", "data.point_mode": "apex"})
+  c2.seed = 3
+  c2.data.cache_dir = data_cache
+  train.train_and_evaluate(c2, str(tmp_path / "b"), programs=programs)
+  assert programs.train_step._cache_size() == compiled  # pylint: disable=protected-access
+  c3 = tiny_config(**{"loso.folds": "1", "mplg.theta": 0.5})
+  c3.data.cache_dir = data_cache
+  with pytest.raises(ValueError, match="Programs were built for a config"):
+    train.train_and_evaluate(c3, str(tmp_path / "c"), programs=programs)
