@@ -141,16 +141,25 @@ def subset(m: Matched, keep_pred: np.ndarray, keep_gt: np.ndarray) -> Matched:
 
 
 def _at_or_above(scores: np.ndarray, cuts: np.ndarray) -> np.ndarray:
-  """How many of ``scores`` are ``>= cut``, for every cut."""
-  s = np.sort(scores)
+  """How many of ``scores`` are ``>= cut``, for every cut (``-inf`` included).
+
+  ``NaN`` stands for "nothing": it is never counted, whatever the cut, as ``NaN >= cut`` is
+  false for every cut in IEEE arithmetic (it is dropped explicitly, since ``np.sort`` puts it
+  last and ``searchsorted`` would otherwise count it as the largest value).
+  """
+  s = np.sort(scores[~np.isnan(scores)])
   return (s.size - np.searchsorted(s, cuts, "left")).astype(np.int64)
 
 
 def _best_pair_score(m: Matched, q: np.ndarray) -> np.ndarray:
-  """``[M]`` the highest score among each ground truth's pairs selected by ``q`` (-inf: none)."""
+  """``[M]`` the highest score among each ground truth's pairs selected by ``q``; ``NaN`` for a
+  ground truth without such a pair, so that no cut (not even ``-inf``, "count every
+  prediction") can make it a hit (:func:`_at_or_above`)."""
   best = np.full(m.g_on.size, -np.inf)
   np.maximum.at(best, m.q_gt[q], m.p_score[m.q_pred[q]])
-  return best
+  found = np.zeros(m.g_on.size, bool)
+  found[m.q_gt[q]] = True
+  return np.where(found, best, np.nan)
 
 
 def _const(n: int, cuts: np.ndarray) -> np.ndarray:
@@ -175,7 +184,7 @@ def count_megc(m: Matched, cuts: np.ndarray, s: Settings) -> dict:
   out = {}
   for row, (pm, gm) in _type_rows(m, s).items():
     q = pm[m.q_pred] & gm[m.q_gt]
-    tp = _at_or_above(_best_pair_score(m, q), cuts)  # -inf never passes a finite cut
+    tp = _at_or_above(_best_pair_score(m, q), cuts)  # NaN (no pair) never passes any cut
     out[row] = (tp, _at_or_above(m.p_score[pm], cuts), _const(gm.sum(), cuts))
   return out
 

@@ -328,3 +328,65 @@ def test_default_honest_point_can_be_the_training_subjects():
   assert res["honest"] is res["honest_train_subjects"]
   with pytest.raises(ValueError, match="default must be one of"):
     evaluation.honest_operating_point(train, test, gt, default="tuned")
+
+
+# ----------------------------------------------------------------------------------------------
+# "Count every prediction" (cut -inf) never counts an unmatched ground truth.
+
+
+def _every_prediction(preds, gt, protocol, videos=None):
+  """:func:`evaluate` with every prediction counted (a threshold below the lowest score)."""
+  scores = [p["score"] for ps in preds.values() for p in ps]
+  return evaluation.evaluate(preds, gt, protocol=protocol, videos=videos,
+                             threshold=min(scores, default=0.0) - 1.0)
+
+
+def _point_counts(point):
+  return {r: (x["tp"], x["n_pred"], x["n_gt"]) for r, x in point["rows"].items()}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_cut_minus_infinity_never_admits_an_unmatched_ground_truth(protocol):
+  gt = make_gt(30.0, {"s01_v01": [(100, 119, "MaE"), (300, 305, "ME")]})
+  m = evaluation._match(evaluation.parse_predictions(preds_of({"s01_v01": [(0, 3, 0.9)]})), gt,
+                        gt.videos, "<test>", 0.5)
+  got = protocols.counts(protocol, m, [-np.inf, 0.0], protocols.Settings())
+  for row, (tp, _, _) in got.items():
+    assert tp.tolist() == [0, 0], row
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_honest_point_without_anything_to_choose_on_counts_like_evaluate(protocol):
+  # The reviewer's repro: one prediction at frames 0..3, a ground truth it does not match.
+  gt = make_gt(30.0, {"s01_v01": [(100, 119, "MaE")]})
+  test = {"0": preds_of({"s01_v01": [(0, 3, 0.9)]})}
+  res = evaluation.honest_operating_point({"0": {}}, test, gt, protocol=protocol)
+  want = _point_counts(_every_prediction(test["0"], gt, protocol))
+  assert want["overall"] == (0, 1, 1)
+  for point in ("honest_cross_fold", "honest_train_subjects"):
+    assert _point_counts(res[point]) == want, point
+    assert res[point]["rows"]["overall"]["precision"] == 0.0
+    assert res[point]["per_fold"]["0"]["threshold"] is None
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("seed", range(8), ids=[f"seed{s}" for s in range(8)])
+def test_single_fold_and_no_other_predictions_count_every_prediction(protocol, seed):
+  fps, gt_items, pred_items = random_case(seed)
+  gt = make_gt(fps, gt_items)
+  everything = preds_of({v: pred_items.get(v, []) for v in gt_items})
+  # One fold, no training predictions: neither honest point has anything to choose on.
+  res = evaluation.honest_operating_point({"0": {}}, {"0": everything}, gt, protocol=protocol)
+  want = _point_counts(_every_prediction(everything, gt, protocol))
+  assert _point_counts(res["honest_cross_fold"]) == want
+  assert _point_counts(res["honest_train_subjects"]) == want
+  # Several folds, only one with predictions: that fold's other folds predict nothing.
+  subjects = sorted({v.split("_")[0] for v in gt_items})
+  test = {s: {v: (ps if s == subjects[0] else [])
+              for v, ps in everything.items() if v.startswith(s + "_")} for s in subjects}
+  res = evaluation.honest_operating_point({s: {} for s in subjects}, test, gt,
+                                          protocol=protocol)
+  first = test[subjects[0]]
+  assert res["honest_cross_fold"]["per_fold"][subjects[0]]["threshold"] is None
+  assert _point_counts(res["honest_cross_fold"]["per_fold"][subjects[0]]) == _point_counts(
+      _every_prediction(first, gt, protocol, videos=list(first)))
