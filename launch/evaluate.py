@@ -40,7 +40,8 @@ _PROTOCOL = flags.DEFINE_enum(
     "protocol", "megc", list(evaluation.PROTOCOLS),
     "megc: a ground truth is found by any prediction of its row; strict: one-to-one greedy "
     "matching; paper: the PWES authors' scorer (score > k, at most --max_per_video per video); "
-    "strs: MEGC 2023-2025 STRS spotting (every matching pair a TP).")
+    "strs: MEGC 2023-2025 STRS spotting (predictions in file order take not-yet-taken "
+    "ground truths; a prediction covering two gives 2 TPs).")
 _THRESHOLD = flags.DEFINE_float("threshold", None, "Count only predictions with score >= this "
                                 "(> for --protocol=paper); default: try every score (tuned on "
                                 "the test predictions).")

@@ -30,7 +30,11 @@ HAND = [
      dict(megc=(2, 1, 2), strict=(1, 1, 2), paper=(2, 1, 2), strs=(2, 2, 2))),
     ("duplicate_predictions", 30.0,
      {"a_1": [(10, 29, "MaE")]}, {"a_1": [(10, 29, 0.8), (10, 29, 0.8)]}, "overall",
-     dict(megc=(1, 2, 1), strict=(1, 2, 1), paper=(1, 2, 1), strs=(2, 2, 2))),
+     dict(megc=(1, 2, 1), strict=(1, 2, 1), paper=(1, 2, 1), strs=(1, 2, 1))),
+    # STRS: the first copy takes the ground truth; the later copies find it taken: FPs.
+    ("three_copies_of_one_correct_prediction_over_two_ground_truths", 30.0,
+     {"a_1": [(0, 9, "ME"), (100, 129, "MaE")]}, {"a_1": [(0, 9, 0.9)] * 3}, "overall",
+     dict(megc=(1, 3, 2), strict=(1, 3, 2), paper=(1, 3, 2), strs=(1, 3, 2))),
     # 0 .. 15 lasts 15 frames (16 inclusive): an ME at 30 fps by the field's rule.
     ("16_frame_me_at_30fps_is_an_me", 30.0,
      {"a_1": [(0, 15, "ME")]}, {"a_1": [(0, 15, 1.0)]}, "me",
@@ -87,6 +91,25 @@ def test_strs_precision_and_recall_count_pairs():
   assert res["rows"]["overall"] == dict(tp=2, n_pred=3, n_gt=3, recall=2 / 3,
                                         precision=2 / 3, f1=pytest.approx(2 / 3))
   assert res["strs_scored_videos"] == 1
+
+
+def test_strs_each_ground_truth_counts_once_and_file_order_decides_the_fp():
+  # Three copies of one correct prediction over 2 ground truths: TP 1, FP 2, FN 1, F1 0.40.
+  gts = {"a_1": [(0, 9, "ME"), (100, 129, "MaE")]}
+  res = at_zero(gts, {"a_1": [(0, 9, 0.9)] * 3}, "strs")
+  assert res["rows"]["overall"] == dict(tp=1, n_pred=3, n_gt=2, recall=0.5, precision=1 / 3,
+                                        f1=pytest.approx(0.40))
+  # A wide prediction takes both ground truths first; the exact one after it is then an FP.
+  gts = {"a_1": [(0, 9, "ME"), (5, 14, "ME")]}
+  wide, exact = (0, 14, 0.9), (0, 9, 0.9)  # IoU 2/3 with both; 1 and 1/3
+  assert counts(at_zero(gts, {"a_1": [wide, exact]}, "strs")) == (2, 3, 2)
+  # The other order: the exact one takes its ground truth, the wide one the remaining one.
+  assert counts(at_zero(gts, {"a_1": [exact, wide]}, "strs")) == (2, 2, 2)
+  # Below a cut the earlier prediction no longer counts, so the later one takes over.
+  got = evaluation.evaluate(preds_of({"a_1": [(0, 9, 0.5), (0, 9, 0.9)]}),
+                            make_gt(30.0, {"a_1": [(0, 9, "ME")]}), protocol="strs",
+                            threshold=0.7)
+  assert counts(got) == (1, 1, 1)
 
 
 def _capped_case(n, scores):
@@ -173,7 +196,8 @@ def _bf_in_row(row, p=None, g=None, fps=30.0):
 
 
 def bf_strs(pred_items, gt_items, fps, th):
-  """STRS spotting at ``score >= th``."""
+  """STRS spotting at ``score >= th``, walked as genbing99/STRS-Metric ``evaluate_spotting``
+  does: predictions in file order, each taking every not-yet-taken ground truth it matches."""
   with_preds = {v.split("_")[0] for v, ps in pred_items.items() if ps}
   rows = {}
   for row in evaluation.ROWS:
@@ -183,11 +207,16 @@ def bf_strs(pred_items, gt_items, fps, th):
         continue
       ps = [p for p in pred_items.get(video, []) if p[2] >= th and _bf_in_row(row, p=p, fps=fps)]
       gs = [g for g in gts if _bf_in_row(row, g=g)]
+      taken = set()
       for p in ps:
-        m = sum(bf_iou(p[0], p[1], g[0], g[1]) >= HALF for g in gs)
-        tp += m
-        fp += m == 0
-      fn += sum(all(bf_iou(p[0], p[1], g[0], g[1]) < HALF for p in ps) for g in gs)
+        took = False
+        for j, g in enumerate(gs):
+          if bf_iou(p[0], p[1], g[0], g[1]) >= HALF and j not in taken:
+            taken.add(j)
+            tp += 1
+            took = True
+        fp += not took
+      fn += len(gs) - len(taken)
     rows[row] = (tp, tp + fp, tp + fn, _frac_f1(tp, tp + fp, tp + fn))
   return rows
 
@@ -390,3 +419,14 @@ def test_single_fold_and_no_other_predictions_count_every_prediction(protocol, s
   assert res["honest_cross_fold"]["per_fold"][subjects[0]]["threshold"] is None
   assert _point_counts(res["honest_cross_fold"]["per_fold"][subjects[0]]) == _point_counts(
       _every_prediction(first, gt, protocol, videos=list(first)))
+
+
+def test_strs_matches_the_file_order_walk_on_many_random_cases():
+  for seed in range(100, 400):
+    fps, gt_items, pred_items = random_case(seed)
+    gt, preds = make_gt(fps, gt_items), preds_of(pred_items)
+    for th in sorted({p[2] for ps in pred_items.values() for p in ps}) + [-1.0]:
+      got = evaluation.evaluate(preds, gt, protocol="strs", threshold=th)
+      want = bf_strs(pred_items, gt_items, fps, th)
+      for row in evaluation.ROWS:
+        assert counts(got, row) == want[row][:3], (seed, th, row)
