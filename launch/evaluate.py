@@ -5,18 +5,19 @@ Usage::
   python -m launch.evaluate --dataset_dir=data/casme2 --predictions=preds.json \
       --output=metrics.json [--protocol=megc|strict|paper|strs] [--threshold=X] \
       [--predictions_format=auto|json|csv|lab_txt] [--frame_base=N] \
-      [--frame_rounding=round|floor] [--export_csv=preds.csv]
+      [--frame_rounding=half_up|floor] [--export_csv=preds.csv]
 
 ``--predictions`` is our JSON (``{"videos": {"<video>": [{"onset", "offset", "score"}]}}``,
 0-based inclusive frames), a run directory (its ``predictions.json``), a MEGC CSV
 (``vid,onset,offset,type[,subject][,score]``) or a folder of the PWES authors' per-subject
-text files (``video<TAB>start<TAB>end<TAB>score``, float 1-based frames); the format is
-detected from the name unless given. Only ``dataset.json``, ``videos.csv`` and
-``annotations.csv`` are read. Without ``--threshold`` every distinct score is tried and the
-reported numbers are tuned on these very predictions (as in the paper; the output's
-``warning`` says so). ``--export_csv`` writes the predictions (those counted at
-``--threshold`` when given) as MEGC CSV. The rules are in docs/evaluation.md. The metrics are
-written to ``--output`` as JSON and summarised on stdout.
+text files (``video<TAB>start<TAB>end<TAB>score``, float 1-based frames, floored as their
+scorer does) or one such file; the format is detected from the name unless given. Only
+``dataset.json``, ``videos.csv`` and ``annotations.csv`` are read. Without ``--threshold``
+every distinct score is tried and the reported numbers are tuned on these very predictions (as
+in the paper; the output's ``warning`` says so). ``--export_csv`` writes the predictions
+(those counted at ``--threshold`` when given; ``paper`` also keeps at most ``--max_per_video``
+per video, with or without a threshold) as MEGC CSV and says which. The rules are in
+docs/evaluation.md. The metrics are written to ``--output`` as JSON and summarised on stdout.
 """
 
 import json
@@ -40,17 +41,21 @@ _PROTOCOL = flags.DEFINE_enum(
     "protocol", "megc", list(evaluation.PROTOCOLS),
     "megc: a ground truth is found by any prediction of its row; strict: one-to-one greedy "
     "matching; paper: the PWES authors' scorer (score > k, at most --max_per_video per video); "
-    "strs: MEGC 2023-2025 STRS spotting (every matching pair a TP).")
+    "strs: MEGC 2023-2025 STRS spotting (predictions in file order take not-yet-taken "
+    "ground truths; a prediction covering two gives 2 TPs).")
 _THRESHOLD = flags.DEFINE_float("threshold", None, "Count only predictions with score >= this "
                                 "(> for --protocol=paper); default: try every score (tuned on "
                                 "the test predictions).")
 _FORMAT = flags.DEFINE_enum("predictions_format", "auto", list(prediction_files.FORMATS),
-                            "auto: a folder is lab_txt (or a run's predictions.json), *.csv is "
-                            "csv, anything else json.")
+                            "auto: a folder or *.txt is lab_txt (a folder with a run's "
+                            "predictions.json: json), *.csv is csv, anything else json.")
 _FRAME_BASE = flags.DEFINE_integer("frame_base", None, "First frame number in CSV/text files "
-                                   "(default 0 for csv, 1 for lab_txt).")
-_ROUNDING = flags.DEFINE_enum("frame_rounding", "round", list(prediction_files.ROUNDINGS),
-                              "How fractional frames of CSV/text files become frames.")
+                                   "(default 0 for csv, 1 for lab_txt).", lower_bound=0)
+_ROUNDING = flags.DEFINE_enum(
+    "frame_rounding", None,
+    list(prediction_files.ROUNDINGS) + list(prediction_files.ROUNDING_ALIASES),
+    "How fractional frames of CSV/text files become frames: half_up (also 'round') or floor "
+    "(default: floor for lab_txt, as the authors' scorer truncates; half_up for csv).")
 _EXPORT = flags.DEFINE_string("export_csv", None, "Also write the predictions as MEGC CSV.")
 _EXPORT_BASE = flags.DEFINE_integer("export_frame_base", 0, "First frame number written by "
                                     "--export_csv.")
@@ -94,9 +99,12 @@ def evaluate(dataset_dir: str, predictions: str, **kwargs) -> tuple:
   gt = evaluation.load_ground_truth(dataset_dir)
   pf = prediction_files.load(predictions, fmt=_FORMAT.value, frame_base=_FRAME_BASE.value,
                              frame_rounding=_ROUNDING.value)
+  prediction_files.check_within(pf, gt)  # names the file's line, before any other warning
   result = evaluation.evaluate(pf.videos, gt, source=pf.path, **kwargs)
   result.update(dataset_dir=os.path.abspath(dataset_dir), predictions=os.path.abspath(pf.path),
                 predictions_format=pf.format)
+  if pf.format != "json":
+    result.update(clipped_onsets=pf.clipped_onsets, frame_base=pf.frame_base)
   submitted = prediction_files.submitted_type_report(pf, gt.fps, kwargs["me_seconds"])
   if submitted:
     result["submitted_types"] = submitted
@@ -104,6 +112,22 @@ def evaluate(dataset_dir: str, predictions: str, **kwargs) -> tuple:
   if mismatched:
     result["subject_mismatches"] = dict(videos=len(mismatched), examples=mismatched[:5])
   return result, pf, gt
+
+
+def export_description(everything, chosen, protocol: str, threshold) -> str:
+  """What ``--export_csv`` wrote, in words that match what :func:`prediction_files.select`
+  kept (``paper``'s per-video cap applies with and without a threshold)."""
+  total = sum(p.score.size for p in everything.values())
+  kept = sum(p.score.size for p in chosen.values())
+  if threshold is None:
+    if protocol == "paper":
+      return (f"every prediction within the per-video cap of {_MAX_PER_VIDEO.value} (--protocol"
+              f"=paper; {total - kept} of {total} over the cap left out)")
+    return f"every prediction ({total})"
+  rule = ">" if protocol == "paper" else ">="
+  cap = (f", at most {_MAX_PER_VIDEO.value} per video" if protocol == "paper" else "")
+  return (f"the predictions counted by --protocol={protocol} at score {rule} {threshold:g}"
+          f"{cap} ({kept} of {total})")
 
 
 def main(argv):
@@ -137,8 +161,9 @@ def main(argv):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     n = prediction_files.write_csv(path, chosen, gt, frame_base=_EXPORT_BASE.value,
                                    me_seconds=_ME_SECONDS.value)
-    which = "every prediction" if threshold is None else f"predictions counted at {threshold:g}"
-    print(f"{n} rows ({which}) written to {path} as MEGC CSV", file=sys.stderr)
+    print(f"{n} rows written to {path} as MEGC CSV: "
+          f"{export_description(pf.videos, chosen, _PROTOCOL.value, threshold)}",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -197,11 +197,17 @@ def parse_predictions(predictions: Mapping, source: str = "<predictions>") -> di
 
 
 def load_predictions(path: str) -> dict:
-  """Reads and validates a predictions file ``{"videos": {"<video>": [...]}}``."""
+  """Reads and validates a predictions file ``{"videos": {"<video>": [...]}}`` (UTF-8 JSON)."""
   if not os.path.isfile(path):
     raise layout.error(path, None, None, "predictions file missing")
-  with open(path) as f:
-    text = f.read()
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    text = data.decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    line = data.count(b"\n", 0, e.start) + 1
+    raise layout.error(path, None, None, f"line {line}: not UTF-8 text (byte "
+                       f"0x{data[e.start]:02x}); JSON files are UTF-8") from None
   if not text.strip():
     raise layout.error(path, None, None, 'empty file (expected {"videos": {...}})')
   try:
@@ -221,11 +227,8 @@ def load_predictions(path: str) -> dict:
 # Matching and counting (the rules live in pwes_jax.protocols).
 
 
-def _match(preds: dict, gt: GroundTruth, videos: Sequence[str], source: str,
-           iou_threshold: float) -> protocols.Matched:
-  """The evaluated videos' predictions and ground truths, and their matching pairs."""
-  empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
-  per_pred, per_gt, subject_index = [], [], {}
+def _check_within(preds: dict, gt: GroundTruth, videos: Sequence[str], source: str) -> None:
+  """Every evaluated video's predictions end before ``num_frames`` (else an error)."""
   for name in videos:
     p = preds.get(name)
     if p is not None and p.onset.size and p.offset.max() >= gt.num_frames[name]:
@@ -233,6 +236,16 @@ def _match(preds: dict, gt: GroundTruth, videos: Sequence[str], source: str,
       i = int(np.argmax(p.offset >= n_frames))
       raise layout.error(source, name, "offset", f"prediction {i}: {int(p.offset[i])} is past "
                          f"the video's end (num_frames {n_frames}; frames are 0-based)")
+
+
+def _match(preds: dict, gt: GroundTruth, videos: Sequence[str], source: str,
+           iou_threshold: float) -> protocols.Matched:
+  """The evaluated videos' predictions and ground truths, and their matching pairs."""
+  _check_within(preds, gt, videos, source)
+  empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
+  per_pred, per_gt, subject_index = [], [], {}
+  for name in videos:
+    p = preds.get(name)
     per_pred.append(empty if p is None else (p.onset, p.offset, p.score))
     anns = gt.annotations[name]
     per_gt.append(([a.onset for a in anns], [a.offset for a in anns],
@@ -389,6 +402,7 @@ def evaluate(predictions: Mapping, ground_truth: GroundTruth, *, protocol: str =
     if bad:
       raise layout.error(ground_truth.source, bad[0], "video",
                          f"asked to evaluate {len(bad)} video(s) not in the dataset")
+  _check_within(preds, ground_truth, videos, source)  # before any warning about the rest
   missing = [v for v in videos if v not in preds]
   if missing:
     logging.warning("%s: %d of %d evaluated video(s) have no entry in the predictions; they "

@@ -8,19 +8,29 @@ r"""Prediction files in the field's formats: our JSON, MEGC CSV, the PWES author
   also ``micro``/``macro``, any case) is the submitter's label: it is validated and reported
   (:func:`submitted_type_report`) but the evaluator classes a prediction by its duration. A
   row without ``score`` scores 1 (every row counts at any threshold below 1).
-* ``lab_txt``: a folder of the authors' lab's per-subject ``*.txt`` files, one prediction a
-  line: ``video<TAB>start<TAB>end<TAB>score`` with float, 1-based frames.
+  A row with more cells than the header (or than the first row, without a header) is an error
+  when an extra cell holds anything (the columns can no longer be trusted); empty extra cells
+  (trailing commas) are ignored, with a warning and a count.
+* ``lab_txt``: a folder of the authors' lab's per-subject ``*.txt`` files (or one such file),
+  one prediction a line: ``video<TAB>start<TAB>end<TAB>score`` with float, 1-based frames.
 
-Frames of CSV and text files are converted with ``frame_base`` (subtracted; defaults 0 for
-CSV, 1 for text files) after ``frame_rounding`` (``round``: nearest frame, halves up;
-``floor``) when a value is not a whole number. Errors are :class:`layout.DatasetError`
-naming the file, the line, the video and the field.
+Frames of CSV and text files are converted with ``frame_rounding`` when a value is not a whole
+number (``half_up``, also spelt ``round``: nearest frame, halves up; ``floor``: down, which is
+what the authors' scorer does with ``astype(float).astype(np.int64)`` for the non-negative
+frames it reads), then ``frame_base`` (the file's first frame number, ``>= 0``) is subtracted.
+Defaults: :data:`DEFAULT_FRAME_BASE` (0 CSV, 1 text) and :data:`DEFAULT_FRAME_ROUNDING`
+(``half_up`` CSV, ``floor`` text); the names are those of the dataset importer
+(:mod:`pwes_jax.data.conventions`). An onset before the first frame (the STRS repository's own
+``data/pred.csv`` has ``-3``) is clipped to the first frame, with a warning and a count
+(``clipped_onsets``); an offset before it is an error. Files must be UTF-8 text. Errors are
+:class:`layout.DatasetError` naming the file, the line, the video and the field.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 import os
 from typing import Mapping, Optional
@@ -34,8 +44,10 @@ from pwes_jax.data import duration
 from pwes_jax.data import layout
 
 FORMATS = ("auto", "json", "csv", "lab_txt")
-ROUNDINGS = ("round", "floor")
+ROUNDINGS = ("half_up", "floor")  # as pwes_jax.data.conventions.FRAME_ROUNDINGS
+ROUNDING_ALIASES = {"round": "half_up"}
 DEFAULT_FRAME_BASE = {"json": 0, "csv": 0, "lab_txt": 1}
+DEFAULT_FRAME_ROUNDING = {"csv": "half_up", "lab_txt": "floor"}
 CSV_COLUMNS = ("vid", "onset", "offset", "type", "subject", "score")  # what write_csv writes
 _ALIASES = {"vid": "vid", "video": "vid", "onset": "onset", "offset": "offset", "type": "type",
             "subject": "subject", "score": "score"}
@@ -49,48 +61,83 @@ class PredictionFile:
 
   ``videos`` is ``{video: evaluation.VideoPredictions}`` (0-based inclusive frames);
   ``labels`` ``{video: (ME/MaE, ...)}`` the submitter's types when the file has them;
-  ``subjects`` ``{video: subject}`` when the file names subjects.
+  ``subjects`` ``{video: subject}`` when the file names subjects; ``lines`` ``{video:
+  ((file, line), ...)}`` where each prediction was read (CSV and text files);
+  ``clipped_onsets`` how many onsets before the first frame were clipped to it.
   """
   path: str
   format: str
   videos: Mapping
   labels: Optional[Mapping] = None
   subjects: Optional[Mapping] = None
+  lines: Optional[Mapping] = None
+  clipped_onsets: int = 0
+  frame_base: int = 0
 
 
 def detect_format(path: str) -> str:
   """``lab_txt`` for a folder (``json`` if it holds a run's ``predictions.json`` and no
-  ``.txt``), ``csv`` for ``*.csv``, else ``json``."""
+  ``.txt``) or a ``*.txt`` file, ``csv`` for ``*.csv``, else ``json``."""
   if os.path.isdir(path):
     names = os.listdir(path)
     if "predictions.json" in names and not any(n.endswith(".txt") for n in names):
       return "json"
     return "lab_txt"
-  return "csv" if path.lower().endswith(".csv") else "json"
+  lower = path.lower()
+  return "csv" if lower.endswith(".csv") else "lab_txt" if lower.endswith(".txt") else "json"
+
+
+def rounding_name(frame_rounding: str) -> str:
+  """The canonical name of a rounding rule (``round`` is ``half_up``)."""
+  name = ROUNDING_ALIASES.get(frame_rounding, frame_rounding)
+  if name not in ROUNDINGS:
+    raise ValueError(f"frame_rounding must be one of {ROUNDINGS} (or 'round' = 'half_up'), "
+                     f"got {frame_rounding!r}")
+  return name
+
+
+def read_text(path: str) -> str:
+  """A file's text as UTF-8 (a leading BOM dropped); anything else is one clear error naming
+  the file and the line of the first bad byte."""
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    return data.decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    line = data.count(b"\n", 0, e.start) + 1
+    raise layout.error(path, None, None, f"line {line}: not UTF-8 text (byte "
+                       f"0x{data[e.start]:02x}; save the file as UTF-8)") from None
 
 
 def load(path: str, *, fmt: str = "auto", frame_base: Optional[int] = None,
-         frame_rounding: str = "round") -> PredictionFile:
+         frame_rounding: Optional[str] = None) -> PredictionFile:
   """Reads and validates predictions in any supported format.
 
   Args:
     path: a JSON or CSV file, a folder of text files, or a run directory (its
       ``predictions.json``).
     fmt: the format, one of :data:`FORMATS`.
-    frame_base: the file's first frame number (default :data:`DEFAULT_FRAME_BASE`).
-    frame_rounding: ``round`` or ``floor`` for frames that are not whole numbers.
+    frame_base: the file's first frame number, ``>= 0`` (default :data:`DEFAULT_FRAME_BASE`).
+    frame_rounding: ``half_up`` (or ``round``) or ``floor`` for frames that are not whole
+      numbers (default :data:`DEFAULT_FRAME_ROUNDING`).
 
   Raises:
     layout.DatasetError: naming the file, line, video and field of the first bad entry.
+    ValueError: a bad setting.
   """
   if fmt not in FORMATS:
     raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-  if frame_rounding not in ROUNDINGS:
-    raise ValueError(f"frame_rounding must be one of {ROUNDINGS}, got {frame_rounding!r}")
+  if frame_rounding is not None:
+    frame_rounding = rounding_name(frame_rounding)
+  if frame_base is not None and (int(frame_base) != frame_base or frame_base < 0):
+    raise ValueError(f"frame_base must be a whole number >= 0 (the file's first frame "
+                     f"number), got {frame_base!r}")
   if not os.path.exists(path):
     raise layout.error(path, None, None, "predictions file or folder missing")
   fmt = detect_format(path) if fmt == "auto" else fmt
   base = DEFAULT_FRAME_BASE[fmt] if frame_base is None else int(frame_base)
+  if fmt != "json" and frame_rounding is None:
+    frame_rounding = DEFAULT_FRAME_ROUNDING[fmt]
   if fmt == "json":
     if os.path.isdir(path):
       path = os.path.join(path, "predictions.json")
@@ -111,10 +158,7 @@ def _frame(text: str, where: tuple, field: str, base: int, rounding: str) -> int
   if not math.isfinite(value):
     raise layout.error(path, video, field, f"line {line}: not finite: {text!r}")
   frame = math.floor(value) if rounding == "floor" else math.floor(value + 0.5)
-  if frame - base < 0:
-    raise layout.error(path, video, field, f"line {line}: frame {text} is before the first "
-                       f"frame ({base}; see --frame_base)")
-  return frame - base
+  return frame - base  # negative: before the first frame (see _Collector.add)
 
 
 def _score(text: str, where: tuple) -> float:
@@ -131,14 +175,26 @@ def _score(text: str, where: tuple) -> float:
 class _Collector:
   """Rows in file order, grouped by video."""
 
-  def __init__(self):
-    self.rows, self.labels, self.subjects = {}, {}, {}
+  def __init__(self, base: int, fields=("onset", "offset")):
+    self.rows, self.labels, self.subjects, self.lines = {}, {}, {}, {}
+    self.base, self.clipped, self.first_clipped = base, 0, None
+    self.fields = fields
 
   def add(self, where, onset, offset, score, label=None, subject=None):
     path, line, video = where
+    if offset < 0:
+      raise layout.error(path, video, self.fields[1], f"line {line}: frame {offset + self.base} "
+                         f"is before the first frame ({self.base}; see --frame_base)")
     if onset > offset:
-      raise layout.error(path, video, "offset", f"line {line}: onset {onset} > offset {offset}")
+      raise layout.error(path, video, self.fields[1],
+                         f"line {line}: onset {onset} > offset {offset}")
+    if onset < 0:  # e.g. STRS-Metric's data/pred.csv: 1,EP04_03,-3,65,others
+      self.clipped += 1
+      if self.first_clipped is None:
+        self.first_clipped = (path, line, video, onset + self.base)
+      onset = 0
     self.rows.setdefault(video, []).append((onset, offset, score))
+    self.lines.setdefault(video, []).append((path, line))
     if label is not None:
       self.labels.setdefault(video, []).append(label)
     if subject is not None:
@@ -149,7 +205,13 @@ class _Collector:
         np.asarray([r[0] for r in rows], np.int64), np.asarray([r[1] for r in rows], np.int64),
         np.asarray([r[2] for r in rows], np.float64)) for v, rows in self.rows.items()}
     labels = {v: tuple(x) for v, x in self.labels.items()} if with_labels else None
-    return PredictionFile(path, fmt, videos, labels, dict(self.subjects) or None)
+    if self.clipped:
+      file, line, video, onset = self.first_clipped
+      logging.warning("%s: %d prediction(s) start before the first frame (%d); their onsets "
+                      "were clipped to it (e.g. %s line %d, video %s, onset %s)", path,
+                      self.clipped, self.base, file, line, video, onset)
+    return PredictionFile(path, fmt, videos, labels, dict(self.subjects) or None,
+                          {v: tuple(x) for v, x in self.lines.items()}, self.clipped, self.base)
 
 
 def _csv_columns(first: list, path: str) -> tuple:
@@ -176,21 +238,35 @@ def _csv_columns(first: list, path: str) -> tuple:
           }, False
 
 
-def read_csv(path: str, *, frame_base: int = 0, frame_rounding: str = "round") -> PredictionFile:
+def read_csv(path: str, *, frame_base: int = 0,
+             frame_rounding: str = "half_up") -> PredictionFile:
   """Reads a MEGC CSV (see the module docstring)."""
   if not os.path.isfile(path):
     raise layout.error(path, None, None, "CSV file missing")
-  with open(path, newline="", encoding="utf-8-sig") as f:
-    rows = [(i + 1, r) for i, r in enumerate(csv.reader(f)) if any(c.strip() for c in r)]
+  frame_rounding = rounding_name(frame_rounding)
+  try:
+    rows = [(i + 1, r) for i, r in enumerate(csv.reader(io.StringIO(read_text(path),
+                                                                    newline="")))
+            if any(c.strip() for c in r)]
+  except csv.Error as e:
+    raise layout.error(path, None, None, f"not a readable CSV file ({e})") from None
   if not rows:
     raise layout.error(path, None, None, "empty file (expected vid,onset,offset,type rows)")
   cols, header = _csv_columns(rows[0][1], path)
-  out = _Collector()
+  width = len(rows[0][1])
+  out = _Collector(frame_base)
+  padded = []
   for line, r in rows[1:] if header else rows:
     cells = [c.strip() for c in r]
     if len(cells) < max(cols.values()) + 1:
       raise layout.error(path, cells[0] if cells else None, None,
                          f"line {line}: {len(cells)} cells, expected {max(cols.values()) + 1}")
+    if len(cells) > width:
+      if any(cells[width:]):
+        raise layout.error(path, cells[cols["vid"]], None, f"line {line}: {len(cells)} cells, "
+                           f"but the {'header' if header else 'first row'} has {width}; "
+                           "the columns cannot be trusted")
+      padded.append(line)
     video = cells[cols["vid"]]
     where = (path, line, video)
     if not video:
@@ -207,22 +283,29 @@ def read_csv(path: str, *, frame_base: int = 0, frame_rounding: str = "round") -
             cells[cols["subject"]] if "subject" in cols else None)
   if not out.rows:
     raise layout.error(path, None, None, "holds no prediction rows")
+  if padded:
+    logging.warning("%s: %d row(s) have empty cells past the %d column(s) of the %s (e.g. "
+                    "line %d); ignored", path, len(padded), width,
+                    "header" if header else "first row", padded[0])
   return out.result(path, "csv", "type" in cols)
 
 
 def read_lab_folder(path: str, *, frame_base: int = 1,
-                    frame_rounding: str = "round") -> PredictionFile:
-  """Reads a folder of the authors' lab's ``*.txt`` files (see the module docstring)."""
-  if not os.path.isdir(path):
-    raise layout.error(path, None, None, "not a folder of .txt prediction files")
-  files = sorted(f for f in os.listdir(path) if f.endswith(".txt"))
-  if not files:
-    raise layout.error(path, None, None, "folder holds no .txt prediction file")
-  out, owner = _Collector(), {}
-  for name in files:
-    file = os.path.join(path, name)
-    with open(file, encoding="utf-8-sig") as f:
-      lines = f.read().splitlines()
+                    frame_rounding: str = "floor") -> PredictionFile:
+  """Reads a folder of the authors' lab's ``*.txt`` files, or one such file (see the module
+  docstring)."""
+  frame_rounding = rounding_name(frame_rounding)
+  if os.path.isfile(path):
+    files = [path]
+  elif os.path.isdir(path):
+    files = [os.path.join(path, f) for f in sorted(os.listdir(path)) if f.endswith(".txt")]
+    if not files:
+      raise layout.error(path, None, None, "folder holds no .txt prediction file")
+  else:
+    raise layout.error(path, None, None, "not a .txt prediction file or a folder of them")
+  out, owner = _Collector(frame_base, ("start", "end")), {}
+  for file in files:
+    lines = read_text(file).splitlines()
     for line, text in enumerate(lines, 1):
       if not text.strip():
         continue
@@ -243,6 +326,28 @@ def read_lab_folder(path: str, *, frame_base: int = 1,
   if not out.rows:
     raise layout.error(path, None, None, "the .txt files hold no prediction")
   return out.result(path, "lab_txt", False)
+
+
+def check_within(pf: PredictionFile, ground_truth: "evaluation.GroundTruth") -> None:
+  """Every known video's predictions end inside the video (``offset < num_frames``).
+
+  Raises:
+    layout.DatasetError: naming the file and line (CSV, text) of the first prediction past
+      the end, its video and field; for JSON the prediction's index.
+  """
+  for video, p in pf.videos.items():
+    n_frames = ground_truth.num_frames.get(video)
+    if n_frames is None or not p.offset.size or p.offset.max() < n_frames:
+      continue
+    i = int(np.argmax(p.offset >= n_frames))
+    if not pf.lines:
+      raise layout.error(pf.path, video, "offset", f"prediction {i}: {int(p.offset[i])} is past "
+                         f"the video's end (num_frames {n_frames}; frames are 0-based)")
+    file, line = pf.lines[video][i]
+    raise layout.error(file, video, "end" if pf.format == "lab_txt" else "offset",
+                       f"line {line}: frame {int(p.offset[i]) + pf.frame_base} is past the "
+                       f"video's end ({n_frames} frames, numbered from {pf.frame_base}; see "
+                       "--frame_base)")
 
 
 def submitted_type_report(pf: PredictionFile, fps: float,

@@ -20,10 +20,11 @@ paper      the PWES authors' scorer (LGSNet ``tools/F1_score_last.py``): at most
            threshold; ME hit when the ground truth's own ``offset - onset`` is in
            ``(0, 0.5 fps]``, MaE hit when larger; ``n_pred`` by the predictions' duration,
            ``n_gt`` by the annotated type.
-strs       MEGC 2023-2025 STRS spotting half: every matching pair is a TP, a prediction
-           matching nothing an FP, an unmatched ground truth an FN; only videos with ground
-           truth, of subjects with at least one prediction; ``n_pred = TP + FP``,
-           ``n_gt = TP + FN``.
+strs       MEGC 2023-2025 STRS spotting half (genbing99/STRS-Metric ``evaluate_spotting``):
+           each video's predictions in file order; a prediction takes every matching ground
+           truth not taken yet (a TP each), one taking nothing is an FP, a ground truth never
+           taken an FN; only videos with ground truth, of subjects with at least one
+           prediction; ``n_pred = TP + FP``, ``n_gt = TP + FN``.
 =========  =================================================================================
 
 Rows of ``megc``, ``strict`` and ``strs``: ``overall`` (everything), ``me`` (predictions with
@@ -141,16 +142,25 @@ def subset(m: Matched, keep_pred: np.ndarray, keep_gt: np.ndarray) -> Matched:
 
 
 def _at_or_above(scores: np.ndarray, cuts: np.ndarray) -> np.ndarray:
-  """How many of ``scores`` are ``>= cut``, for every cut."""
-  s = np.sort(scores)
+  """How many of ``scores`` are ``>= cut``, for every cut (``-inf`` included).
+
+  ``NaN`` stands for "nothing": it is never counted, whatever the cut, as ``NaN >= cut`` is
+  false for every cut in IEEE arithmetic (it is dropped explicitly, since ``np.sort`` puts it
+  last and ``searchsorted`` would otherwise count it as the largest value).
+  """
+  s = np.sort(scores[~np.isnan(scores)])
   return (s.size - np.searchsorted(s, cuts, "left")).astype(np.int64)
 
 
 def _best_pair_score(m: Matched, q: np.ndarray) -> np.ndarray:
-  """``[M]`` the highest score among each ground truth's pairs selected by ``q`` (-inf: none)."""
+  """``[M]`` the highest score among each ground truth's pairs selected by ``q``; ``NaN`` for a
+  ground truth without such a pair, so that no cut (not even ``-inf``, "count every
+  prediction") can make it a hit (:func:`_at_or_above`)."""
   best = np.full(m.g_on.size, -np.inf)
   np.maximum.at(best, m.q_gt[q], m.p_score[m.q_pred[q]])
-  return best
+  found = np.zeros(m.g_on.size, bool)
+  found[m.q_gt[q]] = True
+  return np.where(found, best, np.nan)
 
 
 def _const(n: int, cuts: np.ndarray) -> np.ndarray:
@@ -175,7 +185,7 @@ def count_megc(m: Matched, cuts: np.ndarray, s: Settings) -> dict:
   out = {}
   for row, (pm, gm) in _type_rows(m, s).items():
     q = pm[m.q_pred] & gm[m.q_gt]
-    tp = _at_or_above(_best_pair_score(m, q), cuts)  # -inf never passes a finite cut
+    tp = _at_or_above(_best_pair_score(m, q), cuts)  # NaN (no pair) never passes any cut
     out[row] = (tp, _at_or_above(m.p_score[pm], cuts), _const(gm.sum(), cuts))
   return out
 
@@ -273,19 +283,53 @@ def strs_scored(m: Matched) -> tuple:
   return video_ok[m.p_video], video_ok[m.g_video]
 
 
+def _first_matcher_spans(m: Matched, q: np.ndarray) -> tuple:
+  """Which predictions take a ground truth in the STRS walk, as a function of the cut.
+
+  In file order within a video, a prediction takes every matching ground truth not taken yet;
+  so a ground truth is taken by its earliest counted matching prediction. A pair ``(p, g)`` is
+  that earliest one exactly when ``cut <= score(p)`` and ``cut > L(p, g)``, ``L`` the highest
+  score among ``g``'s pairs with an earlier prediction; ``p`` takes at least one ground truth
+  for the cuts in ``(min_g L(p, g), score(p)]``.
+
+  Returns:
+    ``(upper [P], lower [P])``: for the ``P`` predictions that take something at some cut,
+    ``score(p)`` and ``min_g L(p, g)`` (``NaN``: nothing earlier, taken at every cut up to
+    the score).
+  """
+  qp, qg = m.q_pred[q], m.q_gt[q]
+  order = np.lexsort((qp, qg))  # by ground truth, then walk (file) order
+  qp, qg = qp[order], qg[order]
+  score = m.p_score[qp]
+  levels, rank = np.unique(score, return_inverse=True)
+  base = qg.astype(np.int64) * (levels.size + 1)
+  running = np.maximum.accumulate(base + rank + 1)  # a group's keys exceed all earlier groups'
+  before = np.concatenate([[0], running[:-1]]) - base - 1  # exclusive max within the group
+  earlier = np.where(before >= 0, levels[np.maximum(before, 0)], -np.inf)  # [Q] L(p, g)
+  lower = np.full(m.p_score.size, np.inf)
+  np.minimum.at(lower, qp, earlier)
+  has = np.zeros(m.p_score.size, bool)
+  has[qp] = True
+  takes = has & (lower < m.p_score)
+  low = lower[takes]
+  return m.p_score[takes], np.where(low == -np.inf, np.nan, low)
+
+
 def count_strs(m: Matched, cuts: np.ndarray, s: Settings) -> dict:
-  """STRS spotting: TP = matching pairs, FP = predictions matching nothing, FN = unmatched
-  ground truths; ``n_pred = TP + FP``, ``n_gt = TP + FN``."""
+  """STRS spotting (genbing99/STRS-Metric, ``Evaluator.evaluate_spotting``): per video, the
+  predictions walked in file order each take every not-yet-taken ground truth with
+  ``IoU >= iou_threshold`` (one TP per ground truth taken: a prediction covering two ground
+  truths gives 2 TPs), a prediction that takes nothing is an FP, a ground truth never taken an
+  FN; so ``n_gt = TP + FN`` = the row's ground truths and ``n_pred = TP + FP``."""
   m = subset(m, *strs_scored(m))
   out = {}
   for row, (pm, gm) in _type_rows(m, s).items():
     q = pm[m.q_pred] & gm[m.q_gt]
-    tp = _at_or_above(m.p_score[m.q_pred[q]], cuts)
-    matched = np.zeros(m.p_on.size, bool)
-    matched[m.q_pred[q]] = True
-    fp = _at_or_above(m.p_score[pm & ~matched], cuts)
-    fn = int(gm.sum()) - _at_or_above(_best_pair_score(m, q), cuts)
-    out[row] = (tp, tp + fp, tp + fn)
+    tp = _at_or_above(_best_pair_score(m, q), cuts)  # ground truths taken by someone
+    upper, lower = _first_matcher_spans(m, q)
+    takers = _at_or_above(upper, cuts) - _at_or_above(lower, cuts)
+    fp = _at_or_above(m.p_score[pm], cuts) - takers
+    out[row] = (tp, tp + fp, _const(gm.sum(), cuts))
   return out
 
 

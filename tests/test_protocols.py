@@ -30,7 +30,11 @@ HAND = [
      dict(megc=(2, 1, 2), strict=(1, 1, 2), paper=(2, 1, 2), strs=(2, 2, 2))),
     ("duplicate_predictions", 30.0,
      {"a_1": [(10, 29, "MaE")]}, {"a_1": [(10, 29, 0.8), (10, 29, 0.8)]}, "overall",
-     dict(megc=(1, 2, 1), strict=(1, 2, 1), paper=(1, 2, 1), strs=(2, 2, 2))),
+     dict(megc=(1, 2, 1), strict=(1, 2, 1), paper=(1, 2, 1), strs=(1, 2, 1))),
+    # STRS: the first copy takes the ground truth; the later copies find it taken: FPs.
+    ("three_copies_of_one_correct_prediction_over_two_ground_truths", 30.0,
+     {"a_1": [(0, 9, "ME"), (100, 129, "MaE")]}, {"a_1": [(0, 9, 0.9)] * 3}, "overall",
+     dict(megc=(1, 3, 2), strict=(1, 3, 2), paper=(1, 3, 2), strs=(1, 3, 2))),
     # 0 .. 15 lasts 15 frames (16 inclusive): an ME at 30 fps by the field's rule.
     ("16_frame_me_at_30fps_is_an_me", 30.0,
      {"a_1": [(0, 15, "ME")]}, {"a_1": [(0, 15, 1.0)]}, "me",
@@ -87,6 +91,25 @@ def test_strs_precision_and_recall_count_pairs():
   assert res["rows"]["overall"] == dict(tp=2, n_pred=3, n_gt=3, recall=2 / 3,
                                         precision=2 / 3, f1=pytest.approx(2 / 3))
   assert res["strs_scored_videos"] == 1
+
+
+def test_strs_each_ground_truth_counts_once_and_file_order_decides_the_fp():
+  # Three copies of one correct prediction over 2 ground truths: TP 1, FP 2, FN 1, F1 0.40.
+  gts = {"a_1": [(0, 9, "ME"), (100, 129, "MaE")]}
+  res = at_zero(gts, {"a_1": [(0, 9, 0.9)] * 3}, "strs")
+  assert res["rows"]["overall"] == dict(tp=1, n_pred=3, n_gt=2, recall=0.5, precision=1 / 3,
+                                        f1=pytest.approx(0.40))
+  # A wide prediction takes both ground truths first; the exact one after it is then an FP.
+  gts = {"a_1": [(0, 9, "ME"), (5, 14, "ME")]}
+  wide, exact = (0, 14, 0.9), (0, 9, 0.9)  # IoU 2/3 with both; 1 and 1/3
+  assert counts(at_zero(gts, {"a_1": [wide, exact]}, "strs")) == (2, 3, 2)
+  # The other order: the exact one takes its ground truth, the wide one the remaining one.
+  assert counts(at_zero(gts, {"a_1": [exact, wide]}, "strs")) == (2, 2, 2)
+  # Below a cut the earlier prediction no longer counts, so the later one takes over.
+  got = evaluation.evaluate(preds_of({"a_1": [(0, 9, 0.5), (0, 9, 0.9)]}),
+                            make_gt(30.0, {"a_1": [(0, 9, "ME")]}), protocol="strs",
+                            threshold=0.7)
+  assert counts(got) == (1, 1, 1)
 
 
 def _capped_case(n, scores):
@@ -173,7 +196,8 @@ def _bf_in_row(row, p=None, g=None, fps=30.0):
 
 
 def bf_strs(pred_items, gt_items, fps, th):
-  """STRS spotting at ``score >= th``."""
+  """STRS spotting at ``score >= th``, walked as genbing99/STRS-Metric ``evaluate_spotting``
+  does: predictions in file order, each taking every not-yet-taken ground truth it matches."""
   with_preds = {v.split("_")[0] for v, ps in pred_items.items() if ps}
   rows = {}
   for row in evaluation.ROWS:
@@ -183,11 +207,16 @@ def bf_strs(pred_items, gt_items, fps, th):
         continue
       ps = [p for p in pred_items.get(video, []) if p[2] >= th and _bf_in_row(row, p=p, fps=fps)]
       gs = [g for g in gts if _bf_in_row(row, g=g)]
+      taken = set()
       for p in ps:
-        m = sum(bf_iou(p[0], p[1], g[0], g[1]) >= HALF for g in gs)
-        tp += m
-        fp += m == 0
-      fn += sum(all(bf_iou(p[0], p[1], g[0], g[1]) < HALF for p in ps) for g in gs)
+        took = False
+        for j, g in enumerate(gs):
+          if bf_iou(p[0], p[1], g[0], g[1]) >= HALF and j not in taken:
+            taken.add(j)
+            tp += 1
+            took = True
+        fp += not took
+      fn += len(gs) - len(taken)
     rows[row] = (tp, tp + fp, tp + fn, _frac_f1(tp, tp + fp, tp + fn))
   return rows
 
@@ -328,3 +357,76 @@ def test_default_honest_point_can_be_the_training_subjects():
   assert res["honest"] is res["honest_train_subjects"]
   with pytest.raises(ValueError, match="default must be one of"):
     evaluation.honest_operating_point(train, test, gt, default="tuned")
+
+
+# ----------------------------------------------------------------------------------------------
+# "Count every prediction" (cut -inf) never counts an unmatched ground truth.
+
+
+def _every_prediction(preds, gt, protocol, videos=None):
+  """:func:`evaluate` with every prediction counted (a threshold below the lowest score)."""
+  scores = [p["score"] for ps in preds.values() for p in ps]
+  return evaluation.evaluate(preds, gt, protocol=protocol, videos=videos,
+                             threshold=min(scores, default=0.0) - 1.0)
+
+
+def _point_counts(point):
+  return {r: (x["tp"], x["n_pred"], x["n_gt"]) for r, x in point["rows"].items()}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_cut_minus_infinity_never_admits_an_unmatched_ground_truth(protocol):
+  gt = make_gt(30.0, {"s01_v01": [(100, 119, "MaE"), (300, 305, "ME")]})
+  m = evaluation._match(evaluation.parse_predictions(preds_of({"s01_v01": [(0, 3, 0.9)]})), gt,
+                        gt.videos, "<test>", 0.5)
+  got = protocols.counts(protocol, m, [-np.inf, 0.0], protocols.Settings())
+  for row, (tp, _, _) in got.items():
+    assert tp.tolist() == [0, 0], row
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_honest_point_without_anything_to_choose_on_counts_like_evaluate(protocol):
+  # The reviewer's repro: one prediction at frames 0..3, a ground truth it does not match.
+  gt = make_gt(30.0, {"s01_v01": [(100, 119, "MaE")]})
+  test = {"0": preds_of({"s01_v01": [(0, 3, 0.9)]})}
+  res = evaluation.honest_operating_point({"0": {}}, test, gt, protocol=protocol)
+  want = _point_counts(_every_prediction(test["0"], gt, protocol))
+  assert want["overall"] == (0, 1, 1)
+  for point in ("honest_cross_fold", "honest_train_subjects"):
+    assert _point_counts(res[point]) == want, point
+    assert res[point]["rows"]["overall"]["precision"] == 0.0
+    assert res[point]["per_fold"]["0"]["threshold"] is None
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("seed", range(8), ids=[f"seed{s}" for s in range(8)])
+def test_single_fold_and_no_other_predictions_count_every_prediction(protocol, seed):
+  fps, gt_items, pred_items = random_case(seed)
+  gt = make_gt(fps, gt_items)
+  everything = preds_of({v: pred_items.get(v, []) for v in gt_items})
+  # One fold, no training predictions: neither honest point has anything to choose on.
+  res = evaluation.honest_operating_point({"0": {}}, {"0": everything}, gt, protocol=protocol)
+  want = _point_counts(_every_prediction(everything, gt, protocol))
+  assert _point_counts(res["honest_cross_fold"]) == want
+  assert _point_counts(res["honest_train_subjects"]) == want
+  # Several folds, only one with predictions: that fold's other folds predict nothing.
+  subjects = sorted({v.split("_")[0] for v in gt_items})
+  test = {s: {v: (ps if s == subjects[0] else [])
+              for v, ps in everything.items() if v.startswith(s + "_")} for s in subjects}
+  res = evaluation.honest_operating_point({s: {} for s in subjects}, test, gt,
+                                          protocol=protocol)
+  first = test[subjects[0]]
+  assert res["honest_cross_fold"]["per_fold"][subjects[0]]["threshold"] is None
+  assert _point_counts(res["honest_cross_fold"]["per_fold"][subjects[0]]) == _point_counts(
+      _every_prediction(first, gt, protocol, videos=list(first)))
+
+
+def test_strs_matches_the_file_order_walk_on_many_random_cases():
+  for seed in range(100, 400):
+    fps, gt_items, pred_items = random_case(seed)
+    gt, preds = make_gt(fps, gt_items), preds_of(pred_items)
+    for th in sorted({p[2] for ps in pred_items.values() for p in ps}) + [-1.0]:
+      got = evaluation.evaluate(preds, gt, protocol="strs", threshold=th)
+      want = bf_strs(pred_items, gt_items, fps, th)
+      for row in evaluation.ROWS:
+        assert counts(got, row) == want[row][:3], (seed, th, row)

@@ -145,3 +145,37 @@ def test_cli_on_an_empty_workdir_exits_with_a_clear_message(tmp_path):
   assert proc.returncode != 0
   assert f"workdir {tmp_path} has no finished fold" in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+def test_recompute_on_a_one_fold_run_counts_every_prediction_at_the_cross_fold_point(
+    tiny_run, tmp_path):
+  # One fold: no other fold's held-out predictions to choose a threshold on, so the
+  # cross-fold point counts every prediction; an unmatched ground truth is never a hit.
+  from pwes_jax import evaluation  # pylint: disable=g-import-not-at-top
+  copy = str(tmp_path / "run")
+  shutil.copytree(tiny_run, copy, ignore=shutil.ignore_patterns("plots"))
+  with open(os.path.join(copy, "results.json")) as f:
+    data = json.load(f)["dataset"].replace(os.path.abspath(tiny_run), copy)
+  # The held-out video s01_v01 gets two ground truths: one at a held-out prediction's frames
+  # (found), one where no prediction lies (a miss under every threshold).
+  with open(os.path.join(copy, "predictions.json")) as f:
+    first = json.load(f)["videos"]["s01_v01"][0]
+  with open(os.path.join(data, "annotations.csv"), "a") as f:
+    f.write(f"s01,s01_v01,{first['onset']},{first['onset']},{first['offset']},ME\n"
+            "s01,s01_v01,130,140,160,MaE\n")
+  proc = _run_cli(f"--workdir={copy}", "--recompute")
+  assert proc.returncode == 0, proc.stderr
+  with open(os.path.join(copy, "results.json")) as f:
+    res = json.load(f)
+  with open(os.path.join(copy, "fold_00", "fold.json")) as f:
+    test_videos = json.load(f)["test_videos"]
+  preds = evaluation.load_predictions(os.path.join(copy, "predictions.json"))
+  gt = evaluation.load_ground_truth(res["dataset"])
+  lowest = min((float(p.score.min()) for p in preds.values() if p.score.size), default=0.0)
+  want = evaluation.evaluate(preds, gt, protocol="paper", videos=test_videos,
+                             threshold=lowest - 1.0)
+  point = res["honest_cross_fold"]
+  assert point["per_fold"]["0"]["threshold"] is None
+  assert point["rows"] == want["rows"]
+  assert res["dataset"] == data and want["rows"]["overall"]["n_gt"] == 2
+  assert point["rows"]["overall"]["tp"] == 1  # before the fix the miss counted as a hit
