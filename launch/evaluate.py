@@ -28,6 +28,7 @@ import sys
 from absl import app
 from absl import flags
 
+from launch import quiet
 from pwes_jax import evaluation
 from pwes_jax import fileio
 from pwes_jax import prediction_files
@@ -131,6 +132,7 @@ def export_description(everything, chosen, protocol: str, threshold) -> str:
 
 
 def main(argv):
+  quiet.quiet_logging()
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not (_OUTPUT.value or _EXPORT.value):

@@ -39,6 +39,7 @@ import sys
 from absl import app
 from absl import flags
 
+from launch import quiet
 from pwes_jax.data import conventions
 from pwes_jax.data import importers
 
@@ -172,6 +173,7 @@ def _arguments(argv) -> dict:
 
 
 def main(argv):
+  quiet.quiet_logging()
   try:
     args = _arguments(argv)
   except _Usage as e:

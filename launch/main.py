@@ -14,6 +14,8 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
+from launch import quiet
+from pwes_jax import compile_cache
 from pwes_jax import train
 from pwes_jax.data import layout
 
@@ -37,6 +39,8 @@ _CPU_COLLECTIVES = flags.DEFINE_string("cpu_collectives", None,
 
 def main(argv):
   del argv
+  quiet.quiet_logging()  # Orbax's checkpoint internals and JAX's backend lines: --verbosity=0
+  compile_cache.enable()  # reruns, sweeps and launch.spot reuse the compiled programs
   if _CPU_COLLECTIVES.value:
     jax.config.update("jax_cpu_collectives_implementation", _CPU_COLLECTIVES.value)
   if _COORDINATOR.value:

@@ -12,8 +12,8 @@ import json
 
 from absl import app
 from absl import flags
-from absl import logging
 
+from launch import quiet
 from pwes_jax.data import synthetic
 
 _PRESET = flags.DEFINE_enum("preset", "casme2", sorted(synthetic.PRESETS), "Dataset statistics.")
@@ -29,6 +29,7 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False,
 
 
 def main(argv):
+  quiet.quiet_logging()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
@@ -36,7 +37,7 @@ def main(argv):
                                  feature_dim=_FEATURE_DIM.value, overwrite=_OVERWRITE.value)
   except (FileExistsError, ValueError) as e:
     raise SystemExit(f"make_synthetic: error: {e}") from None
-  logging.info("done in %.1f s", summary["seconds"])
+  print(f"done in {summary['seconds']:.1f} s")
   print(json.dumps(summary, indent=2))
 
 

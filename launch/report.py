@@ -20,6 +20,7 @@ import sys
 from absl import app
 from absl import flags
 
+from launch import quiet
 from pwes_jax import report
 from pwes_jax.data import layout
 
@@ -36,6 +37,7 @@ flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
+  quiet.quiet_logging()
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   workdirs = _WORKDIRS.value

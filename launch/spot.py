@@ -40,6 +40,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from pwes_jax import compile_cache
 from pwes_jax import run_dir
 from pwes_jax import spotting
 from pwes_jax.data import layout
@@ -113,6 +114,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every restore step at INFO.
+  compile_cache.enable()  # the forward programs compiled by training or an earlier spot
   if (_FEATURES.value is None) == (_VIDEO.value is None):
     raise app.UsageError("give exactly one of --features and --video")
   try:

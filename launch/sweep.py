@@ -11,6 +11,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import sweeps
+from launch import quiet
+from pwes_jax import compile_cache
 from pwes_jax import config_checks
 from pwes_jax import report
 from pwes_jax import train
@@ -46,6 +48,8 @@ def run_dir(parent: str, name: str) -> str:
 
 def main(argv):
   del argv
+  quiet.quiet_logging()
+  compile_cache.enable()
   entries = sweeps.get_sweep(_SWEEP.value)
   programs = {}  # entries whose model, loss and optimizer agree reuse one compiled step
   for name, overrides in entries:

@@ -99,11 +99,17 @@ def evaluate_run(workdir: str, dataset: layout.Dataset, config,
   if write:
     _write_json_files(workdir, pooled, out)
   if verbose:
-    print(markdown_table([out]), flush=True)
-    n = sum(np.isfinite(s["attention_auc"]) for s in folds.values())
-    print(f"\nmean attention AUC over {n} folds: {out['mean_attention_auc']:.3f}")
-    print(f"\nNOTE: {evaluation.TUNED_WARNING}", flush=True)
+    print_result(out)
   return out
+
+
+def print_result(out: Mapping) -> None:
+  """Prints :func:`evaluate_run`'s paper-style table, the mean attention AUC and the note on
+  the tuned rows."""
+  print(markdown_table([out]), flush=True)
+  n = sum(np.isfinite(s["attention_auc"]) for s in out["folds"].values())
+  print(f"\nmean attention AUC over {n} folds: {out['mean_attention_auc']:.3f}")
+  print(f"\nNOTE: {evaluation.TUNED_WARNING}", flush=True)
 
 
 def eval_settings(config) -> dict:

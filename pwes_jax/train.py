@@ -13,11 +13,11 @@ import dataclasses
 import os
 from typing import Optional
 
-from absl import logging
 import jax
 
 from pwes_jax import config_checks
 from pwes_jax import metrics_log
+from pwes_jax import progress as progress_lib
 from pwes_jax import report
 from pwes_jax import run_dir
 from pwes_jax import sharding
@@ -44,8 +44,8 @@ class TrainedRun:
   lead: bool
 
 
-def train_run(config, workdir: str, *, programs: Optional[trainer.Programs] = None
-              ) -> TrainedRun:
+def train_run(config, workdir: str, *, programs: Optional[trainer.Programs] = None,
+              progress: Optional[progress_lib.RunProgress] = None) -> TrainedRun:
   """Trains every selected LOSO fold of ``config`` that ``workdir`` has not finished.
 
   Rerunning with the same ``workdir`` skips finished folds and resumes unfinished ones from their
@@ -56,6 +56,8 @@ def train_run(config, workdir: str, *, programs: Optional[trainer.Programs] = No
     workdir: the run directory (created; see ``run_dir`` for its files).
     programs: compiled programs to reuse from an earlier run in this process whose config has
       the same ``config_checks.trace_key`` (sweeps, repeated runs); built when None.
+    progress: the run's phase timer and progress lines (``data`` and the trainer's phases are
+      added to it); a fresh one when None.
 
   Returns:
     A :class:`TrainedRun`.
@@ -67,43 +69,56 @@ def train_run(config, workdir: str, *, programs: Optional[trainer.Programs] = No
     NonFiniteLossError: when a loss becomes NaN or Inf (naming fold and step).
   """
   config_checks.check_run_config(config)
+  progress = progress or progress_lib.RunProgress()
   lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
-  if lead:
-    config_checks.check_workdir_config(config, workdir)
-    run_dir.write_config(workdir, config)
-    dataset = source.prepare_dataset(config, workdir)
-  sharding.sync("dataset ready")
-  if not lead:
-    dataset = source.prepare_dataset(config, workdir)
-  all_folds = folds_lib.loso_folds(dataset)
-  selected = folds_lib.select_folds(all_folds, config.loso.folds)
-  ctx = trainer.make_context(config, workdir, dataset, all_folds, programs)
+  with progress.phase("data"):
+    if lead:
+      config_checks.check_workdir_config(config, workdir)
+      run_dir.write_config(workdir, config)
+      dataset = source.prepare_dataset(config, workdir)
+    sharding.sync("dataset ready")
+    if not lead:
+      dataset = source.prepare_dataset(config, workdir)
+    all_folds = folds_lib.loso_folds(dataset)
+    selected = folds_lib.select_folds(all_folds, config.loso.folds)
+    ctx = trainer.make_context(config, workdir, dataset, all_folds, programs)
   finished = run_dir.finished_folds(workdir)
-  for fold in selected:
-    if fold.index in finished:
-      logging.info("fold %d already finished; skipping", fold.index)
+  skipped = [f.index for f in selected if f.index in finished]
+  if skipped:
+    progress.line(f"folds {skipped} already finished in {workdir}; skipping them")
   todo = [f for f in selected if f.index not in finished]
   if todo:
-    trainer.train_folds(ctx, todo, metrics_log.MetricsLog(workdir, config.tensorboard))
+    progress.total_folds = len(todo)
+    trainer.train_folds(ctx, todo, metrics_log.MetricsLog(workdir, config.tensorboard),
+                        progress)
   sharding.sync("folds finished")
   return TrainedRun(dataset=dataset, finished=list(run_dir.finished_folds(workdir)), lead=lead)
 
 
-def train_and_evaluate(config, workdir: str, *, programs: Optional[trainer.Programs] = None
-                       ) -> dict:
+def train_and_evaluate(config, workdir: str, *, programs: Optional[trainer.Programs] = None,
+                       progress: Optional[progress_lib.RunProgress] = None) -> dict:
   """:func:`train_run`, then the evaluation of every finished fold of the workdir.
 
   Evaluating every finished fold, not only this invocation's selection, lets runs split over
   several invocations (``--folds=0-10``, then ``11-21``) report all their folds. Only process
   0 evaluates.
 
+  Prints one progress line per trained fold (with the run's ETA), then a summary of the
+  run's phases and compiles, then the paper-style table.
+
   Args and Raises: as :func:`train_run`.
 
   Returns:
     ``report.evaluate_run``'s result (written to ``results.json``; ``{}`` on other processes).
   """
-  run = train_run(config, workdir, programs=programs)
+  progress = progress or progress_lib.RunProgress()
+  run = train_run(config, workdir, programs=programs, progress=progress)
   if not run.lead:
     return {}
-  return report.evaluate_run(workdir, run.dataset, config, run.finished)
+  with progress.phase("evaluation"):
+    result = report.evaluate_run(workdir, run.dataset, config, run.finished, verbose=False)
+  progress.line(progress.summary())
+  with progress.phase("report"):
+    report.print_result(result)
+  return result

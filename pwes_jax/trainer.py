@@ -32,6 +32,7 @@ from pwes_jax import config_checks
 from pwes_jax import inference
 from pwes_jax import metrics_log
 from pwes_jax import model as model_lib
+from pwes_jax import progress as progress_lib
 from pwes_jax import run_dir
 from pwes_jax import sharding
 from pwes_jax import state as state_lib
@@ -357,13 +358,15 @@ class _StackedGroup(_Driver):
             "fold-steps/s)")
 
 
-def _train(ctx: RunContext, driver: _Driver, log: metrics_log.MetricsLog) -> list:
+def _train(ctx: RunContext, driver: _Driver, log: metrics_log.MetricsLog,
+           progress: progress_lib.RunProgress) -> list:
   """Runs ``driver`` from its start step to ``config.optim.steps``; finishes its folds.
 
   Every ``config.log_every`` steps and at every save, the window's metrics come to the host,
   are checked for NaN/Inf (never checkpoint an unchecked state) and logged per fold as their
   mean; every ``config.checkpoint.every_steps`` steps and at the last step the states are
-  saved.
+  saved. The unit's training and inference time go to ``progress`` (its phases and its
+  per-fold line with the run's ETA).
 
   Raises:
     NonFiniteLossError: naming the fold and the step of the first non-finite loss.
@@ -396,18 +399,24 @@ def _train(ctx: RunContext, driver: _Driver, log: metrics_log.MetricsLog) -> lis
     if save:
       driver.save(done)
   seconds = time.time() - t0
-  print(driver.summary_line(config.optim.steps - driver.start, seconds), flush=True)
-  params = driver.finish()
-  records = []
-  for fold in driver.folds:
-    tail = history[fold.index][-config.log_every:]
-    summary = metrics_log.summarize(tail) if tail else {}
-    records.append(finish_fold(ctx, fold, params[fold.index], summary, seconds))
+  progress.seconds["training"] += seconds
+  t_infer = time.time()
+  with progress.phase("inference"):
+    params = driver.finish()
+    records = []
+    for fold in driver.folds:
+      tail = history[fold.index][-config.log_every:]
+      summary = metrics_log.summarize(tail) if tail else {}
+      records.append(finish_fold(ctx, fold, params[fold.index], summary, seconds))
+  infer = time.time() - t_infer
+  progress.unit_done(f"{driver.summary_line(config.optim.steps - driver.start, seconds)}; "
+                     f"outputs {infer:.1f} s", len(driver.folds), seconds + infer)
   return records
 
 
 def train_folds(ctx: RunContext, folds: Sequence[folds_lib.Fold],
-                log: metrics_log.MetricsLog) -> list:
+                log: metrics_log.MetricsLog,
+                progress: Optional[progress_lib.RunProgress] = None) -> list:
   """Trains ``folds`` (resuming each from its latest checkpoint) and writes their outputs.
 
   With ``config.loso.parallel_folds = 1`` the folds train one after another; otherwise in
@@ -418,6 +427,7 @@ def train_folds(ctx: RunContext, folds: Sequence[folds_lib.Fold],
     ctx: the run (:func:`make_context`).
     folds: the folds to train, in order.
     log: the run's metrics log.
+    progress: the run's phase timer and progress lines (a fresh one for ``folds`` when None).
 
   Returns:
     The records of the folds this process finished (``fold.json`` contents).
@@ -426,6 +436,8 @@ def train_folds(ctx: RunContext, folds: Sequence[folds_lib.Fold],
     NonFiniteLossError: when a fold's loss becomes NaN or Inf.
   """
   config = ctx.config
+  if progress is None:
+    progress = progress_lib.RunProgress(len(folds))
   if config.loso.parallel_folds > 1:
     group_size, mesh_size = sharding.group_layout(len(folds), config.loso.parallel_folds,
                                                   jax.device_count())
@@ -437,5 +449,7 @@ def train_folds(ctx: RunContext, folds: Sequence[folds_lib.Fold],
     units = (lambda f=f: _SingleFold(ctx, f) for f in folds)
   records = []
   for make_driver in units:
-    records += _train(ctx, make_driver(), log)
+    with progress.phase("setup"):
+      driver = make_driver()
+    records += _train(ctx, driver, log, progress)
   return records

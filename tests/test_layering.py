@@ -15,10 +15,10 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # module -> the pwes_jax modules it may import (anywhere in it).
 ALLOWED = {
     # Orchestration: train composes the loop and the report; nothing imports train or trainer.
-    "train": {"config_checks", "metrics_log", "report", "run_dir", "sharding", "trainer",
-              "data"},
+    "train": {"config_checks", "metrics_log", "progress", "report", "run_dir", "sharding",
+              "trainer", "data"},
     "trainer": {"checkpointing", "config_checks", "inference", "metrics_log", "model",
-                "run_dir", "sharding", "state", "steps", "data"},
+                "progress", "run_dir", "sharding", "state", "steps", "data"},
     "config_checks": {"evaluation", "objective", "run_dir"},
     # Readers of a finished run: run files, never the trainer.
     "report": {"evaluation", "inference", "run_dir", "data"},
@@ -44,6 +44,9 @@ ALLOWED = {
     "checkpointing": {"run_dir"},
     "sharding": set(),
     "fileio": set(),
+    # What the terminal shows (progress lines, phases) and the compile count / cache.
+    "progress": {"compile_cache"},
+    "compile_cache": set(),
     # Sub-packages.
     "data": {"data", "fileio"},
     "extraction": {"extraction", "fileio", "data"},

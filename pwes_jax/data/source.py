@@ -27,7 +27,8 @@ def prepare_dataset(config, workdir: str) -> layout.Dataset:
     return layout.load_dataset(config.data.dataset_dir)
   root = synthetic_dir(config, workdir)
   if not os.path.isfile(os.path.join(root, "dataset.json")):
-    logging.info("Generating the synthetic %r dataset into %s", config.data.synthetic_preset, root)
+    print(f"generating the synthetic {config.data.synthetic_preset!r} dataset into {root}",
+          flush=True)
     # Generate beside the target and rename it into place: an interrupted generation or two
     # runs generating at once never leave a half-written dataset behind.
     tmp = f"{root}.tmp{os.getpid()}"
