@@ -33,7 +33,6 @@ it. Nothing is asserted.
 
 from __future__ import annotations
 
-import os
 import time
 
 from absl import app
@@ -44,6 +43,7 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
+from benchmarks import machine
 from pwes_jax import model as model_lib
 from pwes_jax import config_checks
 from pwes_jax import state as state_lib
@@ -66,39 +66,6 @@ _MATMUL_SIZE = flags.DEFINE_integer("matmul_size", 2048, "N of the peak N x N @ 
 _MATMUL_REPEATS = flags.DEFINE_integer("matmul_repeats", 3,
                                        "Timed matmuls per peak measurement (best is kept).")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed of features and video choice.")
-
-
-def _load() -> str:
-  one, five, fifteen = os.getloadavg()
-  return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} CPUs"
-
-
-def cpu_model() -> str:
-  """The CPU's model name from /proc/cpuinfo (or the platform string)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  import platform  # pylint: disable=g-import-not-at-top
-  return platform.processor() or "unknown CPU"
-
-
-def matmul_flops_per_s(n: int, repeats: int) -> float:
-  """Best FLOP/s of a jitted fp32 ``[n, n] @ [n, n]`` (``2 n^3`` FLOPs), after one warm-up."""
-  key_a, key_b = jax.random.split(jax.random.PRNGKey(0))
-  a = jax.random.normal(key_a, (n, n), jnp.float32)
-  b = jax.random.normal(key_b, (n, n), jnp.float32)
-  mm = jax.jit(jnp.matmul)
-  mm(a, b).block_until_ready()
-  best = np.inf
-  for _ in range(max(repeats, 1)):
-    t0 = time.perf_counter()
-    mm(a, b).block_until_ready()
-    best = min(best, time.perf_counter() - t0)
-  return 2.0 * n ** 3 / best
 
 
 def preset_videos(config) -> tuple:
@@ -246,9 +213,9 @@ def main(argv):
     if not buckets or min(buckets) < 1:
       raise app.UsageError(f"--buckets={_BUCKETS.value!r}: need positive lengths")
   weights = bucket_weights(lengths, buckets)
-  print(f"machine: {cpu_model()}, {jax.device_count()} {jax.default_backend()} device(s); "
+  print(f"machine: {machine.cpu_model()}, {jax.device_count()} {jax.default_backend()} device(s); "
         f"jax {jax.__version__}")
-  print(f"start: {_load()}")
+  print(f"start: {machine.load()}")
   print(f"preset {config.data.synthetic_preset}: {len(lengths)} videos, {int(lengths.min())}-"
         f"{int(lengths.max())} snippets (median {int(np.median(lengths))}); model F={feature_dim} "
         f"D={config.model.embed_dim} hidden={config.model.attention_hidden}; "
@@ -264,7 +231,7 @@ def main(argv):
     share = 1.0 - batches[b]["valid"].mean()
     print(f"  bucket {b}: padded share of the benchmark batch {100 * share:.1f}%")
   n, reps = _MATMUL_SIZE.value, _MATMUL_REPEATS.value
-  peak0 = matmul_flops_per_s(n, reps)
+  peak0 = machine.matmul_flops_per_s(n, reps)
   print(f"dense fp32 matmul {n}^3 (start): {peak0 / 1e9:.1f} GFLOP/s")
   variants = ("baseline", "full") if _VARIANT.value == "both" else (_VARIANT.value,)
   runs = {v: setup_variant(config, v, bank_videos) for v in variants}
@@ -277,13 +244,13 @@ def main(argv):
   peaks = {}
   for length in buckets:
     batch = jax.device_put(batches[length])
-    peaks[length] = matmul_flops_per_s(n, reps)  # the peak now, as the load moves
+    peaks[length] = machine.matmul_flops_per_s(n, reps)  # the peak now, as the load moves
     for v in variants:
       results[v][length] = bench_bucket(runs[v], batch, _STEPS.value, _WARMUP.value)
       _print_row(v, length, results[v][length], peaks[length])
-  peak1 = matmul_flops_per_s(n, reps)
+  peak1 = machine.matmul_flops_per_s(n, reps)
   print(f"\ndense fp32 matmul {n}^3 (end): {peak1 / 1e9:.1f} GFLOP/s")
-  print(f"end: {_load()}")
+  print(f"end: {machine.load()}")
   peak_w = sum(w * peaks[b] for w, b in zip(weights, buckets))
   print(f"\nbucket-weighted means (weights = share of videos per bucket; peak = weighted "
         f"per-bucket matmul, {peak_w / 1e9:.1f} GFLOP/s):")
