@@ -49,6 +49,7 @@ from benchmarks import machine
 from launch import quiet
 from pwes_jax import compile_cache
 from pwes_jax import config_checks
+from pwes_jax import host_memory
 from pwes_jax import objective
 from pwes_jax import progress as progress_lib
 from pwes_jax import state as state_lib
@@ -183,6 +184,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   quiet.quiet_logging()
   cache = compile_cache.enable(_COMPILE_CACHE.value)
+  host_memory.keep_freed_memory()
   print(f"machine: {machine.cpu_model()}, {jax.device_count()} "
         f"{jax.default_backend()} device(s), jax {jax.__version__}; compilation cache: "
         f"{cache or 'off'}", flush=True)

@@ -16,6 +16,7 @@ from ml_collections import config_flags
 
 from launch import quiet
 from pwes_jax import compile_cache
+from pwes_jax import host_memory
 from pwes_jax import train
 from pwes_jax.data import layout
 
@@ -41,6 +42,7 @@ def main(argv):
   del argv
   quiet.quiet_logging()  # Orbax's checkpoint internals and JAX's backend lines: --verbosity=0
   compile_cache.enable()  # reruns, sweeps and launch.spot reuse the compiled programs
+  host_memory.keep_freed_memory()  # no page-fault churn from XLA's per-step buffers
   if _CPU_COLLECTIVES.value:
     jax.config.update("jax_cpu_collectives_implementation", _CPU_COLLECTIVES.value)
   if _COORDINATOR.value:

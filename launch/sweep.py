@@ -13,6 +13,7 @@ from ml_collections import config_flags
 from configs import sweeps
 from launch import quiet
 from pwes_jax import compile_cache
+from pwes_jax import host_memory
 from pwes_jax import config_checks
 from pwes_jax import report
 from pwes_jax import train
@@ -50,6 +51,7 @@ def main(argv):
   del argv
   quiet.quiet_logging()
   compile_cache.enable()
+  host_memory.keep_freed_memory()
   entries = sweeps.get_sweep(_SWEEP.value)
   programs = {}  # entries whose model, loss and optimizer agree reuse one compiled step
   for name, overrides in entries:

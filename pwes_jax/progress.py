@@ -53,19 +53,25 @@ class RunProgress:
   def line(self, text: str) -> None:
     self._out(text)
 
-  def unit_done(self, text: str, num_folds: int, seconds: float) -> None:
+  def unit_done(self, text: str, num_folds: int, seconds: float,
+                steady_seconds: Optional[float] = None) -> None:
     """Prints ``text`` (a fold's or group's summary) with the run's progress and ETA.
 
     Args:
       text: what trained, how many steps, how fast.
       num_folds: folds the unit finished.
       seconds: the unit's wall time, training and inference.
+      steady_seconds: what the unit would take without compiling (its steps at its median
+        logged rate, plus inference); the ETA uses it until a second unit has run.
     """
     self._folds_done += num_folds
     self.fold_seconds.append((num_folds, seconds))
     left = max(self.total_folds - self._folds_done, 0)
     # The first unit pays the compiles; later units show the steady cost per fold.
-    steady = self.fold_seconds[1:] or self.fold_seconds
+    if len(self.fold_seconds) > 1:
+      steady = self.fold_seconds[1:]
+    else:
+      steady = [(num_folds, seconds if steady_seconds is None else steady_seconds)]
     per_fold = sum(s for _, s in steady) / max(sum(n for n, _ in steady), 1)
     elapsed = time.perf_counter() - self._start
     eta = f", ETA {_clock(left * per_fold)}" if left else ""

@@ -376,7 +376,7 @@ def _train(ctx: RunContext, driver: _Driver, log: metrics_log.MetricsLog,
     logging.info("fold %d: resumed at step %d", fold_index, step)
     log.truncate(fold_index, step)
   history = {f.index: [] for f in driver.folds}
-  window, t0, t_window = [], time.time(), time.time()
+  window, t0, t_window, rates = [], time.time(), time.time(), []
   for step in range(driver.start, config.optim.steps):
     window.append((step, driver.step(step, shared_bucket(ctx, step))))
     done = step + 1
@@ -384,6 +384,7 @@ def _train(ctx: RunContext, driver: _Driver, log: metrics_log.MetricsLog,
     if done % config.log_every == 0 or save:
       per_fold = driver.fetch(window)
       rate = len(window) / max(time.time() - t_window, 1e-9)
+      rates.append(rate)
       losses = []
       for fold_index, part in per_fold.items():
         if not part:  # a fold resumed ahead of its group waits
@@ -409,8 +410,10 @@ def _train(ctx: RunContext, driver: _Driver, log: metrics_log.MetricsLog,
       summary = metrics_log.summarize(tail) if tail else {}
       records.append(finish_fold(ctx, fold, params[fold.index], summary, seconds))
   infer = time.time() - t_infer
-  progress.unit_done(f"{driver.summary_line(config.optim.steps - driver.start, seconds)}; "
-                     f"outputs {infer:.1f} s", len(driver.folds), seconds + infer)
+  steps_run = config.optim.steps - driver.start
+  steady = steps_run / float(np.median(rates)) if rates else seconds  # without the compiles
+  progress.unit_done(f"{driver.summary_line(steps_run, seconds)}; outputs {infer:.1f} s",
+                     len(driver.folds), seconds + infer, steady + infer)
   return records
 
 

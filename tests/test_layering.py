@@ -47,6 +47,7 @@ ALLOWED = {
     # What the terminal shows (progress lines, phases) and the compile count / cache.
     "progress": {"compile_cache"},
     "compile_cache": set(),
+    "host_memory": set(),
     # Sub-packages.
     "data": {"data", "fileio"},
     "extraction": {"extraction", "fileio", "data"},

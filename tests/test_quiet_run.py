@@ -1,7 +1,9 @@
 """The main launcher's terminal: progress, ETA, phase summary and warnings, no library INFO
-unless --verbosity asks; a rerun reuses compiled programs from the persistent cache."""
+unless --verbosity asks; a rerun reuses compiled programs from the persistent cache; the
+allocator tuning of the launchers."""
 
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 from pwes_jax import compile_cache
+from pwes_jax import host_memory
 from pwes_jax import progress as progress_lib
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,10 +102,10 @@ def test_enable_keeps_a_configured_dir_and_honours_off(tmp_path):
 def test_eta_counts_remaining_folds_at_the_steady_rate():
   lines = []
   p = progress_lib.RunProgress(total_folds=4, out=lines.append)
-  p.unit_done("fold 0", 1, 100.0)  # pays the compiles
+  p.unit_done("fold 0", 1, 100.0, steady_seconds=12.0)  # pays the compiles
   p.unit_done("fold 1", 1, 10.0)
   p.unit_done("fold 2", 1, 20.0)
-  assert lines[0].startswith("[1/4] fold 0") and lines[0].endswith("ETA 5m00s")
+  assert lines[0].startswith("[1/4] fold 0") and lines[0].endswith("ETA 36s")  # 3 x 12 s
   assert lines[1].endswith("ETA 20s")   # 2 left x 10 s
   assert lines[2].endswith("ETA 15s")   # 1 left x mean(10, 20)
   p.unit_done("fold 3", 1, 5.0)
@@ -110,3 +113,11 @@ def test_eta_counts_remaining_folds_at_the_steady_rate():
   with p.phase("evaluation"):
     pass
   assert p.summary().startswith("time: ")
+
+
+def test_keep_freed_memory_sets_glibc_thresholds_unless_the_user_did(monkeypatch):
+  monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1")
+  assert host_memory.keep_freed_memory() is False  # the user's tuning wins
+  monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+  if platform.libc_ver()[0] == "glibc":
+    assert host_memory.keep_freed_memory() is True
