@@ -46,6 +46,7 @@ import numpy as np
 from benchmarks import machine
 from pwes_jax import model as model_lib
 from pwes_jax import config_checks
+from pwes_jax import host_memory
 from pwes_jax import state as state_lib
 from pwes_jax import steps
 from pwes_jax.data import batching
@@ -198,6 +199,7 @@ def bucket_weights(lengths, buckets) -> np.ndarray:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  host_memory.keep_freed_memory()  # as launch.main does
   config = _CONFIG.value
   feature_dim = config.data.synthetic_feature_dim
   lengths, points, labels, bank_videos = preset_videos(config)
