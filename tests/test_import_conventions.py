@@ -28,16 +28,8 @@ from pwes_jax.data import layout
 from pwes_jax.extraction import extract
 from pwes_jax.extraction import flow as flow_lib
 from pwes_jax.extraction import video as video_lib
+from tests.test_importers import D, REPO, src
 
-D = 1024
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def src(tmp_path):
-  """The folder of a test's source tables and CSVs (an import may not write inside it)."""
-  d = tmp_path / "src"
-  d.mkdir(exist_ok=True)
-  return d
 
 
 def features(d, video, t):
