@@ -33,6 +33,7 @@ import os
 from absl import app
 from absl import flags
 
+from launch import quiet  # before OpenCV is imported
 from pwes_jax.extraction import convert
 from pwes_jax.extraction import i3d
 from pwes_jax.extraction import weights
@@ -54,6 +55,7 @@ flags.mark_flags_as_required(["input", "output"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  quiet.quiet_logging()
   try:
     if os.path.exists(_OUTPUT.value) and not _OVERWRITE.value:
       raise FileExistsError(f"file {_OUTPUT.value}: exists; pass --overwrite to replace it")

@@ -1,0 +1,33 @@
+"""Quiet launchers: progress and warnings on the terminal, library internals only with -v.
+
+Import this module before anything that imports OpenCV, and call :func:`quiet_logging` first
+thing in ``main``:
+
+* absl (and with it Python's root logger: JAX's ``xla_bridge`` backend probing, Orbax's restore
+  steps) logs at WARNING unless ``--verbosity`` / ``-v`` is given;
+* FFmpeg inside OpenCV prints only fatal errors (``OPENCV_FFMPEG_LOGLEVEL=8``, read when OpenCV is
+  imported) unless ``--verbosity`` / ``-v`` is given or the variable is already set: an
+  unreadable video is reported once by our own message naming the file, not by FFmpeg's
+  ``[mov,mp4,...] moov atom not found`` lines.
+"""
+
+import os
+import sys
+
+from absl import flags
+from absl import logging
+
+
+def _verbosity_given(argv) -> bool:
+  return any(a in ("-v", "--v") or a.startswith(("--verbosity", "-v=", "--v="))
+             for a in argv[1:])
+
+
+if not _verbosity_given(sys.argv):
+  os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
+
+
+def quiet_logging() -> None:
+  """absl and Python logging at WARNING unless ``--verbosity`` was given (call in ``main``)."""
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
