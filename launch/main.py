@@ -14,8 +14,10 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
+from pwes_jax import output_paths
 from pwes_jax import train
-from pwes_jax.data import layout
+
+from launch import common
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/synthetic.py",
                                           "Experiment config file (path[:variant]).",
@@ -53,12 +55,12 @@ def main(argv):
   if _FOLDS.value is not None:
     with config.unlocked():
       config.loso.folds = _FOLDS.value
-  try:
+  with common.errors("launch.main"):
+    output_paths.check_dir_output("workdir", _WORKDIR.value,
+                                  {"config.data.dataset_dir": config.data.dataset_dir},
+                                  run_ok=True)
     train.train_and_evaluate(config, _WORKDIR.value)
-  except (layout.DatasetError, ValueError, FileExistsError, FileNotFoundError,
-          train.NonFiniteLossError) as e:
-    raise SystemExit(f"launch.main: {e}") from None
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.flags_parser("launch.main"))

@@ -33,7 +33,23 @@ from pwes_jax.data import source
 CONFIG_FILE = "config.json"
 OUTPUTS_FILE = "outputs.npz"
 RECORD_FILE = "fold.json"
+LOCK_FILE = "run.lock"
+RESULTS_FILE = "results.json"
+PREDICTIONS_FILE = "predictions.json"
 _FOLD_DIR = re.compile(r"^fold_(\d+)$")
+# Files of the workdir itself that belong to the run (metrics.p<i>.jsonl: multi-process runs).
+_RUN_FILES = re.compile(r"^(config\.json|results\.json|predictions\.json|run\.lock|"
+                        r"metrics(\.p\d+)?\.jsonl)$")
+
+
+def is_run_file_name(name: str) -> bool:
+  """Whether a file named ``name`` directly in a workdir is one of the run's own files."""
+  return bool(_RUN_FILES.match(name))
+
+
+def is_fold_dir_name(name: str) -> bool:
+  """Whether ``name`` is a fold directory's name (``fold_XX``)."""
+  return bool(_FOLD_DIR.match(name))
 
 
 def fold_dir(workdir: str, fold_index: int) -> str:

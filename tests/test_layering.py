@@ -40,6 +40,7 @@ ALLOWED = {
     "intervals": set(),
     # Run files, logs, checkpoints, meshes.
     "run_dir": {"fileio", "data"},
+    "output_paths": {"run_dir"},
     "metrics_log": {"fileio", "run_dir"},
     "checkpointing": {"run_dir"},
     "sharding": set(),
