@@ -9,6 +9,7 @@ run's files in ``run_dir.py``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from typing import Optional
@@ -66,12 +67,24 @@ def train_run(config, workdir: str, *, programs: Optional[trainer.Programs] = No
     DatasetError: on a bad dataset (naming file, line and field).
     NonFiniteLossError: when a loss becomes NaN or Inf (naming fold and step).
   """
+  with _locked(workdir):
+    return _train_run(config, workdir, programs)
+
+
+def _locked(workdir: str):
+  """The workdir lock (held by process 0, which writes the run's shared files)."""
+  if jax.process_index() != 0:
+    return contextlib.nullcontext()
+  os.makedirs(workdir, exist_ok=True)
+  return run_dir.workdir_lock(workdir)
+
+
+def _train_run(config, workdir, programs) -> TrainedRun:
   config_checks.check_run_config(config)
   lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   if lead:
     config_checks.check_workdir_config(config, workdir)
-    run_dir.write_config(workdir, config)
     dataset = source.prepare_dataset(config, workdir)
   sharding.sync("dataset ready")
   if not lead:
@@ -79,6 +92,11 @@ def train_run(config, workdir: str, *, programs: Optional[trainer.Programs] = No
   all_folds = folds_lib.loso_folds(dataset)
   selected = folds_lib.select_folds(all_folds, config.loso.folds)
   ctx = trainer.make_context(config, workdir, dataset, all_folds, programs)
+  if lead:
+    # Written once, after the config is checked and the dataset loaded: a failed start (a
+    # wrong dataset_dir) leaves no config.json behind to refuse the corrected run.
+    run_dir.write_config(workdir, config)
+    config_checks.warn_unannotated_folds(dataset, selected)
   finished = run_dir.finished_folds(workdir)
   for fold in selected:
     if fold.index in finished:
@@ -103,7 +121,8 @@ def train_and_evaluate(config, workdir: str, *, programs: Optional[trainer.Progr
   Returns:
     ``report.evaluate_run``'s result (written to ``results.json``; ``{}`` on other processes).
   """
-  run = train_run(config, workdir, programs=programs)
-  if not run.lead:
-    return {}
-  return report.evaluate_run(workdir, run.dataset, config, run.finished)
+  with _locked(workdir):
+    run = _train_run(config, workdir, programs)
+    if not run.lead:
+      return {}
+    return report.evaluate_run(workdir, run.dataset, config, run.finished)
