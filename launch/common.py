@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import errno
+import signal
 import importlib.util
 import sys
 from typing import Iterator
@@ -127,3 +128,15 @@ def flags_parser(name: str):
       sys.exit(2)
 
   return parse
+
+
+
+def exit_on_sigterm() -> None:
+  """Restores SIGTERM's default action (the process ends at once, whatever its threads do).
+
+  Call it after ``jax.distributed.initialize``: the distributed runtime installs a handler that
+  only records the signal (for preemption), so a terminated process of a multi-process run
+  trained on. What the run wrote stays valid (every state file is written atomically);
+  rerunning resumes it (the lock left behind is taken over as stale, with a warning).
+  """
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)

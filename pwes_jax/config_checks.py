@@ -6,6 +6,7 @@ terms they register are part of what the config names.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import math
@@ -215,3 +216,8 @@ def warn_unannotated_folds(dataset, folds) -> list:
                     "learns no expression (check the dataset's annotations.csv)", index,
                     len(next(f for f in folds if f.index == index).train_videos))
   return empty
+
+
+def config_hash(config) -> str:
+  """SHA-256 of the config's JSON (every field): equal on every process of one run."""
+  return hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()

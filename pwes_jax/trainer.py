@@ -445,5 +445,13 @@ def train_folds(ctx: RunContext, folds: Sequence[folds_lib.Fold],
     units = (lambda f=f: _SingleFold(ctx, f) for f in folds)
   records = []
   for make_driver in units:
-    records += _train(ctx, make_driver(), log)
+    # A phase boundary: a failure on any process (a NaN loss, a full disk) ends the unit on
+    # every process, with the failing process's message, instead of a hang in the next
+    # collective.
+    error = None
+    try:
+      records += _train(ctx, make_driver(), log)
+    except (ValueError, OSError, metrics_log.NonFiniteLossError) as e:
+      error = e
+    sharding.agree("training a fold group", error)
   return records
