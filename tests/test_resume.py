@@ -237,22 +237,3 @@ def test_a_fold_without_annotated_training_videos_is_warned_about(caplog):
   assert got == [1]
   assert "fold 1: none of its 2 training videos has an annotated interval" in _warnings(caplog)
 
-
-def test_sigterm_ends_a_run_at_once(tmp_path):
-  import signal  # pylint: disable=g-import-not-at-top  (only this test sends signals)
-  import time  # pylint: disable=g-import-not-at-top  (see above)
-  w = tmp_path / "w"
-  proc = subprocess.Popen(
-      [sys.executable, "-m", "launch.main", "--config=configs/synthetic.py:tiny",
-       f"--workdir={w}", f"--config.data.cache_dir={tmp_path / 'data'}",
-       "--config.optim.steps=100000"],
-      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  deadline = time.time() + 240
-  while not (w / "metrics.jsonl").exists() and time.time() < deadline and proc.poll() is None:
-    time.sleep(0.2)
-  assert proc.poll() is None, proc.communicate()[0][-2000:]
-  t0 = time.time()
-  proc.send_signal(signal.SIGTERM)
-  log = proc.communicate(timeout=30)[0]
-  assert proc.returncode == -signal.SIGTERM and time.time() - t0 < 10, (proc.returncode,
-                                                                       log[-2000:])
