@@ -28,8 +28,11 @@ from absl import logging
 from ml_collections import config_flags
 
 from launch import quiet  # before OpenCV is imported
+from pwes_jax import output_paths
 from pwes_jax.extraction import extract
 from pwes_jax.extraction import video
+
+from launch import common
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/extraction.py",
                                           "Extraction config (path[:variant]).")
@@ -72,6 +75,11 @@ def main(argv):
   quiet.quiet_logging()
   c = _apply_flags(_CONFIG.value)
   try:
+    output_paths.check_dir_output(
+        "output_dir", _OUTPUT_DIR.value,
+        {"videos_dir": _VIDEOS_DIR.value,
+         **{f: c.i3d[f] for f in ("rgb_weights", "flow_weights")
+            if c.i3d[f] and c.i3d[f] != "kinetics400"}})
     config = extract.from_config_dict(c)
     naming = video.Naming(include_regex=c.naming.include_regex or None,
                           name_regex=c.naming.name_regex or None,
@@ -80,8 +88,8 @@ def main(argv):
                           subject_template=c.naming.subject_template)
     summary = extract.extract_dataset(_VIDEOS_DIR.value, _OUTPUT_DIR.value, config,
                                       naming=naming, name=c.name, say=_say)
-  except (extract.ExtractionError, video.VideoReadError, FileNotFoundError) as e:
-    raise SystemExit(f"launch.extract_features: {e}") from None
+  except common.USER_ERRORS as e:  # ExtractionError is a ValueError
+    raise SystemExit(f"launch.extract_features: {common.one_line(e)}") from None
   print(json.dumps(summary, indent=2))
   if summary["failed"]:
     for f in summary["failed"]:
@@ -92,4 +100,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.flags_parser("launch.extract_features"))

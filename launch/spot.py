@@ -48,12 +48,15 @@ from absl import logging
 from ml_collections import config_flags
 
 from launch import quiet  # before OpenCV is imported
+from pwes_jax import output_paths
 from pwes_jax import run_dir
 from pwes_jax import spotting
 from pwes_jax.data import layout
 from pwes_jax.extraction import extract
 from pwes_jax.extraction import from_video
 from pwes_jax.extraction import video as video_lib
+
+from launch import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory of launch.main.")
 _FEATURES = flags.DEFINE_string("features", None, "A .npz feature file or a directory of them.")
@@ -73,6 +76,8 @@ _FOLD = flags.DEFINE_string("fold", "all", "'all' (average every finished fold),
 _FPS = flags.DEFINE_float("fps", None, "Frames per second (default: the run's dataset.json).")
 _SNIPPET = flags.DEFINE_integer("snippet_length", None, "Frames per snippet (default: the "
                                 "run's dataset.json).")
+
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output.")
 
 flags.mark_flags_as_required(["workdir", "output"])
 
@@ -146,6 +151,13 @@ def main(argv):
   quiet.quiet_logging()  # Orbax logs every restore step at INFO, JAX its backend probing.
   if (_FEATURES.value is None) == (_VIDEO.value is None):
     raise app.UsageError("give exactly one of --features and --video")
+  inputs = {"workdir": _WORKDIR.value, "features": _FEATURES.value, "video": _VIDEO.value}
+  with common.errors("spot"):
+    out = output_paths.check_file_outputs({"output": _OUTPUT.value}, inputs,
+                                          overwrite=_OVERWRITE.value)["output"]
+    if _FEATURES_DIR.value:
+      output_paths.check_dir_output("features_dir", _FEATURES_DIR.value,
+                                    {"workdir": _WORKDIR.value, "video": _VIDEO.value})
   try:
     if _VIDEO.value is None:
       result = spotting.spot(_WORKDIR.value, _FEATURES.value, fold=_FOLD.value, fps=_FPS.value,
@@ -163,13 +175,14 @@ def main(argv):
                           for name, props in result["videos"].items()}
       if not _FEATURES_DIR.value:
         result["source"] = None  # the temporary feature file is gone
-  except (layout.DatasetError, FileNotFoundError, ValueError, video_lib.VideoReadError) as e:
-    raise SystemExit(f"spot: {e}") from None
-  out = spotting.write_json(_OUTPUT.value, result)
+  except common.USER_ERRORS as e:
+    raise SystemExit(f"spot: {common.one_line(e)}") from None
+  with common.errors("spot"):
+    out = spotting.write_json(out, result)
   n = sum(len(p) for p in result["videos"].values())
   print(f"{n} proposals for {len(result['videos'])} videos from fold(s) {result['folds']} "
         f"({result['combine']}) written to {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.flags_parser("spot"))

@@ -9,6 +9,7 @@ run's files in ``run_dir.py``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from typing import Optional
@@ -66,19 +67,44 @@ def train_run(config, workdir: str, *, programs: Optional[trainer.Programs] = No
     DatasetError: on a bad dataset (naming file, line and field).
     NonFiniteLossError: when a loss becomes NaN or Inf (naming fold and step).
   """
-  config_checks.check_run_config(config)
+  with contextlib.ExitStack() as stack:
+    return _train_run(config, workdir, programs, stack)
+
+
+# What a process may fail with before training; shared with every process (sharding.agree).
+_START_ERRORS = (ValueError, OSError, layout.DatasetError)
+
+
+def _train_run(config, workdir, programs, stack: contextlib.ExitStack) -> TrainedRun:
+  """:func:`train_run` under ``stack`` (which holds the workdir lock on process 0).
+
+  Every process checks the config, the workdir and the dataset before the first collective;
+  one all-gather then shares any failure (every process exits with the failing process's
+  message) and compares the config's hash with process 0's.
+  """
   lead = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
-  if lead:
-    config_checks.check_workdir_config(config, workdir)
-    run_dir.write_config(workdir, config)
+  error, dataset = None, None
+  try:
+    config_checks.check_run_config(config)
+    os.makedirs(workdir, exist_ok=True)
+    if lead:
+      stack.enter_context(run_dir.workdir_lock(workdir))
+      config_checks.check_workdir_config(config, workdir)
+    # Every process at once: a synthetic dataset is generated beside its target and renamed
+    # into place, so concurrent processes never see a half-written one.
     dataset = source.prepare_dataset(config, workdir)
-  sharding.sync("dataset ready")
-  if not lead:
-    dataset = source.prepare_dataset(config, workdir)
+  except _START_ERRORS as e:
+    error = e
+  sharding.agree("start (config, workdir and dataset checks)", error,
+                 fingerprint=config_checks.config_hash(config))
   all_folds = folds_lib.loso_folds(dataset)
   selected = folds_lib.select_folds(all_folds, config.loso.folds)
   ctx = trainer.make_context(config, workdir, dataset, all_folds, programs)
+  if lead:
+    # Written once, after the config is checked and the dataset loaded: a failed start (a
+    # wrong dataset_dir) leaves no config.json behind to refuse the corrected run.
+    run_dir.write_config(workdir, config)
+    config_checks.warn_unannotated_folds(dataset, selected)
   finished = run_dir.finished_folds(workdir)
   for fold in selected:
     if fold.index in finished:
@@ -103,7 +129,8 @@ def train_and_evaluate(config, workdir: str, *, programs: Optional[trainer.Progr
   Returns:
     ``report.evaluate_run``'s result (written to ``results.json``; ``{}`` on other processes).
   """
-  run = train_run(config, workdir, programs=programs)
-  if not run.lead:
-    return {}
-  return report.evaluate_run(workdir, run.dataset, config, run.finished)
+  with contextlib.ExitStack() as stack:
+    run = _train_run(config, workdir, programs, stack)
+    if not run.lead:
+      return {}
+    return report.evaluate_run(workdir, run.dataset, config, run.finished)
