@@ -67,9 +67,9 @@ def get_config(arg=None):
   c.flow.jax_batch = 32             # jax: frame pairs per jitted call.
 
   c.i3d = ml_collections.ConfigDict()
-  c.i3d.rgb_weights = ""            # converted with launch.convert_i3d.
-  c.i3d.flow_weights = ""
-  c.i3d.random_init = False         # random weights: smoke tests and benchmarks only.
+  c.i3d.rgb_weights = ""            # converted with launch.convert_i3d, or "kinetics400".
+  c.i3d.flow_weights = ""           # converted with launch.convert_i3d (none out of the box).
+  c.i3d.random_init = False         # random weights for a stream given none: smoke tests only.
   c.i3d.seed = 0
   c.i3d.batch_snippets = 16         # snippets per jitted I3D call.
   c.i3d.dtype = "float32"           # "bfloat16": a GPU lever.

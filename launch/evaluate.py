@@ -31,8 +31,11 @@ from absl import flags
 from launch import quiet
 from pwes_jax import evaluation
 from pwes_jax import fileio
+from pwes_jax import output_paths
 from pwes_jax import prediction_files
 from pwes_jax.data import layout
+
+from launch import common
 
 _DATASET_DIR = flags.DEFINE_string("dataset_dir", None, "Dataset directory (ground truth).")
 _PREDICTIONS = flags.DEFINE_string("predictions", None, "Predictions: JSON, run directory, "
@@ -67,6 +70,8 @@ _ME_LONG = flags.DEFINE_float("me_long_seconds", evaluation.ME_LONG_SECONDS,
 _MAX_PER_VIDEO = flags.DEFINE_integer("max_per_video", evaluation.MAX_PER_VIDEO,
                                       "--protocol=paper: predictions kept per video.",
                                       lower_bound=1)
+
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output / --export_csv.")
 
 flags.mark_flags_as_required(["dataset_dir", "predictions"])
 
@@ -142,13 +147,19 @@ def main(argv):
     raise app.UsageError(f"--threshold must be finite, got {threshold}")
   settings = dict(me_seconds=_ME_SECONDS.value, me_long_seconds=_ME_LONG.value,
                   max_per_video=_MAX_PER_VIDEO.value)
-  try:
-    result, pf, gt = evaluate(_DATASET_DIR.value, _PREDICTIONS.value, protocol=_PROTOCOL.value,
-                              threshold=threshold, **settings)
-  except (layout.DatasetError, ValueError) as e:
-    raise SystemExit(f"evaluate: {e}") from None
+  with common.errors("evaluate"):
+    outs = output_paths.check_file_outputs(
+        {"output": _OUTPUT.value, "export_csv": _EXPORT.value},
+        {"dataset_dir": _DATASET_DIR.value, "predictions": _PREDICTIONS.value},
+        overwrite=_OVERWRITE.value)
+    _write_outputs(outs, threshold, settings)
+
+
+def _write_outputs(outs, threshold, settings):
+  result, pf, gt = evaluate(_DATASET_DIR.value, _PREDICTIONS.value, protocol=_PROTOCOL.value,
+                            threshold=threshold, **settings)
   if _OUTPUT.value:
-    out = os.path.abspath(_OUTPUT.value)
+    out = outs["output"]
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with fileio.atomic_open(out) as f:
       json.dump(result, f, indent=2, allow_nan=False)
@@ -159,7 +170,7 @@ def main(argv):
   if _EXPORT.value:
     chosen = prediction_files.select(pf.videos, _PROTOCOL.value, threshold,
                                      max_per_video=_MAX_PER_VIDEO.value)
-    path = os.path.abspath(_EXPORT.value)
+    path = outs["export_csv"]
     os.makedirs(os.path.dirname(path), exist_ok=True)
     n = prediction_files.write_csv(path, chosen, gt, frame_base=_EXPORT_BASE.value,
                                    me_seconds=_ME_SECONDS.value)
@@ -169,4 +180,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.flags_parser("evaluate"))

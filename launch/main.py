@@ -17,8 +17,10 @@ from ml_collections import config_flags
 from launch import quiet
 from pwes_jax import compile_cache
 from pwes_jax import host_memory
+from pwes_jax import output_paths
 from pwes_jax import train
-from pwes_jax.data import layout
+
+from launch import common
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/synthetic.py",
                                           "Experiment config file (path[:variant]).",
@@ -34,6 +36,10 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _MULTIHOST = flags.DEFINE_bool("multihost", False,
                                 "Call jax.distributed.initialize() with no arguments (TPU pods, "
                                 "SLURM/Open MPI clusters that JAX detects itself).")
+_HEARTBEAT = flags.DEFINE_integer("heartbeat_timeout_s", 100, "Multi-host: seconds without a "
+                                  "heartbeat before a process is declared dead.", lower_bound=1)
+_SHUTDOWN = flags.DEFINE_integer("shutdown_timeout_s", 60, "Multi-host: seconds the processes "
+                                 "wait for each other at exit.", lower_bound=1)
 _CPU_COLLECTIVES = flags.DEFINE_string("cpu_collectives", None,
                                        "CPU collectives for multi-process CPU runs ('gloo').")
 
@@ -49,22 +55,26 @@ def main(argv):
     if _NUM_PROCESSES.value is None or _PROCESS_ID.value is None:
       raise app.UsageError("--coordinator_address needs --num_processes and --process_id")
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
+                               heartbeat_timeout_seconds=_HEARTBEAT.value,
+                               shutdown_timeout_seconds=_SHUTDOWN.value)
   elif _NUM_PROCESSES.value is not None or _PROCESS_ID.value is not None:
     raise app.UsageError("--num_processes/--process_id need --coordinator_address "
                          "(or use --multihost)")
   elif _MULTIHOST.value:
-    jax.distributed.initialize()
+    jax.distributed.initialize(heartbeat_timeout_seconds=_HEARTBEAT.value,
+                               shutdown_timeout_seconds=_SHUTDOWN.value)
+  common.exit_on_sigterm()
   config = _CONFIG.value
   if _FOLDS.value is not None:
     with config.unlocked():
       config.loso.folds = _FOLDS.value
-  try:
+  with common.errors("launch.main"):
+    output_paths.check_dir_output("workdir", _WORKDIR.value,
+                                  {"config.data.dataset_dir": config.data.dataset_dir},
+                                  run_ok=True)
     train.train_and_evaluate(config, _WORKDIR.value)
-  except (layout.DatasetError, ValueError, FileExistsError, FileNotFoundError,
-          train.NonFiniteLossError) as e:
-    raise SystemExit(f"launch.main: {e}") from None
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.flags_parser("launch.main"))

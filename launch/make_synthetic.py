@@ -14,7 +14,10 @@ from absl import app
 from absl import flags
 
 from launch import quiet
+from pwes_jax import output_paths
 from pwes_jax.data import synthetic
+
+from launch import common
 
 _PRESET = flags.DEFINE_enum("preset", "casme2", sorted(synthetic.PRESETS), "Dataset statistics.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Dataset directory to write.",
@@ -33,13 +36,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
+    output_paths.check_dir_output("output_dir", _OUTPUT_DIR.value)
     summary = synthetic.generate(_PRESET.value, _OUTPUT_DIR.value, seed=_SEED.value,
                                  feature_dim=_FEATURE_DIM.value, overwrite=_OVERWRITE.value)
-  except (FileExistsError, ValueError) as e:
-    raise SystemExit(f"make_synthetic: error: {e}") from None
+  except common.USER_ERRORS as e:
+    raise SystemExit(f"make_synthetic: error: {common.one_line(e)}") from None
   print(f"done in {summary['seconds']:.1f} s")
   print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.flags_parser("make_synthetic"))

@@ -21,8 +21,11 @@ from absl import app
 from absl import flags
 
 from launch import quiet
+from pwes_jax import fileio
+from pwes_jax import output_paths
 from pwes_jax import report
-from pwes_jax.data import layout
+
+from launch import common
 
 _WORKDIRS = flags.DEFINE_multi_string("workdir", None, "Run directory (repeat for several).")
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the markdown report to this file.")
@@ -32,6 +35,8 @@ _PLOTS = flags.DEFINE_integer("plots", 0, "Plot this many held-out videos per ru
 _NAMES = flags.DEFINE_list("names", None, "Row labels, one per --workdir (default: method).")
 _RECOMPUTE = flags.DEFINE_bool("recompute", False, "Re-evaluate every finished fold even if "
                                "results.json exists (rewrites results.json, predictions.json).")
+
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output.")
 
 flags.mark_flag_as_required("workdir")
 
@@ -44,25 +49,26 @@ def main(argv):
   names = _NAMES.value
   if names is not None and len(names) != len(workdirs):
     raise app.UsageError(f"--names has {len(names)} entries for {len(workdirs)} --workdir")
-  try:
+  with common.errors("report"):
+    out = output_paths.check_file_outputs(
+        {"output": _OUTPUT.value}, [("workdir", w) for w in workdirs],
+        overwrite=_OVERWRITE.value).get("output")
     results = [report.load_results(w, recompute=_RECOMPUTE.value) for w in workdirs]
     text = report.render_report(results, per_fold=_PER_FOLD.value, names=names)
     plots = []
     for w in workdirs:
       if _PLOTS.value:
         plots += report.plot_run(w, _PLOTS.value)
-  except (FileNotFoundError, layout.DatasetError, ValueError) as e:
-    raise SystemExit(f"report: {e}") from None
   print(text, end="")
-  if _OUTPUT.value:
-    out = os.path.abspath(_OUTPUT.value)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-      f.write(text)
+  if out:
+    with common.errors("report"):
+      os.makedirs(os.path.dirname(out), exist_ok=True)
+      with fileio.atomic_open(out) as f:
+        f.write(text)
     print(f"report written to {out}", file=sys.stderr)
   for p in plots:
     print(f"plot written to {p}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.flags_parser("report"))

@@ -12,10 +12,16 @@ Usage::
 run's extraction settings (its dataset's ``dataset.json``, written by
 ``launch.extract_features``), or with ``--extraction_config`` when given (needed for a run whose
 features came from elsewhere); the weights files are given again (``kinetics400`` is the
-default RGB weights when the run used them). A video at another frame rate than the run's is
-resampled to it (with a warning). The feature file goes to ``--features_dir`` (default: a
-temporary folder, removed afterwards); the proposals are those of the feature path below.
-Progress is printed per stage.
+default RGB weights when the run used them). Before anything is extracted, the run's feature
+width is checked (it must take 1024-wide rgb and flow features), and ``--extraction_config`` is
+compared with the run's recorded settings: a warning per differing field (face mode, frame
+rate, snippet length, resize, ...). A video at another frame rate than the run's is resampled
+to it (with a warning): ``onset``/``offset`` are then frames at the run's rate, and every
+proposal also gives ``onset_source_frame``/``offset_source_frame``, the video's own frames
+(``floor(frame * video_fps / fps)``), with ``video_fps`` in the output. The feature file goes to
+``--features_dir`` (default: a temporary folder, removed afterwards); the proposals are those of
+the feature path below. Progress is printed per stage, and inside a long video at least every
+15 s (frames processed, processing rate).
 
 ``--features`` is one ``.npz`` file or a directory of them (every ``*.npz``; the video name is
 the file stem), each with float ``rgb`` and ``flow`` arrays ``[T, F]`` as in the dataset layout.
@@ -27,7 +33,8 @@ snippet length default to the run's ``dataset.json``. The output is::
   {"videos": {name: [{onset, offset, score, type, onset_seconds, offset_seconds}]},
    "folds": [...], "source": ..., ...}
 
-with 0-based inclusive frames, proposals highest score first.
+with 0-based inclusive frames, proposals highest score first (``--video`` adds
+``onset_source_frame``, ``offset_source_frame`` per proposal and ``video``, ``video_fps``).
 """
 
 import os
@@ -40,13 +47,17 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from launch import quiet  # before OpenCV is imported
 from pwes_jax import compile_cache
+from pwes_jax import output_paths
 from pwes_jax import run_dir
 from pwes_jax import spotting
 from pwes_jax.data import layout
 from pwes_jax.extraction import extract
 from pwes_jax.extraction import from_video
 from pwes_jax.extraction import video as video_lib
+
+from launch import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory of launch.main.")
 _FEATURES = flags.DEFINE_string("features", None, "A .npz feature file or a directory of them.")
@@ -67,6 +78,8 @@ _FPS = flags.DEFINE_float("fps", None, "Frames per second (default: the run's da
 _SNIPPET = flags.DEFINE_integer("snippet_length", None, "Frames per snippet (default: the "
                                 "run's dataset.json).")
 
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output.")
+
 flags.mark_flags_as_required(["workdir", "output"])
 
 
@@ -74,8 +87,24 @@ def _stage(i: int, text: str) -> None:
   print(f"spot: [{i}/3] {text}", file=sys.stderr, flush=True)
 
 
+def _check_width() -> None:
+  """The run's models take 1024-wide rgb and flow features (what --video extracts), or exit."""
+  indices = run_dir.select_folds(_WORKDIR.value, _FOLD.value)
+  width = spotting.checkpoint_shapes(_WORKDIR.value, indices[0])["feature_dim"]
+  if width != extract.FEATURE_DIM:
+    raise SystemExit(
+        f"spot: the run {_WORKDIR.value} takes features {width} wide per stream (fold "
+        f"{indices[0]}'s checkpoint), but --video extracts two-stream I3D features "
+        f"{extract.FEATURE_DIM} wide per stream (rgb and flow): spot this run with --features of "
+        f"its own kind, or train a run on features from launch.extract_features")
+
+
 def _features_from_video(features_dir: str) -> tuple:
-  """Stages 1 and 2 of --video: the settings, then the feature file. Returns (path, fps, L)."""
+  """Stages 1 and 2 of --video: the settings, then the feature file.
+
+  Returns ``(path, fps, snippet stride, video_fps)``.
+  """
+  _check_width()
   run_config = run_dir.load_config(_WORKDIR.value)
   root = run_dir.dataset_root(run_config, _WORKDIR.value)
   run_info = layout.read_info(root)
@@ -88,35 +117,49 @@ def _features_from_video(features_dir: str) -> tuple:
         c.i3d[field] = value
     config = extract.from_config_dict(c)
     _stage(1, "extraction settings from --extraction_config")
+    recorded = run_info.extras.get("extraction")
+    if isinstance(recorded, dict):
+      for field, run_value, given in from_video.setting_differences(recorded, config):
+        logging.warning("--extraction_config differs from the run's extraction settings "
+                        "(%s/dataset.json): %s is %r, the run's %r", root, field, given,
+                        run_value)
   else:
     config, _ = from_video.run_settings(root, rgb_weights=_RGB_WEIGHTS.value,
                                         flow_weights=_FLOW_WEIGHTS.value)
     _stage(1, f"extraction settings of the run's dataset {root}/dataset.json")
-  config, fps = from_video.match_rate(config, source, run_info.fps)
+  config, fps, video_fps = from_video.match_rate(config, source, run_info.fps)
   path = os.path.join(features_dir, f"{source.name}.npz")
   _stage(2, f"extracting features from {source.path} (face {config.face.mode}, "
          f"{config.frames.size}x{config.frames.size}, {config.snippet_length}-frame snippets)")
   t0, last = time.perf_counter(), [time.perf_counter()]
 
   def progress(frames):
-    if time.perf_counter() - last[0] >= 10:
-      last[0] = time.perf_counter()
-      print(f"spot:       {frames} frames read", file=sys.stderr, flush=True)
+    now = time.perf_counter()
+    if now - last[0] >= extract.PROGRESS_EVERY_S:
+      last[0] = now
+      print(f"spot:       {frames} frames processed so far, processing rate "
+            f"{frames / (now - t0):.1f} frames/s", file=sys.stderr, flush=True)
 
   result = from_video.extract_file(source, config, path, progress=progress)
   print(f"spot:       {result.num_frames} frames -> {result.rgb.shape[0]} snippets in "
         f"{time.perf_counter() - t0:.1f} s -> {path}", file=sys.stderr, flush=True)
-  return path, fps, config.stride
+  return path, fps, config.stride, video_fps
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every restore step at INFO.
+  quiet.quiet_logging()  # Orbax logs every restore step at INFO, JAX its backend probing.
   compile_cache.enable()  # the forward programs compiled by training or an earlier spot
   if (_FEATURES.value is None) == (_VIDEO.value is None):
     raise app.UsageError("give exactly one of --features and --video")
+  inputs = {"workdir": _WORKDIR.value, "features": _FEATURES.value, "video": _VIDEO.value}
+  with common.errors("spot"):
+    out = output_paths.check_file_outputs({"output": _OUTPUT.value}, inputs,
+                                          overwrite=_OVERWRITE.value)["output"]
+    if _FEATURES_DIR.value:
+      output_paths.check_dir_output("features_dir", _FEATURES_DIR.value,
+                                    {"workdir": _WORKDIR.value, "video": _VIDEO.value})
   try:
     if _VIDEO.value is None:
       result = spotting.spot(_WORKDIR.value, _FEATURES.value, fold=_FOLD.value, fps=_FPS.value,
@@ -124,20 +167,24 @@ def main(argv):
     else:
       with tempfile.TemporaryDirectory(prefix="pwes_spot_") as tmp:
         features_dir = _FEATURES_DIR.value or tmp
-        path, fps, length = _features_from_video(features_dir)
+        path, fps, length, video_fps = _features_from_video(features_dir)
         _stage(3, f"spotting with the run {_WORKDIR.value} (fold {_FOLD.value})")
         result = spotting.spot(_WORKDIR.value, path, fold=_FOLD.value, fps=_FPS.value or fps,
                                snippet_length=_SNIPPET.value or length)
       result["video"] = os.path.abspath(_VIDEO.value)
+      result["video_fps"] = video_fps
+      result["videos"] = {name: from_video.with_source_frames(props, result["fps"], video_fps)
+                          for name, props in result["videos"].items()}
       if not _FEATURES_DIR.value:
         result["source"] = None  # the temporary feature file is gone
-  except (layout.DatasetError, FileNotFoundError, ValueError, video_lib.VideoReadError) as e:
-    raise SystemExit(f"spot: {e}") from None
-  out = spotting.write_json(_OUTPUT.value, result)
+  except common.USER_ERRORS as e:
+    raise SystemExit(f"spot: {common.one_line(e)}") from None
+  with common.errors("spot"):
+    out = spotting.write_json(out, result)
   n = sum(len(p) for p in result["videos"].values())
   print(f"{n} proposals for {len(result['videos'])} videos from fold(s) {result['folds']} "
         f"({result['combine']}) written to {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.flags_parser("spot"))

@@ -3,7 +3,6 @@
   python -m launch.sweep --config=configs/synthetic.py --sweep=table2 --workdir=/tmp/table2
 """
 
-import json
 import os
 
 from absl import app
@@ -15,9 +14,13 @@ from launch import quiet
 from pwes_jax import compile_cache
 from pwes_jax import host_memory
 from pwes_jax import config_checks
+from pwes_jax import fileio
+from pwes_jax import output_paths
 from pwes_jax import report
 from pwes_jax import train
 from pwes_jax import trainer
+
+from launch import common
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/synthetic.py", "Base config.",
                                           lock_config=True)
@@ -52,7 +55,21 @@ def main(argv):
   quiet.quiet_logging()
   compile_cache.enable()
   host_memory.keep_freed_memory()
+  with common.errors("launch.sweep"):
+    _sweep()
+
+
+def _sweep():
   entries = sweeps.get_sweep(_SWEEP.value)
+  output_paths.check_dir_output("workdir", _WORKDIR.value)
+  report_path = os.path.join(_WORKDIR.value, "report.md")
+  if os.path.isdir(report_path):
+    raise ValueError(f"{report_path} is a directory; the sweep writes its table there")
+  if os.path.isfile(report_path):
+    with open(report_path, encoding="utf-8", errors="replace") as f:
+      if not f.read(8) == "# Sweep ":
+        raise FileExistsError(f"{report_path} exists and is not a sweep report; refusing to "
+                              "replace it (move it away)")
   programs = {}  # entries whose model, loss and optimizer agree reuse one compiled step
   for name, overrides in entries:
     if _ONLY.value and name not in _ONLY.value:
@@ -71,21 +88,20 @@ def main(argv):
       if key not in programs:
         programs[key] = trainer.build_programs(config)
       train.train_and_evaluate(config, workdir, programs=programs[key])
-    except (ValueError, FileExistsError, FileNotFoundError, train.NonFiniteLossError) as e:
-      raise SystemExit(f"launch.sweep: {name}: {e}") from None
+    except (*common.USER_ERRORS, KeyError) as e:
+      raise SystemExit(f"launch.sweep: {name}: {common.one_line(e)}") from None
   # The table covers every entry of the sweep that has results, including earlier --only runs.
   results, names = [], []
   for name, _ in entries:
     path = os.path.join(run_dir(_WORKDIR.value, name), "results.json")
     if os.path.isfile(path):
-      with open(path) as f:
-        results.append(json.load(f))
+      results.append(fileio.read_json(path))
       names.append(name)
   table = report.markdown_table(results, names=names)
-  with open(os.path.join(_WORKDIR.value, "report.md"), "w") as f:
+  with fileio.atomic_open(report_path) as f:
     f.write(f"# Sweep {_SWEEP.value}\n\n{table}\n")
   print(table)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.flags_parser("launch.sweep"))

@@ -1,10 +1,19 @@
-"""Orbax checkpoints: one ``CheckpointManager`` per LOSO fold (``WORKDIR/fold_XX/checkpoints``)."""
+"""Orbax checkpoints: one ``CheckpointManager`` per LOSO fold (``WORKDIR/fold_XX/checkpoints``).
+
+Resuming restores the latest step that is intact (:func:`restore_latest`): a step that cannot be
+restored although its recorded shapes are this config's (a truncated or missing data file, a
+missing metadata file, any Orbax or TensorStore error) is set aside beside the checkpoint
+directory (renamed ``checkpoint_<step>.damaged-<time>``, never deleted) with a warning naming
+it, and the previous kept step is tried. Only a step whose recorded shapes differ from the
+config's train state is "another config" (an error).
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Any, Optional
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
@@ -79,12 +88,67 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract: Any, *,
                      f"({type(e).__name__}: {str(e)[:300]}); {remedy}") from None
 
 
-def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Optional[Any]:
-  """Restores the latest checkpoint into the structure (and shardings) of ``target``.
-
-  Returns None when the directory holds no checkpoint.
-  """
-  step = manager.latest_step()
-  if step is None:
+def _stored_shapes(directory: str, step: int) -> Optional[list]:
+  """Sorted leaf shapes recorded in checkpoint ``step``'s metadata; None when unreadable."""
+  reader = make_manager(directory, read_only=True)
+  try:
+    meta = reader.item_metadata(step)
+  except Exception:  # pylint: disable=broad-except  (any unreadable metadata means damaged)
     return None
-  return restore(manager, step, jax.tree.map(ocp.utils.to_shape_dtype_struct, target))
+  finally:
+    reader.close()
+  leaves = jax.tree.leaves(getattr(meta, "tree", meta)) if meta is not None else []
+  if not leaves:
+    return None
+  return sorted(tuple(getattr(leaf, "shape", ()) or ()) for leaf in leaves)
+
+
+def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Optional[Any]:
+  """Restores the latest intact checkpoint into the structure (and shardings) of ``target``.
+
+  A step that cannot be restored but whose recorded shapes are ``target``'s (or whose
+  metadata is unreadable) is damaged: it is set aside with a warning naming its path and the
+  error, and the previous kept step is tried.
+
+  Returns:
+    The restored state, or None when the directory holds no (intact) checkpoint; after
+    setting damaged steps aside a warning says the fold trains from step 0.
+
+  Raises:
+    ValueError: (as :func:`restore`) when a step's recorded shapes differ from ``target``'s:
+      a workdir of another config.
+  """
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  wanted = sorted(tuple(x.shape) for x in jax.tree.leaves(abstract))
+  directory = os.fspath(manager.directory)
+  set_aside = 0
+  while True:
+    step = manager.latest_step()
+    if step is None:
+      if set_aside:
+        logging.warning("%s: no intact checkpoint left; the fold trains again from step 0",
+                        directory)
+      return None
+    try:
+      return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # pylint: disable=broad-except  (Orbax/TensorStore raise anything)
+      stored = _stored_shapes(directory, step)
+      if stored is not None and stored != wanted:
+        raise ValueError(f"{directory}: checkpoint step {step} does not match this config's "
+                         f"train state ({type(e).__name__}: {str(e)[:300]}); use a new "
+                         "--workdir") from None
+      path = os.path.join(directory, str(step))
+      brief = " ".join(str(e).split())[:200]
+      run_dir.set_aside(
+          path, f"checkpoint step {step} cannot be restored ({type(e).__name__}: {brief}); "
+          "the previous kept step is tried", dest=os.path.join(
+              os.path.dirname(directory), f"checkpoint_{step}"))
+      set_aside += 1
+      manager.reload()
+
+
+def prune(manager: ocp.CheckpointManager, keep: int) -> None:
+  """Deletes all but the latest ``keep`` steps (a fold resumed at its last step saves
+  nothing, so the manager's own policy never ran; ``max_to_keep`` may also have changed)."""
+  for step in sorted(manager.all_steps())[:-keep]:
+    manager.delete(step)

@@ -6,8 +6,12 @@ terms they register are part of what the config names.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
+import math
+
+from absl import logging
 
 import jax
 
@@ -73,6 +77,46 @@ def check_run_config(config) -> None:
     need(isinstance(value, int) and value >= 1, field, value, "must be a positive integer")
   need(config.mplg.pretrain_steps >= 0, "mplg.pretrain_steps", config.mplg.pretrain_steps,
        "must be >= 0")
+
+  def number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+  m, o = config.model, config.optim
+  for field in ("embed_dim", "attention_hidden", "embed_kernel", "attention_kernel",
+                "fusion_kernel", "classifier_kernel"):
+    need(isinstance(m[field], int) and m[field] >= 1, f"model.{field}", m[field],
+         "must be a positive integer")
+  need(number(m.dropout_rate) and 0 <= m.dropout_rate < 1, "model.dropout_rate",
+       m.dropout_rate, "must be in [0, 1)")
+  need(number(m.negative_slope) and 0 <= m.negative_slope < 1, "model.negative_slope",
+       m.negative_slope, "must be in [0, 1) (LeakyReLU slope)")
+  need(number(o.learning_rate) and 0 < o.learning_rate < math.inf, "optim.learning_rate",
+       o.learning_rate, "must be a positive finite number")
+  for field in ("b1", "b2"):
+    need(number(o[field]) and 0 <= o[field] < 1, f"optim.{field}", o[field], "must be in [0, 1)")
+  need(number(o.weight_decay) and 0 <= o.weight_decay < math.inf, "optim.weight_decay",
+       o.weight_decay, "must be >= 0 and finite")
+  # Loss weights: only a negative weight is refused (NaN/Inf show up at once as a named
+  # non-finite loss through the NaN guard).
+  for field, value in config.loss.items():
+    if field.endswith("_weight"):
+      need(number(value) and not value < 0, f"loss.{field}", value, "must be >= 0")
+  need(len(config.loss.mil_ratios) == 3 and all(number(r) and r > 0
+                                                 for r in config.loss.mil_ratios),
+       "loss.mil_ratios", tuple(config.loss.mil_ratios), "must be 3 positive numbers")
+  need(number(config.mplg.top_ratio) and 0 < config.mplg.top_ratio <= 1, "mplg.top_ratio",
+       config.mplg.top_ratio, "must be in (0, 1]")
+  need(number(config.mplg.neg_ratio) and config.mplg.neg_ratio >= 0, "mplg.neg_ratio",
+       config.mplg.neg_ratio, "must be >= 0")
+  need(number(config.dfcl.weight) and not config.dfcl.weight < 0, "dfcl.weight",
+       config.dfcl.weight, "must be >= 0")
+  need(len(config.dfcl.regions) == 3 and all(isinstance(r, int) and r >= 1
+                                              for r in config.dfcl.regions),
+       "dfcl.regions", tuple(config.dfcl.regions), "must be 3 positive integers")
+  need(number(config.inference.me_max_seconds) and config.inference.me_max_seconds > 0,
+       "inference.me_max_seconds", config.inference.me_max_seconds, "must be positive")
+  need(number(config.inference.flank_ratio) and config.inference.flank_ratio >= 0,
+       "inference.flank_ratio", config.inference.flank_ratio, "must be >= 0")
   need(config.model.dtype in ("float32", "bfloat16"), "model.dtype", config.model.dtype,
        "must be 'float32' or 'bfloat16'")
   need(config.eval.protocol in evaluation.PROTOCOLS, "eval.protocol", config.eval.protocol,
@@ -123,10 +167,13 @@ def check_workdir_config(config, workdir: str) -> None:
   would silently mix methods; ``config.json`` is also what ``launch.spot``/``launch.report``
   rebuild the model from. Fields of :data:`RERUN_FREE_FIELDS` may differ.
 
+  An unreadable ``config.json`` (empty, half-written) is set aside with a warning and the
+  workdir is treated as new for the config (``run_dir.read_config_dict``).
+
   Raises:
     ValueError: naming up to five differing fields, old -> new.
   """
-  doc = run_dir.read_config_dict(workdir)
+  doc = run_dir.read_config_dict(workdir, set_aside_damaged=True)
   if doc is None:
     return
   old = flatten(doc)
@@ -152,3 +199,25 @@ def trace_key(config) -> str:
   """
   plain = json.loads(config.to_json_best_effort())
   return json.dumps({k: plain.get(k) for k in TRACED_SECTIONS}, sort_keys=True)
+
+
+def warn_unannotated_folds(dataset, folds) -> list:
+  """Warns about every fold whose training videos hold no annotated interval (its MIL and
+  point losses have no positive to learn from); returns those fold indices.
+
+  Args:
+    dataset: the run's ``layout.Dataset``.
+    folds: the folds to train (``data.folds.Fold``).
+  """
+  annotated = {a.video for a in dataset.annotations}
+  empty = [f.index for f in folds if not any(v in annotated for v in f.train_videos)]
+  for index in empty:
+    logging.warning("fold %d: none of its %d training videos has an annotated interval; it "
+                    "learns no expression (check the dataset's annotations.csv)", index,
+                    len(next(f for f in folds if f.index == index).train_videos))
+  return empty
+
+
+def config_hash(config) -> str:
+  """SHA-256 of the config's JSON (every field): equal on every process of one run."""
+  return hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from typing import Iterator, IO
 
@@ -31,3 +32,19 @@ def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[IO]:
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def read_json(path: str, **kwargs):
+  """The JSON document of ``path``.
+
+  Raises:
+    ValueError: ``<path>: not valid JSON (<error>)`` (an empty or half-written file included).
+    OSError: when the file cannot be read (the exception names the path).
+  """
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    return json.loads(data.decode("utf-8"), **kwargs)
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    what = "empty file" if not data.strip() else str(e)
+    raise ValueError(f"{path}: not valid JSON ({what})") from None

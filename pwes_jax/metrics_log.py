@@ -13,6 +13,7 @@ import json
 import os
 from typing import Mapping, Sequence
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -27,8 +28,20 @@ class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or Inf; the message names the fold and the step."""
 
 
+def _parse_row(line: bytes):
+  try:
+    row = json.loads(line)
+  except ValueError:
+    return None
+  return row if isinstance(row, dict) and "fold" in row and "step" in row else None
+
+
 class MetricsLog:
   """Appends JSON lines to ``workdir/metrics.jsonl`` (and TensorBoard events when available).
+
+  Opening repairs the file left by a killed run: lines that are not a whole row (a row torn by
+  the kill) are appended to ``metrics.jsonl.torn`` with a warning, and a missing final newline
+  is restored, so the next row never glues onto a half line.
 
   Args:
     workdir: the run directory.
@@ -43,6 +56,34 @@ class MetricsLog:
     self._tb = {}
     self._use_tb = use_tensorboard
     self._workdir = workdir
+    self._repair()
+
+  def _repair(self) -> None:
+    if not os.path.isfile(self.path):
+      return
+    with open(self.path, "rb") as f:
+      data = f.read()
+    good, bad = [], []
+    for line in data.split(b"\n"):
+      if line.strip():
+        (good if _parse_row(line) is not None else bad).append(line)
+    if not bad and (not data or data.endswith(b"\n")):
+      return
+    if bad:
+      with open(self.path + ".torn", "ab") as f:
+        f.write(b"".join(line + b"\n" for line in bad))
+      logging.warning("%s: %d torn or damaged line(s) (a run killed mid-write) set aside in "
+                      "%s.torn", self.path, len(bad), self.path)
+    with fileio.atomic_open(self.path, "wb") as f:
+      f.write(b"".join(line + b"\n" for line in good))
+
+  def rows(self, fold: int) -> list:
+    """``fold``'s rows, in file order."""
+    if not os.path.isfile(self.path):
+      return []
+    with open(self.path, "rb") as f:
+      rows = [_parse_row(line) for line in f if line.strip()]
+    return [r for r in rows if r is not None and r["fold"] == fold]
 
   def write(self, fold: int, step: int, values: Mapping) -> None:
     """Appends one row for ``fold`` at ``step`` (values converted to float)."""
@@ -57,14 +98,15 @@ class MetricsLog:
         w.flush()
 
   def truncate(self, fold: int, step: int) -> None:
-    """Drops ``fold``'s rows after ``step`` (a resumed fold logs those steps again)."""
+    """Drops ``fold``'s rows after ``step`` (a resumed fold logs those steps again; a fold
+    restarted from scratch, ``step = 0``, loses all its old rows)."""
     if not os.path.isfile(self.path):
       return
     with open(self.path) as f:
       lines = f.readlines()
     keep = []
     for line in lines:
-      row = json.loads(line) if line.strip() else None
+      row = _parse_row(line) if line.strip() else None
       if row is None or row["fold"] != fold or row["step"] <= step:
         keep.append(line)
     if len(keep) != len(lines):
@@ -102,3 +144,24 @@ def summarize(history: History) -> dict:
   """The mean of every metric over ``history`` (a non-empty ``[(step, metrics)]``)."""
   keys = history[0][1].keys()
   return {k: float(np.mean([float(m[k]) for _, m in history])) for k in keys}
+
+
+def summary_from_rows(rows: Sequence[Mapping], last_step: int, window: int) -> dict:
+  """The mean metrics of a fold's last ``window`` steps, rebuilt from its logged rows.
+
+  Each row holds the mean over the steps since the fold's previous row; the rows whose steps
+  lie in ``(last_step - window, last_step]`` are averaged weighted by the steps they cover
+  (``steps_per_sec`` left out). Used when a fold's record is written after a resume that took
+  no step (its window is no longer in memory). ``{}`` when there is no such row.
+  """
+  rows = sorted((r for r in rows if r["step"] <= last_step), key=lambda r: r["step"])
+  picked, prev = [], 0
+  for r in rows:
+    if r["step"] > last_step - window:
+      picked.append((r, r["step"] - prev))
+    prev = r["step"]
+  if not picked:
+    return {}
+  keys = [k for k in picked[-1][0] if k not in ("fold", "step", "steps_per_sec")]
+  total = sum(w for _, w in picked)
+  return {k: float(sum(float(r[k]) * w for r, w in picked if k in r) / total) for k in keys}

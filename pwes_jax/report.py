@@ -14,6 +14,7 @@ from absl import logging
 import numpy as np
 
 from pwes_jax import evaluation
+from pwes_jax import fileio
 from pwes_jax import inference
 from pwes_jax import run_dir
 from pwes_jax.data import layout
@@ -135,10 +136,11 @@ def _result(workdir, dataset, config, folds, result) -> dict:
 
 
 def _write_json_files(workdir: str, pooled: Mapping, out: Mapping) -> None:
-  with open(os.path.join(workdir, "predictions.json"), "w") as f:
+  # Atomic: a kill leaves the old file or the new one, never a half-written one.
+  with fileio.atomic_open(os.path.join(workdir, run_dir.PREDICTIONS_FILE)) as f:
     json.dump({"videos": {n: [{k: _jsonable(v) for k, v in p.items()} for p in ps]
                           for n, ps in pooled.items()}}, f)
-  with open(os.path.join(workdir, "results.json"), "w") as f:
+  with fileio.atomic_open(os.path.join(workdir, run_dir.RESULTS_FILE)) as f:
     json.dump(out, f, indent=1, default=_jsonable)
 
 
@@ -263,8 +265,7 @@ def load_results(workdir: str, *, recompute: bool = False, verbose: bool = False
   folds = finished_folds(workdir)
   path = os.path.join(workdir, "results.json")
   if os.path.isfile(path) and not recompute:
-    with open(path) as f:
-      res = json.load(f)
+    res = fileio.read_json(path)
     covered = {int(k) for k in res.get("folds", {})}
     missing = [i for i in folds if i not in covered]
     if missing:

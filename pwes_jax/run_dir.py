@@ -17,9 +17,13 @@ of that anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import socket
+import time
+import zipfile
 from typing import Mapping, Optional, Union
 
 from absl import logging
@@ -33,7 +37,23 @@ from pwes_jax.data import source
 CONFIG_FILE = "config.json"
 OUTPUTS_FILE = "outputs.npz"
 RECORD_FILE = "fold.json"
+LOCK_FILE = "run.lock"
+RESULTS_FILE = "results.json"
+PREDICTIONS_FILE = "predictions.json"
 _FOLD_DIR = re.compile(r"^fold_(\d+)$")
+# Files of the workdir itself that belong to the run (metrics.p<i>.jsonl: multi-process runs).
+_RUN_FILES = re.compile(r"^(config\.json|results\.json|predictions\.json|run\.lock|"
+                        r"metrics(\.p\d+)?\.jsonl)$")
+
+
+def is_run_file_name(name: str) -> bool:
+  """Whether a file named ``name`` directly in a workdir is one of the run's own files."""
+  return bool(_RUN_FILES.match(name))
+
+
+def is_fold_dir_name(name: str) -> bool:
+  """Whether ``name`` is a fold directory's name (``fold_XX``)."""
+  return bool(_FOLD_DIR.match(name))
 
 
 def fold_dir(workdir: str, fold_index: int) -> str:
@@ -62,22 +82,56 @@ def config_path(workdir: str) -> str:
   return os.path.join(workdir, CONFIG_FILE)
 
 
-def write_config(workdir: str, config) -> None:
-  """Writes ``config.json`` (what readers rebuild the model and proposals from)."""
-  with open(config_path(workdir), "w") as f:
+def set_aside(path: str, why: str, dest: Optional[str] = None) -> str:
+  """Renames a damaged file or directory to ``<dest or path>.damaged-<time>`` (never deletes
+  it) and warns, naming both paths and ``why``; returns the new path."""
+  stamp = time.strftime("%Y%m%d-%H%M%S")
+  base = dest or path
+  new, n = f"{base}.damaged-{stamp}", 1
+  while os.path.lexists(new):
+    n += 1
+    new = f"{base}.damaged-{stamp}-{n}"
+  os.rename(path, new)
+  logging.warning("%s: %s; set aside as %s", path, why, new)
+  return new
+
+
+def write_config(workdir: str, config) -> bool:
+  """Writes ``config.json`` (what readers rebuild the model and proposals from) atomically,
+  once: an existing one is kept. Returns whether it was written."""
+  path = config_path(workdir)
+  if os.path.isfile(path):
+    return False
+  with fileio.atomic_open(path) as f:
     f.write(config.to_json_best_effort(indent=1))
+  return True
 
 
-def read_config_dict(workdir: str) -> Optional[dict]:
-  """The plain dict of ``config.json``, or None when the workdir has none yet."""
+def read_config_dict(workdir: str, *, set_aside_damaged: bool = False) -> Optional[dict]:
+  """The plain dict of ``config.json``, or None when the workdir has none yet.
+
+  Args:
+    workdir: the run directory.
+    set_aside_damaged: a ``config.json`` that is not a JSON object (empty, half-written) is
+      set aside (:func:`set_aside`) and None returned, instead of raising (a training run then
+      writes the current config).
+
+  Raises:
+    ValueError: naming the file, when it is not valid JSON (without ``set_aside_damaged``).
+  """
   path = config_path(workdir)
   if not os.path.isfile(path):
     return None
   try:
-    with open(path) as f:
-      return json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path}: not valid JSON ({e})") from None
+    doc = fileio.read_json(path)
+    if not isinstance(doc, dict):
+      raise ValueError(f"{path}: not a JSON object")
+    return doc
+  except ValueError as e:
+    if not set_aside_damaged:
+      raise
+    set_aside(path, f"unreadable ({e}); this run's config will be written in its place")
+    return None
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -116,13 +170,33 @@ def save_outputs(workdir: str, fold_index: int, outputs: Mapping) -> None:
 
 
 def load_outputs(path: str) -> dict:
-  """``{video: {key: array}}`` from an ``outputs.npz`` written by :func:`save_outputs`."""
+  """``{video: {key: array}}`` from an ``outputs.npz`` written by :func:`save_outputs`.
+
+  Raises:
+    ValueError: naming the file when it is not a readable ``outputs.npz``.
+  """
   out = {}
-  with np.load(path) as z:
-    for key in z.files:
-      kind, name = key.split("__", 1)
-      out.setdefault(name, {})[kind] = z[key]
+  try:
+    with np.load(path) as z:
+      for key in z.files:
+        kind, name = key.split("__", 1)
+        out.setdefault(name, {})[kind] = z[key]
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    if isinstance(e, FileNotFoundError):
+      raise
+    raise ValueError(f"{path}: not a readable outputs file ({type(e).__name__}: {e}); "
+                     "rerun launch.main on the workdir to rebuild it from the fold's "
+                     "checkpoint") from None
   return out
+
+
+def outputs_readable(path: str) -> bool:
+  """Whether ``path`` is a complete ``.npz`` (its zip directory and every member's CRC)."""
+  try:
+    with zipfile.ZipFile(path) as z:
+      return bool(z.namelist()) and z.testzip() is None
+  except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+    return False
 
 
 def load_fold_outputs(workdir: str, fold_index: int) -> tuple:
@@ -153,15 +227,15 @@ def read_fold_record(workdir: str, fold_index: int) -> Optional[dict]:
   path = fold_record_path(workdir, fold_index)
   if not os.path.isfile(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return fileio.read_json(path)
 
 
 def finished_folds(workdir: str) -> dict:
   """``{fold index: fold.json record}`` of every *finished* fold of the run, sorted by index.
 
-  A record that is not valid JSON is skipped with a warning (the fold counts as unfinished and
-  a rerun trains it again). A missing workdir has no finished fold.
+  A record that is not valid JSON, or a finished record whose ``outputs.npz`` is missing or
+  unreadable, is skipped with a warning: the fold counts as unfinished and a rerun rebuilds it
+  from its latest checkpoint. A missing workdir has no finished fold.
   """
   out = {}
   if not os.path.isdir(workdir):
@@ -172,13 +246,19 @@ def finished_folds(workdir: str) -> dict:
     if not m or not os.path.isfile(path):
       continue
     try:
-      with open(path) as f:
-        record = json.load(f)
-    except json.JSONDecodeError:
-      logging.warning("%s: not valid JSON; fold ignored", path)
+      record = fileio.read_json(path)
+    except ValueError as e:
+      logging.warning("%s; the fold counts as unfinished (a rerun rebuilds it from its "
+                      "checkpoint)", e)
       continue
-    if record.get("finished"):
-      out[int(m.group(1))] = record
+    if not isinstance(record, dict) or not record.get("finished"):
+      continue
+    outputs = os.path.join(workdir, entry, OUTPUTS_FILE)
+    if not outputs_readable(outputs):
+      logging.warning("%s: missing or unreadable; fold %s counts as unfinished (a rerun "
+                      "rebuilds it from its checkpoint)", outputs, m.group(1))
+      continue
+    out[int(m.group(1))] = record
   return dict(sorted(out.items()))
 
 
@@ -215,3 +295,84 @@ def select_folds(workdir: str, fold: Union[int, str]) -> list:
     raise FileNotFoundError(f"workdir {workdir}: fold(s) {missing} have not finished; finished "
                             f"folds: {list(records)}")
   return wanted
+
+
+# ------------------------------------------------------------------------------------------------
+# run.lock
+
+
+class WorkdirBusyError(ValueError):
+  """Another live process holds the workdir's lock; the message names it."""
+
+
+def lock_path(workdir: str) -> str:
+  return os.path.join(workdir, LOCK_FILE)
+
+
+def _process_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # someone else's live process
+    return True
+  return True
+
+
+def _read_lock(path: str) -> Optional[dict]:
+  try:
+    doc = fileio.read_json(path)
+    return doc if isinstance(doc, dict) else None
+  except (OSError, ValueError):
+    return None
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+  """Holds ``WORKDIR/run.lock`` (``{"host", "pid", "started"}``) for the block.
+
+  The lock file is created with its content in one step (a hard link of a written temporary
+  file), so it is never seen half-written. A lock of a process that is gone (same host, pid not
+  running), or an unreadable lock, is taken over with a warning.
+
+  Raises:
+    WorkdirBusyError: when a live process (or a process on another host) holds the lock.
+  """
+  path = lock_path(workdir)
+  me = {"host": socket.gethostname(), "pid": os.getpid(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+  tmp = fileio.temp_path(path)
+  with open(tmp, "w") as f:
+    json.dump(me, f)
+  try:
+    for attempt in range(3):
+      try:
+        os.link(tmp, path)
+        break
+      except FileExistsError:
+        holder = _read_lock(path)
+        if holder is None:
+          stale = "unreadable"
+        elif holder.get("host") == me["host"] and (
+            holder.get("pid") == me["pid"] or not _process_alive(int(holder.get("pid", -1)))):
+          stale = f"process {holder.get('pid')} on {holder.get('host')} is gone"
+        else:
+          stale = None
+        if stale is None or attempt == 2:
+          h = holder or {}
+          raise WorkdirBusyError(
+              f"workdir {workdir} is in use by process {h.get('pid')} on host "
+              f"{h.get('host')} (since {h.get('started')}; lock {path}); wait for "
+              "that run to end, or remove the lock file if no run is using the workdir"
+          ) from None
+        logging.warning("%s: taking over a stale lock (%s)", path, stale)
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(path)
+  finally:
+    os.remove(tmp)
+  try:
+    yield
+  finally:
+    if _read_lock(path) == me:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(path)

@@ -17,8 +17,9 @@ their batches from its own rows (:func:`global_array`) and reads back only those
 
 from __future__ import annotations
 
+import hashlib
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import jax
 import numpy as np
@@ -120,3 +121,47 @@ def sync(name: str) -> None:
   """A barrier across processes (no-op on a single host)."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+class PeerFailedError(ValueError):
+  """Another process of a multi-process run failed; the message is that process's."""
+
+
+_MESSAGE_BYTES = 2048
+
+
+def agree(phase: str, error: Optional[BaseException] = None, *, fingerprint: str = "") -> None:
+  """A phase boundary: every process learns whether any process failed, and checks that all
+  processes hold process 0's ``fingerprint`` (e.g. a hash of the config).
+
+  One small all-gather of ``[failed, fingerprint hash, message]`` rows. On a single process it
+  only re-raises ``error``.
+
+  Raises:
+    the process's own ``error`` when it has one;
+    PeerFailedError: on every other process, with the first failing process's message; or,
+      when a process's fingerprint differs from process 0's, on every process.
+  """
+  if jax.process_count() == 1:
+    if error is not None:
+      raise error
+    return
+  row = np.zeros(1 + 32 + _MESSAGE_BYTES, np.uint8)
+  if error is not None:
+    row[0] = 1
+    text = (f"{type(error).__name__}: {error}" if not isinstance(error, ValueError)
+            else str(error)).encode("utf-8")[:_MESSAGE_BYTES]
+    row[33:33 + len(text)] = np.frombuffer(text, np.uint8)
+  row[1:33] = np.frombuffer(hashlib.sha256(fingerprint.encode()).digest(), np.uint8)
+  rows = np.asarray(multihost_utils.process_allgather(row)).reshape(jax.process_count(), -1)
+  if error is not None:
+    raise error
+  for p in range(rows.shape[0]):
+    if rows[p, 0]:
+      message = bytes(rows[p, 33:]).rstrip(b"\0").decode("utf-8", "replace")
+      raise PeerFailedError(f"process {p} failed at {phase}: {message}")
+  differ = [p for p in range(rows.shape[0]) if not np.array_equal(rows[p, 1:33], rows[0, 1:33])]
+  if differ:
+    raise PeerFailedError(f"at {phase}: process(es) {differ} run another config than process "
+                          "0 (the config hashes differ); start every process with the same "
+                          "config and flags")

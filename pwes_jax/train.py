@@ -9,6 +9,7 @@ run's files in ``run_dir.py``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from typing import Optional
@@ -68,21 +69,46 @@ def train_run(config, workdir: str, *, programs: Optional[trainer.Programs] = No
     DatasetError: on a bad dataset (naming file, line and field).
     NonFiniteLossError: when a loss becomes NaN or Inf (naming fold and step).
   """
-  config_checks.check_run_config(config)
-  progress = progress or progress_lib.RunProgress()
+  with contextlib.ExitStack() as stack:
+    return _train_run(config, workdir, programs, stack, progress or progress_lib.RunProgress())
+
+
+# What a process may fail with before training; shared with every process (sharding.agree).
+_START_ERRORS = (ValueError, OSError, layout.DatasetError)
+
+
+def _train_run(config, workdir, programs, stack: contextlib.ExitStack,
+               progress: progress_lib.RunProgress) -> TrainedRun:
+  """:func:`train_run` under ``stack`` (which holds the workdir lock on process 0).
+
+  Every process checks the config, the workdir and the dataset before the first collective;
+  one all-gather then shares any failure (every process exits with the failing process's
+  message) and compares the config's hash with process 0's.
+  """
   lead = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
+  error, dataset = None, None
   with progress.phase("data"):
-    if lead:
-      config_checks.check_workdir_config(config, workdir)
-      run_dir.write_config(workdir, config)
+    try:
+      config_checks.check_run_config(config)
+      os.makedirs(workdir, exist_ok=True)
+      if lead:
+        stack.enter_context(run_dir.workdir_lock(workdir))
+        config_checks.check_workdir_config(config, workdir)
+      # Every process at once: a synthetic dataset is generated beside its target and renamed
+      # into place, so concurrent processes never see a half-written one.
       dataset = source.prepare_dataset(config, workdir)
-    sharding.sync("dataset ready")
-    if not lead:
-      dataset = source.prepare_dataset(config, workdir)
+    except _START_ERRORS as e:
+      error = e
+    sharding.agree("start (config, workdir and dataset checks)", error,
+                   fingerprint=config_checks.config_hash(config))
     all_folds = folds_lib.loso_folds(dataset)
     selected = folds_lib.select_folds(all_folds, config.loso.folds)
     ctx = trainer.make_context(config, workdir, dataset, all_folds, programs)
+  if lead:
+    # Written once, after the config is checked and the dataset loaded: a failed start (a
+    # wrong dataset_dir) leaves no config.json behind to refuse the corrected run.
+    run_dir.write_config(workdir, config)
+    config_checks.warn_unannotated_folds(dataset, selected)
   finished = run_dir.finished_folds(workdir)
   skipped = [f.index for f in selected if f.index in finished]
   if skipped:
@@ -113,11 +139,12 @@ def train_and_evaluate(config, workdir: str, *, programs: Optional[trainer.Progr
     ``report.evaluate_run``'s result (written to ``results.json``; ``{}`` on other processes).
   """
   progress = progress or progress_lib.RunProgress()
-  run = train_run(config, workdir, programs=programs, progress=progress)
-  if not run.lead:
-    return {}
-  with progress.phase("evaluation"):
-    result = report.evaluate_run(workdir, run.dataset, config, run.finished, verbose=False)
+  with contextlib.ExitStack() as stack:
+    run = _train_run(config, workdir, programs, stack, progress)
+    if not run.lead:
+      return {}
+    with progress.phase("evaluation"):
+      result = report.evaluate_run(workdir, run.dataset, config, run.finished, verbose=False)
   progress.line(progress.summary())
   with progress.phase("report"):
     report.print_result(result)

@@ -267,6 +267,7 @@ class _SingleFold(_Driver):
     checkpointing.save(self._manager, done, self._state)
 
   def finish(self):
+    checkpointing.prune(self._manager, self._ctx.config.checkpoint.max_to_keep)
     self._manager.close()
     return {self._fold.index: self._state.params}
 
@@ -347,6 +348,7 @@ class _StackedGroup(_Driver):
   def finish(self):
     params = {}
     for pos, manager in self._managers.items():
+      checkpointing.prune(manager, self._ctx.config.checkpoint.max_to_keep)
       manager.close()
       params[self._padded[pos].index] = jax.device_put(
           sharding.fold_slice(self._stacked, pos).params)
@@ -372,9 +374,11 @@ def _train(ctx: RunContext, driver: _Driver, log: metrics_log.MetricsLog,
     NonFiniteLossError: naming the fold and the step of the first non-finite loss.
   """
   config = ctx.config
-  for fold_index, step in driver.resumed.items():
-    logging.info("fold %d: resumed at step %d", fold_index, step)
-    log.truncate(fold_index, step)
+  for fold in driver.folds:
+    step = driver.resumed.get(fold.index, 0)
+    if fold.index in driver.resumed:
+      logging.info("fold %d: resumed at step %d", fold.index, step)
+    log.truncate(fold.index, step)  # a fold restarted from scratch drops all its old rows
   history = {f.index: [] for f in driver.folds}
   window, t0, t_window, rates = [], time.time(), time.time(), []
   for step in range(driver.start, config.optim.steps):
@@ -407,7 +411,11 @@ def _train(ctx: RunContext, driver: _Driver, log: metrics_log.MetricsLog,
     records = []
     for fold in driver.folds:
       tail = history[fold.index][-config.log_every:]
-      summary = metrics_log.summarize(tail) if tail else {}
+      if len(tail) >= min(config.log_every, config.optim.steps):
+        summary = metrics_log.summarize(tail)
+      else:  # resumed too late for the last window to be in memory: rebuild it from the log
+        summary = metrics_log.summary_from_rows(log.rows(fold.index), config.optim.steps,
+                                                config.log_every)
       records.append(finish_fold(ctx, fold, params[fold.index], summary, seconds))
   infer = time.time() - t_infer
   steps_run = config.optim.steps - driver.start
@@ -452,7 +460,15 @@ def train_folds(ctx: RunContext, folds: Sequence[folds_lib.Fold],
     units = (lambda f=f: _SingleFold(ctx, f) for f in folds)
   records = []
   for make_driver in units:
-    with progress.phase("setup"):
-      driver = make_driver()
-    records += _train(ctx, driver, log, progress)
+    # A phase boundary: a failure on any process (a NaN loss, a full disk) ends the unit on
+    # every process, with the failing process's message, instead of a hang in the next
+    # collective.
+    error = None
+    try:
+      with progress.phase("setup"):
+        driver = make_driver()
+      records += _train(ctx, driver, log, progress)
+    except (ValueError, OSError, metrics_log.NonFiniteLossError) as e:
+      error = e
+    sharding.agree("training a fold group", error)
   return records

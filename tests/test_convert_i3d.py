@@ -498,3 +498,26 @@ def test_launcher_converts_a_deepmind_export_and_refuses_an_unallowed_pickle(son
   assert "Traceback" not in refused.stderr
   allowed = _launch(f"--input={pkl}", f"--output={tmp_path / 'x.npz'}", "--allow_pickle")
   assert allowed.returncode == 0, allowed.stderr
+  # Quiet: no JAX backend probing at INFO (only with --verbosity).
+  assert "xla_bridge" not in allowed.stderr and "Unable to initialize" not in allowed.stderr
+  # The wrong --format names the layout the keys are in, and the flag to use.
+  wrong = _launch(f"--input={source}", f"--output={tmp_path / 'y.npz'}", "--format=pytorch")
+  assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
+  assert "keys are in the deepmind (DeepMind/TF-Hub) layout" in wrong.stderr
+  assert "use --format=deepmind" in wrong.stderr
+
+
+def test_a_wrong_format_is_detected_in_both_directions(rgb_state, sonnet_variables):
+  dm = deepmind_state(sonnet_variables, "tf")
+  with pytest.raises(convert.ConversionError,
+                     match=r"x\.npz: format 'pytorch' was asked for, but the keys are in the "
+                           r"deepmind \(DeepMind/TF-Hub\) layout \(e\.g\. 'RGB/inception_i3d/"
+                           r".*'\): use --format=deepmind"):
+    convert.convert_any(dm, fmt="pytorch", source="x.npz")
+  with pytest.raises(convert.ConversionError,
+                     match=r"format 'deepmind' was asked for, but the keys are in the pytorch "
+                           r"\(pytorch-i3d\) layout \(e\.g\. '.*\.(conv3d\.weight|bn\."
+                           r"running_mean)'\): use --format=pytorch"):
+    convert.convert_any(rgb_state, fmt="deepmind", source="x.npz")
+  assert convert.convert_any(dm, fmt="deepmind")[1]["format"] == "deepmind"
+  assert convert.convert_any(rgb_state, fmt="pytorch")[1]["format"] == "pytorch"

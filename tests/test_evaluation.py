@@ -460,7 +460,7 @@ def test_cli_end_to_end(tiny_dataset, protocol):
   assert "TUNED ON THE TEST PREDICTIONS" in res["warning"]
   assert "WARNING" in proc.stdout
   proc = run_cli(f"--dataset_dir={root}", f"--predictions={preds}", f"--output={out}",
-                 "--threshold=0.75")
+                 "--threshold=0.75", "--overwrite")
   assert proc.returncode == 0, proc.stderr
   res = json.loads(out.read_text())
   assert counts(res) == (1, 2, 3) and "warning" not in res

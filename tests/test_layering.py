@@ -21,7 +21,7 @@ ALLOWED = {
                 "progress", "run_dir", "sharding", "state", "steps", "data"},
     "config_checks": {"evaluation", "objective", "run_dir"},
     # Readers of a finished run: run files, never the trainer.
-    "report": {"evaluation", "inference", "run_dir", "data"},
+    "report": {"evaluation", "fileio", "inference", "run_dir", "data"},
     "spotting": {"checkpointing", "fileio", "inference", "model", "run_dir", "state", "data"},
     # Steps, state and the method.
     "steps": {"dfcl", "objective", "sharding", "state"},
@@ -40,6 +40,7 @@ ALLOWED = {
     "intervals": set(),
     # Run files, logs, checkpoints, meshes.
     "run_dir": {"fileio", "data"},
+    "output_paths": {"run_dir"},
     "metrics_log": {"fileio", "run_dir"},
     "checkpointing": {"run_dir"},
     "sharding": set(),

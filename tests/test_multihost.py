@@ -61,3 +61,83 @@ def test_two_processes_train_their_own_folds_like_one_process(tmp_path):
     for name in a:
       np.testing.assert_allclose(a[name]["attention"], b[name]["attention"], rtol=2e-4,
                                  atol=2e-5)
+
+
+def _launch_two(tmp_path, per_process_flags, timeout=120):
+  """Starts a two-process tiny run; returns ``[(returncode, log, seconds)]``."""
+  import time  # pylint: disable=g-import-not-at-top  (only these tests time processes)
+  port = _free_port()
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+  t0 = time.time()
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "launch.main", "--config=configs/synthetic.py:tiny",
+       f"--workdir={tmp_path / 'w'}", "--folds=0-3", "--config.loso.parallel_folds=4",
+       f"--config.data.cache_dir={tmp_path / 'data'}", f"--coordinator_address=127.0.0.1:{port}",
+       "--num_processes=2", f"--process_id={i}", "--cpu_collectives=gloo",
+       "--heartbeat_timeout_s=10", "--shutdown_timeout_s=10", *flags, *per_process_flags[i]],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  out = []
+  for p in procs:
+    try:
+      log = p.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+      p.kill()
+      log = p.communicate()[0]
+    out.append((p.returncode, log, time.time() - t0))
+  return out
+
+
+def test_one_bad_dataset_dir_ends_both_processes_with_its_message(tmp_path):
+  bad = f"--config.data.dataset_dir={tmp_path / 'nope'}"
+  results = _launch_two(tmp_path, [[], [bad]])
+  for rc, log, seconds in results:
+    assert rc not in (0, None), log[-3000:]
+    assert seconds < 60, (seconds, log[-2000:])
+    assert "dataset.json" in log and "missing" in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+  assert "process 1 failed at start" in results[0][1]
+
+
+def test_processes_with_different_configs_are_refused(tmp_path):
+  results = _launch_two(tmp_path, [[], ["--config.optim.learning_rate=0.01"]])
+  for rc, log, seconds in results:
+    assert rc not in (0, None), log[-3000:]
+    assert seconds < 60, (seconds, log[-2000:])
+    assert "run another config than process 0" in log, log[-3000:]
+  assert not os.path.exists(run_dir.fold_dir(str(tmp_path / "w"), 0))
+
+
+def test_sigterm_ends_a_process_and_the_other_follows(tmp_path):
+  import signal  # pylint: disable=g-import-not-at-top  (only this test sends signals)
+  import time  # pylint: disable=g-import-not-at-top  (see above)
+  port = _free_port()
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  w = tmp_path / "w"
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "launch.main", "--config=configs/synthetic.py:tiny",
+       f"--workdir={w}", "--folds=0-3", "--config.loso.parallel_folds=4",
+       f"--config.data.cache_dir={tmp_path / 'data'}", f"--coordinator_address=127.0.0.1:{port}",
+       "--num_processes=2", f"--process_id={i}", "--cpu_collectives=gloo",
+       "--heartbeat_timeout_s=5", "--shutdown_timeout_s=5", "--config.optim.steps=100000",
+       "--config.log_every=1"],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  deadline = time.time() + 300
+  while not (w / "metrics.p1.jsonl").exists() and time.time() < deadline:
+    assert all(p.poll() is None for p in procs), procs[0].communicate()[0][-2000:]
+    time.sleep(0.2)
+  t0 = time.time()
+  procs[1].send_signal(signal.SIGTERM)
+  try:
+    procs[1].communicate(timeout=10)
+    log0 = procs[0].communicate(timeout=90)[0]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  assert procs[1].returncode == -signal.SIGTERM
+  assert procs[0].returncode != 0 and time.time() - t0 < 90, log0[-2000:]

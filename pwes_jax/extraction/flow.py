@@ -18,7 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import threading
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -142,11 +142,13 @@ class FlowComputer:
       algorithm = self._local.algorithm = make_tvl1(self.config)
     return scale(tvl1(pair[0], pair[1], algorithm=algorithm), self.config.bound)
 
-  def __call__(self, grey_frames: Sequence[np.ndarray]) -> np.ndarray:
+  def __call__(self, grey_frames: Sequence[np.ndarray], *,
+               on_pairs: Optional[Callable[[int], None]] = None) -> np.ndarray:
     """Scaled flows between consecutive frames.
 
     Args:
       grey_frames: ``n >= 2`` frames ``uint8 [H, W]``.
+      on_pairs: called with the number of pairs done so far, as they finish (progress).
 
     Returns:
       ``float32 [n - 1, H, W, 2]`` in ``[-1, 1]``.
@@ -156,11 +158,16 @@ class FlowComputer:
       h, w = grey_frames[0].shape if len(grey_frames) else (0, 0)
       return np.zeros((0, h, w, 2), np.float32)
     if self.config.backend == "jax":
-      return self._jax(grey_frames)
-    out = self._pool.map(self._pair, pairs) if self._pool else map(self._pair, pairs)
-    return np.stack(list(out))
+      return self._jax(grey_frames, on_pairs)
+    out = []
+    for flow in (self._pool.map(self._pair, pairs) if self._pool else map(self._pair, pairs)):
+      out.append(flow)
+      if on_pairs:
+        on_pairs(len(out))
+    return np.stack(out)
 
-  def _jax(self, grey_frames: Sequence[np.ndarray]) -> np.ndarray:
+  def _jax(self, grey_frames: Sequence[np.ndarray],
+           on_pairs: Optional[Callable[[int], None]] = None) -> np.ndarray:
     # Imported on first use: only the 'jax' flow backend needs it (it pulls in the JAX solver).
     from pwes_jax.extraction import tvl1_jax  # pylint: disable=g-import-not-at-top
     frames = np.stack(grey_frames)  # [n, H, W]
@@ -170,8 +177,11 @@ class FlowComputer:
     if padded > n:
       zeros = np.zeros((padded - n,) + frames.shape[1:], frames.dtype)
       prev, nxt = np.concatenate([prev, zeros]), np.concatenate([nxt, zeros])
-    out = [np.asarray(tvl1_jax.tvl1_batch(prev[i:i + b], nxt[i:i + b], self.config))
-           for i in range(0, padded, b)]
+    out = []
+    for i in range(0, padded, b):
+      out.append(np.asarray(tvl1_jax.tvl1_batch(prev[i:i + b], nxt[i:i + b], self.config)))
+      if on_pairs:
+        on_pairs(min(i + b, n))
     return scale(np.concatenate(out)[:n], self.config.bound)
 
   def close(self):

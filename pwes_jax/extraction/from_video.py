@@ -9,16 +9,19 @@ them gives the proposals the feature path gives.
 
 Frame rate: a model is trained at its dataset's rate. When the settings keep every frame
 (``frames.fps`` unset) and the video's own rate differs from the run's, the video is resampled
-to the run's rate with a warning (the same resampling as ``--fps``); seconds in the proposals
-are then at that rate.
+to the run's rate with a warning (the same resampling as ``--fps``); the proposals' frames and
+seconds are then at that rate, and :func:`with_source_frames` gives each onset and offset in the
+video's own frames too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from absl import logging
 
@@ -73,19 +76,67 @@ def video_source(path: str) -> video_lib.VideoSource:
 
 def match_rate(config: extract.ExtractionConfig, source: video_lib.VideoSource,
                run_fps: float) -> tuple:
-  """``(config, fps)``: resampled to ``run_fps`` when the video's own rate differs (warning)."""
+  """``(config, fps, video_fps)``: resampled to ``run_fps`` when the video's own rate differs.
+
+  ``fps`` is the rate of the extracted frames (the proposals' frames), ``video_fps`` the video's
+  own rate (a frame folder without ``source_fps`` is taken to be at ``run_fps``). A warning says
+  when the video is resampled.
+
+  Raises:
+    video_lib.VideoReadError: a video file that cannot be opened (naming it).
+  """
+  own = video_lib.source_fps_of(source, config.frames, strict=True)
   if config.frames.fps is not None:
-    return config, float(config.frames.fps)
-  own = video_lib.source_fps_of(source, config.frames)
+    return config, float(config.frames.fps), float(own if own is not None else config.frames.fps)
   if own is None:  # A frame folder without source_fps: taken at the run's rate.
     frames = dataclasses.replace(config.frames, source_fps=run_fps)
-    return dataclasses.replace(config, frames=frames), float(run_fps)
+    return dataclasses.replace(config, frames=frames), float(run_fps), float(run_fps)
   if abs(own - run_fps) > 1e-3:
     logging.warning("video %s is %.3f fps but the run was trained at %.3f fps: resampled to "
-                    "%.3f fps", source.path, own, run_fps, run_fps)
+                    "%.3f fps (proposals also give source-video frames)", source.path, own,
+                    run_fps, run_fps)
     frames = dataclasses.replace(config.frames, fps=float(run_fps))
-    return dataclasses.replace(config, frames=frames), float(run_fps)
-  return config, float(own)
+    return dataclasses.replace(config, frames=frames), float(run_fps), float(own)
+  return config, float(own), float(own)
+
+
+def source_frame(frame: int, fps: float, video_fps: float) -> int:
+  """The source-video frame that extracted frame ``frame`` (at ``fps``) was taken from.
+
+  The resampler keeps source frame ``floor(k * video_fps / fps)`` as frame ``k``
+  (:func:`video.resample_indices`); without resampling (``fps == video_fps``) it is ``frame``.
+  """
+  return int(math.floor(frame * video_fps / fps + 1e-9))
+
+
+def with_source_frames(proposals: list, fps: float, video_fps: float) -> list:
+  """Proposals with ``onset_source_frame`` / ``offset_source_frame`` added (source video frames,
+  0-based, inclusive: the frames the onset and offset frames were taken from)."""
+  return [dict(p, onset_source_frame=source_frame(p["onset"], fps, video_fps),
+               offset_source_frame=source_frame(p["offset"], fps, video_fps))
+          for p in proposals]
+
+
+def _flat(d: Any, prefix: str = "") -> dict:
+  if not isinstance(d, dict):
+    return {prefix[:-1]: d}
+  out = {}
+  for k, v in d.items():
+    out.update(_flat(v, f"{prefix}{k}."))
+  return out
+
+
+def setting_differences(run_recorded: dict, given: extract.ExtractionConfig) -> list:
+  """``[(field, run's value, given value)]`` where ``given`` differs from a run's recorded
+  extraction settings (dotted fields such as ``face.mode``, ``frames.fps``, ``snippet_length``).
+
+  Fields the run did not record (an earlier version's record) and the weights' provenance are
+  not compared.
+  """
+  run = _flat(json.loads(json.dumps(run_recorded)))
+  now = _flat(json.loads(json.dumps(given.recorded())))
+  return [(k, run[k], now[k]) for k in sorted(now)
+          if k in run and not k.startswith("weights.provenance") and run[k] != now[k]]
 
 
 def extract_file(source: video_lib.VideoSource, config: extract.ExtractionConfig,

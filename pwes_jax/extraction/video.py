@@ -310,15 +310,24 @@ def _resample(frames: Iterator, source_fps: float, fps: float) -> Iterator:
       k += 1
 
 
-def source_fps_of(source: VideoSource, config: FrameConfig) -> Optional[float]:
-  """A video file's frame rate from its container, a frame folder's from ``config.source_fps``."""
+def source_fps_of(source: VideoSource, config: FrameConfig, *,
+                  strict: bool = False) -> Optional[float]:
+  """A video file's frame rate from its container, a frame folder's from ``config.source_fps``.
+
+  Raises:
+    VideoReadError: with ``strict``, a video file that cannot be opened (naming it).
+  """
   if source.is_folder:
     return config.source_fps
   cap = cv2.VideoCapture(source.path)
   try:
-    fps = cap.get(cv2.CAP_PROP_FPS) if cap.isOpened() else 0.0
+    opened = cap.isOpened()
+    fps = cap.get(cv2.CAP_PROP_FPS) if opened else 0.0
   finally:
     cap.release()
+  if strict and not opened:
+    raise VideoReadError(f"video {source.path}: cannot be opened (unreadable file or unsupported "
+                         "codec)")
   return float(fps) if fps and fps > 0 else config.source_fps
 
 

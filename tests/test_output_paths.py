@@ -1,0 +1,176 @@
+"""Every launcher refuses output paths it must not write, before any work, and leaves the
+target byte-identical: an input, a file inside a dataset directory, a run's own file, the
+other output of the same command, an existing file without --overwrite, a directory."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pwes_jax import output_paths
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tree_hashes(root):
+  out = {}
+  for d, _, files in os.walk(root):
+    for name in files:
+      path = os.path.join(d, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    out[os.path.relpath(d, root) + "/"] = "dir"
+  return out
+
+
+def _drive(launcher, *argvs):
+  proc = subprocess.run([sys.executable, "-m", "tests.launcher_driver", launcher,
+                         *[json.dumps(a) for a in argvs]], cwd=REPO, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
+  assert len(rows) == len(argvs), proc.stdout + proc.stderr[-2000:]
+  return rows
+
+
+@pytest.fixture(scope="module")
+def world(tiny_run, tmp_path_factory):
+  """A copy of a trained run, its dataset outside it, and unrelated user files."""
+  root = str(tmp_path_factory.mktemp("world"))
+  run = os.path.join(root, "run")
+  shutil.copytree(tiny_run, run)
+  data_root = os.path.join(run, "data")
+  dataset = os.path.join(root, "dataset")
+  shutil.copytree(os.path.join(data_root, os.listdir(data_root)[0]), dataset)
+  user = os.path.join(root, "user")
+  os.makedirs(os.path.join(user, "a_dir"))
+  for name, text in (("notes.txt", "mine\n"), ("preds.json", open(
+      os.path.join(run, "predictions.json")).read()), ("report.md", "# my report\n")):
+    with open(os.path.join(user, name), "w") as f:
+      f.write(text)
+  feats = os.path.join(dataset, "features")
+  shutil.copy(os.path.join(feats, sorted(os.listdir(feats))[0]), os.path.join(user, "x.npz"))
+  np.savez(os.path.join(user, "weights.npz"), a=np.zeros(3))
+  return dict(root=root, run=run, dataset=dataset, user=user)
+
+
+def _check_refused(world, launcher, cases):
+  before = _tree_hashes(world["root"])
+  rows = _drive(launcher, *[argv for argv, _ in cases])
+  for (argv, expect), row in zip(cases, rows):
+    assert row["code"] not in (0, None), (argv, row)
+    assert expect in row["message"], (argv, row["message"])
+    assert "Traceback" not in row["message"]
+  after = _tree_hashes(world["root"])
+  assert after == before, sorted(set(after.items()) ^ set(before.items()))[:5]
+
+
+def test_evaluate_refuses_forbidden_outputs(world):
+  d, run, user = world["dataset"], world["run"], world["user"]
+  base = [f"--dataset_dir={d}", f"--predictions={user}/preds.json"]
+  _check_refused(world, "launch.evaluate", [
+      (base + [f"--output={d}/annotations.csv"], "inside the dataset directory"),
+      (base + [f"--output={d}/new_metrics.json"], "inside the dataset directory"),
+      (base + [f"--output={user}/preds.json"], "the input --predictions"),
+      (base + [f"--export_csv={user}/preds.json"], "the input --predictions"),
+      (base + [f"--output={user}/same.json", f"--export_csv={user}/same.json"],
+       "are the same file"),
+      (base + [f"--output={user}/notes.txt"], "pass --overwrite"),
+      (base + [f"--output={user}/notes.txt", "--overwrite", f"--export_csv={run}/config.json"],
+       "own files"),
+      (base + [f"--output={user}/a_dir"], "is a directory"),
+      (base + [f"--output={user}/notes.txt/x.json"], "is a file, not a directory"),
+      ([f"--dataset_dir={d}", f"--predictions={run}", f"--output={run}/predictions.json",
+        "--overwrite"], "own files"),
+      (base + [f"--output={run}/results.json", "--overwrite"], "own files"),
+  ])
+
+
+def test_spot_refuses_forbidden_outputs(world):
+  run, user, d = world["run"], world["user"], world["dataset"]
+  base = [f"--workdir={run}", f"--features={user}/x.npz"]
+  _check_refused(world, "launch.spot", [
+      (base + [f"--output={user}/x.npz", "--overwrite"], "the input --features"),
+      (base + [f"--output={run}/config.json", "--overwrite"], "own files"),
+      (base + [f"--output={run}/fold_00/outputs.npz", "--overwrite"], "own files"),
+      (base + [f"--output={user}/notes.txt"], "pass --overwrite"),
+      (base + [f"--output={user}/a_dir"], "is a directory"),
+      (base + [f"--output={d}/features/spots.json"], "inside the dataset directory"),
+  ])
+
+
+def test_report_refuses_forbidden_outputs(world):
+  run, user, d = world["run"], world["user"], world["dataset"]
+  base = [f"--workdir={run}"]
+  _check_refused(world, "launch.report", [
+      (base + [f"--output={run}/results.json", "--overwrite"], "own files"),
+      (base + [f"--output={run}/config.json", "--overwrite"], "own files"),
+      (base + [f"--output={user}/report.md"], "pass --overwrite"),
+      (base + [f"--output={user}/a_dir"], "is a directory"),
+      (base + [f"--output={d}/report.md"], "inside the dataset directory"),
+  ])
+
+
+def test_convert_i3d_refuses_forbidden_outputs(world):
+  user, d = world["user"], world["dataset"]
+  _check_refused(world, "launch.convert_i3d", [
+      ([f"--input={user}/weights.npz", f"--output={user}/weights.npz", "--overwrite"],
+       "the input --input"),
+      ([f"--input={user}/weights.npz", f"--output={user}/notes.txt"], "pass --overwrite"),
+      ([f"--input={user}/weights.npz", f"--output={user}/a_dir"], "is a directory"),
+      ([f"--input={user}/weights.npz", f"--output={d}/w.npz"], "inside the dataset"),
+  ])
+
+
+def test_dataset_writers_refuse_forbidden_output_dirs(world):
+  user, d, run = world["user"], world["dataset"], world["run"]
+  _check_refused(world, "launch.make_synthetic", [
+      ([f"--output_dir={user}/notes.txt", "--preset=tiny"], "is a file, not a directory"),
+      ([f"--output_dir={d}/sub", "--preset=tiny", "--overwrite"], "inside the dataset"),
+      ([f"--output_dir={run}", "--preset=tiny", "--overwrite"], "is a run directory"),
+      ([f"--output_dir={run}/fold_00", "--preset=tiny"], "inside the run directory"),
+  ])
+  table = os.path.join(d, "annotations.csv")
+  _check_refused(world, "launch.import_dataset", [
+      (["--format=samm_lv", f"--annotations={table}", f"--features={d}/features",
+        f"--output_dir={d}/features/out"], "inside the dataset"),
+      (["--format=samm_lv", f"--annotations={table}", f"--features={user}",
+        f"--output_dir={user}"], "overlap"),
+      (["--format=samm_lv", f"--annotations={table}", f"--features={d}/features",
+        f"--output_dir={user}/notes.txt"], "is a file, not a directory"),
+  ])
+  _check_refused(world, "launch.extract_features", [
+      ([f"--videos_dir={user}", f"--output_dir={user}/notes.txt", "--random_init"],
+       "is a file, not a directory"),
+      ([f"--videos_dir={user}", f"--output_dir={user}", "--random_init"], "overlap"),
+      ([f"--videos_dir={user}", f"--output_dir={d}/more", "--random_init"], "inside the dataset"),
+  ])
+
+
+def test_sweep_refuses_a_run_dir_and_a_user_report(world):
+  user, run = world["user"], world["run"]
+  _check_refused(world, "launch.sweep", [
+      ([f"--workdir={run}", "--config=configs/synthetic.py:tiny"], "is a run directory"),
+      ([f"--workdir={user}", "--config=configs/synthetic.py:tiny"], "not a sweep report"),
+  ])
+
+
+def test_guard_accepts_a_fresh_path_and_overwrite(tmp_path):
+  (tmp_path / "old.json").write_text("{}")
+  got = output_paths.check_file_outputs({"output": str(tmp_path / "old.json"),
+                                         "export_csv": str(tmp_path / "new" / "x.csv")},
+                                        {"predictions": str(tmp_path / "p.json")},
+                                        overwrite=True)
+  assert got == {"output": str(tmp_path / "old.json"),
+                 "export_csv": str(tmp_path / "new" / "x.csv")}
+  link = tmp_path / "link.json"
+  os.symlink(tmp_path / "p.json", link)
+  (tmp_path / "p.json").write_text("{}")
+  with pytest.raises(output_paths.OutputPathError, match="the input --predictions"):
+    output_paths.check_file_outputs({"output": str(link)},
+                                    {"predictions": str(tmp_path / "p.json")}, overwrite=True)

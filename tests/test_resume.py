@@ -1,0 +1,239 @@
+"""Kill and corrupt the real files a tiny run writes; the rerun resumes from what is intact
+and ends with the same predictions as an uninterrupted run. Also the workdir lock, the
+config.json written once, and the config checks of the remaining fields."""
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from absl import logging as absl_logging
+import pytest
+
+from configs import synthetic
+from pwes_jax import config_checks
+from pwes_jax import metrics_log
+from pwes_jax import run_dir
+from pwes_jax import train
+from pwes_jax.data import layout
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(data, **overrides):
+  c = synthetic.get_config("tiny")
+  c.optim.steps = 12
+  c.mplg.pretrain_steps = 4
+  c.checkpoint.every_steps = 4
+  c.log_every = 4
+  c.loso.folds = "1"
+  c.data.cache_dir = data
+  for key, value in overrides.items():
+    section, field = key.split(".")
+    c[section][field] = value
+  return c
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+  """An uninterrupted run of fold 1 (checkpoints 8 and 12 kept)."""
+  root = tmp_path_factory.mktemp("resume")
+  data = str(root / "data")
+  workdir = str(root / "full")
+  result = train.train_and_evaluate(tiny_config(data), workdir)
+  return dict(root=root, data=data, workdir=workdir, result=result)
+
+
+def _copy(full, name):
+  dst = str(full["root"] / name)
+  shutil.copytree(full["workdir"], dst)
+  return dst
+
+
+def _ckpt(workdir, step):
+  return os.path.join(run_dir.checkpoint_dir(workdir, 1), str(step))
+
+
+def _predictions(workdir):
+  with open(os.path.join(workdir, "predictions.json")) as f:
+    return json.load(f)
+
+
+def _metric_keys(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [(json.loads(l)["fold"], json.loads(l)["step"]) for l in f]
+
+
+def _warnings(caplog):
+  return "\n".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+@pytest.fixture(autouse=True)
+def _absl_to_caplog():
+  absl_logging.get_absl_logger().propagate = True
+  yield
+
+
+def test_truncated_checkpoint_empty_record_empty_config_torn_metrics(full, caplog):
+  w = _copy(full, "damaged1")
+  data_files = glob.glob(os.path.join(_ckpt(w, 12), "default", "ocdbt.process_0", "d", "*"))
+  with open(max(data_files, key=os.path.getsize), "r+b") as f:
+    f.truncate(100)
+  open(run_dir.fold_record_path(w, 1), "w").close()
+  open(run_dir.config_path(w), "w").close()
+  with open(os.path.join(w, "metrics.jsonl"), "a") as f:
+    f.write('{"fold": 1, "step": 1')  # a row torn by a kill
+  os.remove(os.path.join(w, "predictions.json"))
+  with caplog.at_level("WARNING"):
+    resumed = train.train_and_evaluate(tiny_config(full["data"]), w)
+  warned = _warnings(caplog)
+  assert "checkpoint step 12 cannot be restored" in warned and _ckpt(w, 12) in warned
+  assert "config.json" in warned and "set aside" in warned
+  assert "torn or damaged line" in warned
+  assert _predictions(w) == _predictions(full["workdir"])
+  assert resumed["tuned"]["rows"] == full["result"]["tuned"]["rows"]
+  # Nothing deleted: the damaged step, the empty config and the torn line are kept aside.
+  assert glob.glob(os.path.join(run_dir.fold_dir(w, 1), "checkpoint_12.damaged-*", "default"))
+  assert glob.glob(os.path.join(w, "config.json.damaged-*"))
+  assert open(os.path.join(w, "metrics.jsonl.torn")).read() == '{"fold": 1, "step": 1\n'
+  keys = _metric_keys(w)
+  assert keys == _metric_keys(full["workdir"]) and len(keys) == len(set(keys))
+  assert run_dir.read_config_dict(w) == run_dir.read_config_dict(full["workdir"])
+  assert not os.path.exists(os.path.join(w, run_dir.LOCK_FILE))
+
+
+def test_missing_metadata_and_truncated_outputs(full, caplog):
+  w = _copy(full, "damaged2")
+  os.remove(os.path.join(_ckpt(w, 12), "default", "_METADATA"))
+  with open(run_dir.outputs_path(w, 1), "r+b") as f:
+    f.truncate(200)
+  with caplog.at_level("WARNING"):
+    train.train_and_evaluate(tiny_config(full["data"]), w)
+  warned = _warnings(caplog)
+  assert "outputs.npz: missing or unreadable" in warned
+  assert "checkpoint step 12 cannot be restored" in warned
+  assert "does not match" not in warned
+  assert _predictions(w) == _predictions(full["workdir"])
+  assert sorted(os.listdir(run_dir.checkpoint_dir(w, 1))) == ["12", "8"]
+
+
+def test_no_intact_checkpoint_retrains_from_scratch(full, caplog):
+  w = _copy(full, "damaged3")
+  for step in (8, 12):
+    os.remove(os.path.join(_ckpt(w, step), "default", "_METADATA"))
+  os.remove(run_dir.fold_record_path(w, 1))
+  with caplog.at_level("WARNING"):
+    train.train_and_evaluate(tiny_config(full["data"]), w)
+  assert "no intact checkpoint left; the fold trains again from step 0" in _warnings(caplog)
+  assert _predictions(w) == _predictions(full["workdir"])
+  keys = _metric_keys(w)
+  assert len(keys) == len(set(keys)), "a fold restarted from scratch logged its rows twice"
+
+
+def test_record_written_after_resume_rebuilds_summary_and_prunes(full):
+  w = _copy(full, "killed_before_record")
+  os.remove(run_dir.fold_record_path(w, 1))
+  os.remove(run_dir.outputs_path(w, 1))
+  train.train_and_evaluate(tiny_config(full["data"], **{"checkpoint.max_to_keep": 1}), w)
+  record = run_dir.read_fold_record(w, 1)
+  expected = run_dir.read_fold_record(full["workdir"], 1)["train_summary"]
+  assert record["train_summary"].keys() == expected.keys()
+  for k, v in expected.items():
+    assert record["train_summary"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
+  assert os.listdir(run_dir.checkpoint_dir(w, 1)) == ["12"]
+  assert _predictions(w) == _predictions(full["workdir"])
+
+
+def test_a_checkpoint_of_another_config_keeps_its_message(full):
+  w = _copy(full, "other_config")
+  os.remove(run_dir.config_path(w))
+  os.remove(run_dir.fold_record_path(w, 1))
+  with pytest.raises(ValueError, match="does not match this config's train state"):
+    train.train_and_evaluate(tiny_config(full["data"], **{"model.embed_dim": 16}), w)
+  assert os.path.isdir(_ckpt(w, 12)) and os.path.isdir(_ckpt(w, 8))
+
+
+def test_a_failed_start_leaves_no_config(full, tmp_path):
+  w = str(tmp_path / "w")
+  bad = tiny_config(full["data"], **{"data.dataset_dir": str(tmp_path / "nope")})
+  with pytest.raises(layout.DatasetError):
+    train.train_and_evaluate(bad, w)
+  assert not os.path.exists(run_dir.config_path(w))
+  assert not os.path.exists(os.path.join(w, run_dir.LOCK_FILE))
+  config_checks.check_workdir_config(tiny_config(full["data"]), w)  # not refused
+
+
+def test_metrics_log_repairs_a_missing_newline(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"fold": 0, "step": 4, "loss": 1.0}\n{"fold": 0, "step": 8, "loss": 2.0}')
+  log = metrics_log.MetricsLog(str(tmp_path), False)
+  log.write(0, 12, {"loss": 3.0})
+  rows = log.rows(0)
+  assert [r["step"] for r in rows] == [4, 8, 12]
+  assert metrics_log.summary_from_rows(rows, 12, 8) == {"loss": 2.5}
+  assert metrics_log.summary_from_rows(rows, 12, 4) == {"loss": 3.0}
+
+
+def test_a_second_run_on_a_locked_workdir_is_refused(tmp_path):
+  w = str(tmp_path / "w")
+  os.makedirs(w)
+  with run_dir.workdir_lock(w):
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch.main", "--config=configs/synthetic.py:tiny",
+         f"--workdir={w}", f"--config.data.cache_dir={tmp_path / 'data'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert f"is in use by process {os.getpid()}" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+  assert not os.path.exists(os.path.join(w, run_dir.LOCK_FILE))
+  assert os.listdir(w) == []  # the refused run wrote nothing
+
+
+def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path, caplog):
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  w = str(tmp_path)
+  with open(os.path.join(w, run_dir.LOCK_FILE), "w") as f:
+    json.dump({"host": __import__("socket").gethostname(), "pid": dead.pid}, f)
+  with caplog.at_level("WARNING"):
+    with run_dir.workdir_lock(w):
+      assert json.load(open(os.path.join(w, run_dir.LOCK_FILE)))["pid"] == os.getpid()
+  assert f"process {dead.pid}" in _warnings(caplog) and "stale lock" in _warnings(caplog)
+  with open(os.path.join(w, run_dir.LOCK_FILE), "w") as f:
+    json.dump({"host": "another-host", "pid": 1}, f)
+  with pytest.raises(run_dir.WorkdirBusyError, match="in use by process 1 on host another-host"):
+    with run_dir.workdir_lock(w):
+      pass
+
+
+@pytest.mark.parametrize("field,value", [
+    ("model.dropout_rate", 1.5), ("model.dropout_rate", 1.0), ("optim.learning_rate", -1.0),
+    ("optim.learning_rate", 0.0), ("optim.b2", 1.0), ("optim.weight_decay", -0.1),
+    ("loss.guide_weight", -1.0), ("mplg.top_ratio", 0.0), ("dfcl.regions", (2, 0, 10)),
+    ("model.embed_dim", 0)])
+def test_remaining_config_fields_are_checked(field, value, tmp_path):
+  c = tiny_config(str(tmp_path / "data"), **{field: value})
+  section, name = field.split(".")
+  with pytest.raises(ValueError, match=rf"config\.{section}.*{name}"):
+    train.train_and_evaluate(c, str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "data")
+
+
+def test_a_fold_without_annotated_training_videos_is_warned_about(caplog):
+  ann = [layout.Annotation(subject="s", video="a", onset=1, apex=2, offset=3, type="ME")]
+
+  class _Fold:
+    def __init__(self, index, train_videos):
+      self.index, self.train_videos = index, train_videos
+
+  class _Dataset:
+    annotations = ann
+
+  with caplog.at_level("WARNING"):
+    got = config_checks.warn_unannotated_folds(_Dataset(), [_Fold(0, ["a", "b"]),
+                                                            _Fold(1, ["b", "c"])])
+  assert got == [1]
+  assert "fold 1: none of its 2 training videos has an annotated interval" in _warnings(caplog)
+
