@@ -9,6 +9,7 @@ Presets: tiny, casme2, samm_lv, casme3 (pwes_jax/data/synthetic.py; model in doc
 """
 
 import json
+import sys
 
 from absl import app
 from absl import flags
@@ -41,7 +42,7 @@ def main(argv):
                                  feature_dim=_FEATURE_DIM.value, overwrite=_OVERWRITE.value)
   except common.USER_ERRORS as e:
     raise SystemExit(f"make_synthetic: error: {common.one_line(e)}") from None
-  print(f"done in {summary['seconds']:.1f} s")
+  print(f"done in {summary['seconds']:.1f} s", file=sys.stderr)
   print(json.dumps(summary, indent=2))
 
 
