@@ -184,6 +184,7 @@ def main(argv):
   n = sum(len(p) for p in result["videos"].values())
   print(f"{n} proposals for {len(result['videos'])} videos from fold(s) {result['folds']} "
         f"({result['combine']}) written to {out}", file=sys.stderr)
+  print(f"compiles: {compile_cache.describe(compile_cache.counts())}", file=sys.stderr)
 
 
 if __name__ == "__main__":
