@@ -23,12 +23,20 @@ def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[IO]:
   Args:
     path: the file to write.
     mode: ``'w'`` or ``'wb'`` (text mode also accepts ``newline=`` etc. in ``kwargs``).
+
+  Raises:
+    OSError: creating, writing or renaming the temporary file failed; the error names ``path``.
   """
   tmp = temp_path(path)
   try:
     with open(tmp, mode, **kwargs) as f:
       yield f
     os.replace(tmp, path)
+  except OSError as e:
+    if e.filename != tmp:
+      raise
+    # The user asked for ``path``: name it, not our temporary file, in the error.
+    raise OSError(e.errno, e.strerror, path) from e
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)

@@ -3,6 +3,7 @@
 import csv
 import json
 import logging
+import errno
 import os
 
 import numpy as np
@@ -337,3 +338,18 @@ def test_atomic_open_replaces_on_success_and_keeps_the_old_file_on_error(tmp_pat
     f.write("new")
   assert path.read_text() == "new"
   assert sorted(os.listdir(tmp_path)) == ["out.json"]
+
+
+def test_atomic_open_errors_name_the_users_path_not_the_temporary_file(tmp_path):
+  from pwes_jax import fileio  # pylint: disable=g-import-not-at-top
+  blocker = tmp_path / "a_file"
+  blocker.write_text("x")
+  path = str(blocker / "out.json")  # under a file: creating the temporary file fails
+  with pytest.raises(OSError) as info:
+    with fileio.atomic_open(path) as f:
+      f.write("new")
+  assert info.value.filename == path and info.value.errno == errno.ENOTDIR
+  with pytest.raises(OSError) as info:  # an OSError of the block itself passes through as it is
+    with fileio.atomic_open(str(tmp_path / "ok.json")):
+      raise FileNotFoundError(errno.ENOENT, "gone", "/elsewhere")
+  assert info.value.filename == "/elsewhere"

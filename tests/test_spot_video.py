@@ -17,8 +17,10 @@ import jax
 import numpy as np
 import pytest
 
+from configs import synthetic
 from pwes_jax import run_dir
 from pwes_jax import spotting
+from pwes_jax import train
 from pwes_jax.extraction import extract
 from pwes_jax.extraction import from_video
 from pwes_jax.extraction import video as video_lib
@@ -26,18 +28,21 @@ from pwes_jax.extraction import video as video_lib
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def run_1024(tmp_path_factory):
-  """A tiny trained run (fold 0, 6 steps) whose model takes 1024-d features."""
-  from configs import synthetic  # pylint: disable=g-import-not-at-top
-  from pwes_jax import train  # pylint: disable=g-import-not-at-top
-  workdir = str(tmp_path_factory.mktemp("run_1024"))
+def _tiny_run(tmp_path_factory, feature_dim: int, steps: int) -> str:
+  """A tiny trained run (fold 0 of the synthetic tiny config) on ``feature_dim``-d features."""
+  workdir = str(tmp_path_factory.mktemp(f"run_{feature_dim}"))
   config = synthetic.get_config("tiny")
-  config.data.synthetic_feature_dim = 1024
-  config.optim.steps = 6
+  config.data.synthetic_feature_dim = feature_dim
+  config.optim.steps = steps
   config.loso.folds = "0"
   train.train_and_evaluate(config, workdir)
   return workdir
+
+
+@pytest.fixture(scope="module")
+def run_1024(tmp_path_factory):
+  """A tiny trained run (fold 0, 6 steps) whose model takes 1024-d features."""
+  return _tiny_run(tmp_path_factory, 1024, steps=6)
 
 
 def _clip(path, num_frames=41, fps=30):
@@ -165,15 +170,7 @@ def test_setting_differences_name_each_field():
 @pytest.fixture(scope="module")
 def run_32(tmp_path_factory):
   """A tiny trained run whose model takes 32-d features (not I3D's)."""
-  from configs import synthetic  # pylint: disable=g-import-not-at-top
-  from pwes_jax import train  # pylint: disable=g-import-not-at-top
-  workdir = str(tmp_path_factory.mktemp("run_32"))
-  config = synthetic.get_config("tiny")
-  config.data.synthetic_feature_dim = 32
-  config.optim.steps = 2
-  config.loso.folds = "0"
-  train.train_and_evaluate(config, workdir)
-  return workdir
+  return _tiny_run(tmp_path_factory, 32, steps=2)
 
 
 def test_a_run_of_another_feature_width_is_refused_before_extraction(run_32, tmp_path):

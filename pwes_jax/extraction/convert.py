@@ -175,16 +175,24 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], expected: Mapping[str, tuple
     problems.append(f"unexpected keys: {_listing(unexpected)}")
   if problems:
     raise _error(source, "; ".join(problems))
-  wrong = [f"key {key!r}: expected shape {expected[key]}, got {tuple(arrays[key].shape)}"
+  _check_values(arrays, expected, source, name=lambda key: key)
+
+
+def _check_values(arrays: Mapping, expected: Mapping, source: str, name) -> None:
+  """Every expected entry of ``arrays`` has its shape, a float dtype and finite values.
+
+  ``name(key)`` is the key as the checkpoint spells it, for the ConversionError's message.
+  """
+  wrong = [f"key {name(key)!r}: expected shape {expected[key]}, got {tuple(arrays[key].shape)}"
            for key in sorted(expected) if tuple(arrays[key].shape) != expected[key]]
   if wrong:
     raise _error(source, "wrong shapes: " + "; ".join(wrong[:_MAX_LISTED]))
   for key in sorted(expected):
     value = arrays[key]
     if not np.issubdtype(value.dtype, np.floating):
-      raise _error(source, f"expected floating-point values, got dtype {value.dtype}", key)
+      raise _error(source, f"expected floating-point values, got dtype {value.dtype}", name(key))
     if not np.all(np.isfinite(value)):
-      raise _error(source, "holds non-finite values (NaN or inf)", key)
+      raise _error(source, "holds non-finite values (NaN or inf)", name(key))
 
 
 def _stream(in_channels: int) -> Optional[str]:
@@ -393,17 +401,7 @@ def convert_deepmind(state: Mapping[str, Any], *, source: str = "<checkpoint>"
   missing = sorted(_dm_name(p) for p in expected if p not in flat)
   if missing:
     raise _error(source, f"missing keys (DeepMind layout): {_listing(missing)}")
-  wrong = [f"key {origin[p]!r}: expected shape {expected[p]}, got {tuple(flat[p].shape)}"
-           for p in sorted(expected) if tuple(flat[p].shape) != expected[p]]
-  if wrong:
-    raise _error(source, "wrong shapes: " + "; ".join(wrong[:_MAX_LISTED]))
-  for path in sorted(expected):
-    value = flat[path]
-    key = origin.get(path, "/".join(path))
-    if not np.issubdtype(value.dtype, np.floating):
-      raise _error(source, f"expected floating-point values, got dtype {value.dtype}", key)
-    if not np.all(np.isfinite(value)):
-      raise _error(source, "holds non-finite values (NaN or inf)", key)
+  _check_values(flat, expected, source, name=lambda path: origin.get(path, "/".join(path)))
   variables = _unflatten({p: np.ascontiguousarray(v, np.float32) for p, v in flat.items()})
   info = {"source": source, "format": "deepmind", "stream": _stream(in_channels),
           "in_channels": in_channels, "num_classes": num_classes,
