@@ -12,28 +12,19 @@ import sys
 from absl import logging as absl_logging
 import pytest
 
-from configs import synthetic
 from pwes_jax import config_checks
 from pwes_jax import metrics_log
 from pwes_jax import run_dir
 from pwes_jax import train
 from pwes_jax.data import layout
+from tests import test_train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(data, **overrides):
-  c = synthetic.get_config("tiny")
-  c.optim.steps = 12
-  c.mplg.pretrain_steps = 4
-  c.checkpoint.every_steps = 4
-  c.log_every = 4
-  c.loso.folds = "1"
-  c.data.cache_dir = data
-  for key, value in overrides.items():
-    section, field = key.split(".")
-    c[section][field] = value
-  return c
+  """test_train's tiny 12-step config on fold 1 only, with its data in ``data``."""
+  return test_train.tiny_config(**{"loso.folds": "1", "data.cache_dir": data, **overrides})
 
 
 @pytest.fixture(scope="module")
