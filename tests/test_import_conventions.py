@@ -9,7 +9,6 @@ lost frames (7.jpg ... 66.jpg with gaps) and imports a table of jpg numbers.
 """
 
 import csv
-import hashlib
 import json
 import os
 import subprocess
@@ -28,7 +27,7 @@ from pwes_jax.data import layout
 from pwes_jax.extraction import extract
 from pwes_jax.extraction import flow as flow_lib
 from pwes_jax.extraction import video as video_lib
-from tests.test_importers import D, REPO, src
+from tests.test_importers import D, REPO, digest, src
 
 
 
@@ -36,18 +35,6 @@ def features(d, video, t):
   os.makedirs(d, exist_ok=True)
   np.savez(os.path.join(d, f"{video}.npz"), rgb=np.ones((t, D), np.float32),
            flow=np.zeros((t, D), np.float32))
-
-
-def digest(*roots):
-  h = hashlib.sha256()
-  for root in roots:
-    walk = [(os.path.dirname(root), [], [os.path.basename(root)])] if os.path.isfile(root) \
-        else sorted(os.walk(root))
-    for dirpath, _, files in walk:
-      for name in sorted(files):
-        p = os.path.join(dirpath, name)
-        h.update(p.encode() + open(p, "rb").read() + str(os.stat(p).st_mtime_ns).encode())
-  return h.hexdigest()
 
 
 def write_table(path, sheets, merged=None):

@@ -59,15 +59,17 @@ def make_features(features_dir, video, t, form, seed=0):
   return rgb, flow
 
 
-def tree_digest(root):
-  """Hash of every file's path and bytes under ``root`` (to prove sources are untouched)."""
+def digest(*roots):
+  """Hash of the path, bytes and mtime of every file under ``roots`` (files or folders), to
+  prove sources are untouched."""
   h = hashlib.sha256()
-  for dirpath, _, files in sorted(os.walk(root)):
-    for name in sorted(files):
-      p = os.path.join(dirpath, name)
-      h.update(p.encode())
-      with open(p, "rb") as f:
-        h.update(f.read())
+  for root in roots:
+    walk = [(os.path.dirname(root), [], [os.path.basename(root)])] if os.path.isfile(root) \
+        else sorted(os.walk(root))
+    for dirpath, _, files in walk:
+      for name in sorted(files):
+        p = os.path.join(dirpath, name)
+        h.update(p.encode() + open(p, "rb").read() + str(os.stat(p).st_mtime_ns).encode())
   return h.hexdigest()
 
 
@@ -130,10 +132,10 @@ def test_casme2_import_writes_layout_with_inferred_num_frames(tmp_path):
   rgb1, flow1 = make_features(feats, "s15_0401", 16, "npz", seed=1)
   rgb2, flow2 = make_features(feats, "s16_0502", 10, "npy", seed=2)
   make_features(feats, "s99_0101", 3, "dir", seed=3)  # not annotated: a negative video
-  before = tree_digest(feats) + tree_digest(str(src(tmp_path) / "CAS(ME)^2code_final.xlsx"))
+  before = digest(feats) + digest(str(src(tmp_path) / "CAS(ME)^2code_final.xlsx"))
   out = str(tmp_path / "out")
   summary = importers.import_casme2(xlsx, feats, out)
-  assert before == tree_digest(feats) + tree_digest(str(src(tmp_path) / "CAS(ME)^2code_final.xlsx"))
+  assert before == digest(feats) + digest(str(src(tmp_path) / "CAS(ME)^2code_final.xlsx"))
   assert (summary["videos"], summary["subjects"], summary["ME"], summary["MaE"]) == (3, 3, 2, 2)
   assert summary["negative_videos"] == 1 and summary["unused_features"] == []
   assert summary["num_frames_inferred"] == ["s15_0401", "s16_0502", "s99_0101"]

@@ -2,7 +2,6 @@
 target byte-identical: an input, a file inside a dataset directory, a run's own file, the
 other output of the same command, an existing file without --overwrite, a directory."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -13,19 +12,9 @@ import numpy as np
 import pytest
 
 from pwes_jax import output_paths
+from tests import test_layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _tree_hashes(root):
-  out = {}
-  for d, _, files in os.walk(root):
-    for name in files:
-      path = os.path.join(d, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    out[os.path.relpath(d, root) + "/"] = "dir"
-  return out
 
 
 def _drive(launcher, *argvs):
@@ -60,14 +49,15 @@ def world(tiny_run, tmp_path_factory):
 
 
 def _check_refused(world, launcher, cases):
-  before = _tree_hashes(world["root"])
+  before = test_layout.snapshot(world["root"])
   rows = _drive(launcher, *[argv for argv, _ in cases])
   for (argv, expect), row in zip(cases, rows):
     assert row["code"] not in (0, None), (argv, row)
     assert expect in row["message"], (argv, row["message"])
     assert "Traceback" not in row["message"]
-  after = _tree_hashes(world["root"])
-  assert after == before, sorted(set(after.items()) ^ set(before.items()))[:5]
+  after = test_layout.snapshot(world["root"])
+  assert after == before, sorted(k for k in after.keys() | before.keys()
+                                 if after.get(k) != before.get(k))[:5]
 
 
 def test_evaluate_refuses_forbidden_outputs(world):
