@@ -196,18 +196,28 @@ def parse_predictions(predictions: Mapping, source: str = "<predictions>") -> di
   return out
 
 
+def read_text(path: str, advice: str = "; save the file as UTF-8)") -> str:
+  """A file's text as UTF-8 (a leading BOM dropped).
+
+  Raises:
+    layout.DatasetError: naming the file and the line of the first byte that is not UTF-8,
+      followed by ``advice``.
+  """
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    return data.decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    line = data.count(b"\n", 0, e.start) + 1
+    raise layout.error(path, None, None, f"line {line}: not UTF-8 text (byte "
+                       f"0x{data[e.start]:02x}{advice}") from None
+
+
 def load_predictions(path: str) -> dict:
   """Reads and validates a predictions file ``{"videos": {"<video>": [...]}}`` (UTF-8 JSON)."""
   if not os.path.isfile(path):
     raise layout.error(path, None, None, "predictions file missing")
-  with open(path, "rb") as f:
-    data = f.read()
-  try:
-    text = data.decode("utf-8-sig")
-  except UnicodeDecodeError as e:
-    line = data.count(b"\n", 0, e.start) + 1
-    raise layout.error(path, None, None, f"line {line}: not UTF-8 text (byte "
-                       f"0x{data[e.start]:02x}); JSON files are UTF-8") from None
+  text = read_text(path, advice="); JSON files are UTF-8")
   if not text.strip():
     raise layout.error(path, None, None, 'empty file (expected {"videos": {...}})')
   try:

@@ -96,19 +96,6 @@ def rounding_name(frame_rounding: str) -> str:
   return name
 
 
-def read_text(path: str) -> str:
-  """A file's text as UTF-8 (a leading BOM dropped); anything else is one clear error naming
-  the file and the line of the first bad byte."""
-  with open(path, "rb") as f:
-    data = f.read()
-  try:
-    return data.decode("utf-8-sig")
-  except UnicodeDecodeError as e:
-    line = data.count(b"\n", 0, e.start) + 1
-    raise layout.error(path, None, None, f"line {line}: not UTF-8 text (byte "
-                       f"0x{data[e.start]:02x}; save the file as UTF-8)") from None
-
-
 def load(path: str, *, fmt: str = "auto", frame_base: Optional[int] = None,
          frame_rounding: Optional[str] = None) -> PredictionFile:
   """Reads and validates predictions in any supported format.
@@ -245,7 +232,7 @@ def read_csv(path: str, *, frame_base: int = 0,
     raise layout.error(path, None, None, "CSV file missing")
   frame_rounding = rounding_name(frame_rounding)
   try:
-    rows = [(i + 1, r) for i, r in enumerate(csv.reader(io.StringIO(read_text(path),
+    rows = [(i + 1, r) for i, r in enumerate(csv.reader(io.StringIO(evaluation.read_text(path),
                                                                     newline="")))
             if any(c.strip() for c in r)]
   except csv.Error as e:
@@ -305,7 +292,7 @@ def read_lab_folder(path: str, *, frame_base: int = 1,
     raise layout.error(path, None, None, "not a .txt prediction file or a folder of them")
   out, owner = _Collector(frame_base, ("start", "end")), {}
   for file in files:
-    lines = read_text(file).splitlines()
+    lines = evaluation.read_text(file).splitlines()
     for line, text in enumerate(lines, 1):
       if not text.strip():
         continue
