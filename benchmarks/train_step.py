@@ -39,20 +39,13 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
-import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
 from benchmarks import machine
-from pwes_jax import model as model_lib
-from pwes_jax import config_checks
+from benchmarks import step_inputs
 from pwes_jax import host_memory
-from pwes_jax import state as state_lib
-from pwes_jax import steps
 from pwes_jax.data import batching
-from pwes_jax.data import layout
-from pwes_jax.data import points as points_lib
-from pwes_jax.data import synthetic
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/casme2.py",
                                           "Experiment config (model sizes, losses, preset).")
@@ -69,79 +62,8 @@ _MATMUL_REPEATS = flags.DEFINE_integer("matmul_repeats", 3,
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed of features and video choice.")
 
 
-def preset_videos(config) -> tuple:
-  """``(lengths [V], snippet points per video, video labels [V, C], bank size)`` of the plan."""
-  the_plan = synthetic.plan(config.data.synthetic_preset, seed=config.data.synthetic_seed)
-  snippet = the_plan.preset.snippet_length
-  lengths = np.array([(v.num_frames - 1) // snippet for v in the_plan.videos], np.int64)
-  index = {v.video: i for i, v in enumerate(the_plan.videos)}
-  pts = [[] for _ in the_plan.videos]
-  labels = np.zeros([len(lengths), layout.NUM_CLASSES], np.float32)
-  for a in the_plan.annotations:
-    i = index[a.video]
-    frame = a.apex if a.apex >= 0 else a.onset
-    cls = a.label
-    pts[i].append((frame, min(frame // snippet, lengths[i] - 1), cls))
-    labels[i, cls] = 1.0
-  points = [points_lib.PointLabels(*(np.array(c) for c in zip(*p))) if p
-            else points_lib.PointLabels.empty() for p in pts]
-  per_subject = np.unique([v.subject for v in the_plan.videos], return_counts=True)[1]
-  return lengths, points, labels, int(len(lengths) - per_subject.min())
-
-
-def random_batch(rng, lengths, points, labels, lower: int, bucket: int, batch_size: int,
-                 feature_dim: int, max_points: int) -> dict:
-  """A padded batch of ``bucket`` snippets with random features, as training would draw it.
-
-  Rows are preset videos of length in ``(lower, bucket]`` (the bucket's own videos, drawn
-  without replacement), topped up with the longest shorter ones when too few, or full-length
-  rows without points when no video fits. Each row keeps its video's length, points and video
-  label. Returns the ``batching.pad_batch`` dict.
-  """
-  own = np.flatnonzero((lengths > lower) & (lengths <= bucket))
-  if own.size >= batch_size:
-    chosen = list(rng.choice(own, batch_size, replace=False))
-  else:
-    shorter = np.flatnonzero(lengths <= lower)
-    shorter = shorter[np.argsort(lengths[shorter], kind="stable")[::-1]]
-    chosen = list(own) + list(shorter[:batch_size - own.size])
-    chosen += [None] * (batch_size - len(chosen))
-  videos = []
-  for row, i in enumerate(chosen):
-    if i is None:
-      t, p, lab = bucket, points_lib.PointLabels.empty(), np.zeros(layout.NUM_CLASSES)
-    else:
-      t, p, lab = int(lengths[i]), points[i], labels[i]
-      if len(p) > max_points:
-        p = points_lib.PointLabels(p.frames[:max_points], p.snippets[:max_points],
-                                   p.labels[:max_points])
-    videos.append(batching.VideoArrays(
-        name=f"v{row}", subject="s", rgb=rng.standard_normal((t, feature_dim), np.float32),
-        flow=rng.standard_normal((t, feature_dim), np.float32), points=p, video_label=lab))
-  return batching.pad_batch(videos, bucket, batch_size, max_points)
-
-
-def variant_config(config, variant: str):
-  c = config.copy_and_resolve_references()
-  if variant == "baseline":
-    c.mplg.variant = "none"
-    c.dfcl.enabled = False
-  config_checks.check_run_config(c)
-  return c
-
-
 def _mb(x) -> str:
   return f"{x / 2 ** 20:8.1f}" if x is not None else "     n/a"
-
-
-def setup_variant(config, variant: str, bank_videos: int) -> dict:
-  """The variant's config, a fresh train state and its jitted (state-donating) step."""
-  cfg = variant_config(config, variant)
-  model = model_lib.build_model(cfg.model)
-  tx = state_lib.make_optimizer(cfg)
-  state = state_lib.init_state(model, tx, cfg, state_lib.fold_key(cfg, 0),
-                               cfg.data.synthetic_feature_dim, bank_videos)
-  return dict(cfg=cfg, state=state, step_fn=steps.make_train_step(model, tx, cfg))
 
 
 def bench_bucket(run: dict, batch: dict, steps: int, warmup: int) -> dict:
@@ -202,7 +124,7 @@ def main(argv):
   host_memory.keep_freed_memory()  # as launch.main does
   config = _CONFIG.value
   feature_dim = config.data.synthetic_feature_dim
-  lengths, points, labels, bank_videos = preset_videos(config)
+  lengths, points, labels, bank_videos = step_inputs.preset_videos(config)
   if _BUCKETS.value == "auto":
     buckets = batching.make_buckets(lengths, batch_size=_BATCH_SIZE.value,
                                     max_buckets=config.data.max_buckets,
@@ -227,8 +149,9 @@ def main(argv):
     print(f"expected padded-snippet share: {100 * batching.padding_share(lengths, buckets):.1f}%")
   rng = np.random.default_rng(_SEED.value)
   lowers = (0,) + tuple(buckets[:-1])
-  batches = {b: random_batch(rng, lengths, points, labels, lo, b, _BATCH_SIZE.value, feature_dim,
-                             config.data.max_points) for lo, b in zip(lowers, buckets)}
+  batches = {b: step_inputs.random_batch(rng, lengths, points, labels, lo, b, _BATCH_SIZE.value,
+                                         feature_dim, config.data.max_points)
+             for lo, b in zip(lowers, buckets)}
   for b in buckets:
     share = 1.0 - batches[b]["valid"].mean()
     print(f"  bucket {b}: padded share of the benchmark batch {100 * share:.1f}%")
@@ -236,7 +159,7 @@ def main(argv):
   peak0 = machine.matmul_flops_per_s(n, reps)
   print(f"dense fp32 matmul {n}^3 (start): {peak0 / 1e9:.1f} GFLOP/s")
   variants = ("baseline", "full") if _VARIANT.value == "both" else (_VARIANT.value,)
-  runs = {v: setup_variant(config, v, bank_videos) for v in variants}
+  runs = {v: step_inputs.setup_variant(config, v, bank_videos) for v in variants}
   for v, run in runs.items():
     print(f"  {v}: mplg.variant={run['cfg'].mplg.variant} dfcl.enabled={run['cfg'].dfcl.enabled}")
   print(f"\n{'bucket':>6} {'variant':8s} {'compile s':>9} {'steps/s':>8} {'ms/step':>9} "

@@ -45,9 +45,10 @@ def train_step(state: state_lib.TrainState, batch: dict, *, model, tx, config,
   grad_fn = jax.value_and_grad(objective.loss_fn, has_aux=True)
   (_, (metrics, region_vectors)), grads = grad_fn(state.params, batch, rng, state.bank,
                                                   state.step, model=model, config=config)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  grad_norm = optax.tree.norm(grads)
+  with jax.named_scope("optimizer"):  # labels the ops only (benchmarks/op_profile.py)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.tree.norm(grads)
   bank = state.bank
   if region_vectors is not None:
     vectors, vector_valid = region_vectors
@@ -57,7 +58,8 @@ def train_step(state: state_lib.TrainState, batch: dict, *, model, tx, config,
     # bank in place instead of copying it each step (benchmarks/bank_memory.py shows it).
     write = (batch["row_valid"] * active * bank_write
              * jnp.isfinite(grad_norm).astype(jnp.float32))
-    bank = dfcl.update_bank(bank, batch["video_id"], vectors, vector_valid, write)
+    with jax.named_scope("dfcl_bank"):
+      bank = dfcl.update_bank(bank, batch["video_id"], vectors, vector_valid, write)
   metrics = dict(metrics, grad_norm=grad_norm)
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state, bank=bank), metrics
 
