@@ -7,7 +7,9 @@ loads those programs from disk instead of compiling them again (JAX's own cache,
 jax/jaxlib versions, so a stale entry is never used).
 
 * :func:`enable` points JAX at ``$PWES_COMPILE_CACHE`` or ``$XDG_CACHE_HOME/pwes_jax/xla``
-  (``~/.cache/pwes_jax/xla``); ``PWES_COMPILE_CACHE=off`` turns it off. A cache directory set
+  (``~/.cache/pwes_jax/xla``); ``PWES_COMPILE_CACHE=off`` turns it off. Programs that compile
+  in under ``MIN_COMPILE_SECONDS`` are not written unless JAX's own
+  ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` is set, which then wins. A cache directory set
   before (a test session, the user's own ``JAX_COMPILATION_CACHE_DIR``) is left as it is.
 * :func:`counts` reads how many programs XLA compiled in this process and for how long, and how
   many were loaded from the cache (JAX's ``jax.monitoring`` events).
@@ -122,7 +124,8 @@ def enable(directory: Optional[str] = None) -> Optional[str]:
     return None
   os.makedirs(directory, exist_ok=True)
   jax.config.update("jax_compilation_cache_dir", directory)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+  if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:  # the user's own wins
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   return directory
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -191,3 +192,26 @@ def test_spotted_types_follow_the_fields_duration_rule():
       30.0)
   top = props[0]
   assert (top["onset"], top["offset"], top["type"]) == (80, 95, "ME")
+
+
+def test_a_second_spot_loads_its_programs_from_the_compilation_cache(tiny_run, tmp_path):
+  """Issue 16: spot reuses the compiled forward of an earlier spot (the count is shown)."""
+  name = _held_out(tiny_run)[0]
+  path = os.path.join(_features_dir(tiny_run), f"{name}.npz")
+  env = dict(os.environ, PWES_COMPILE_CACHE=str(tmp_path / "xla"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")  # cache every program
+  counts = []
+  for i in range(2):
+    proc = subprocess.run([sys.executable, "-m", "launch.spot", f"--workdir={tiny_run}",
+                           f"--features={path}", f"--output={tmp_path / f'spots{i}.json'}",
+                           "--fold=0"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    line = next(l for l in proc.stderr.splitlines() if l.startswith("compiles: "))
+    built, compiled, loaded = (int(x) for x in re.search(
+        r"(\d+) program\(s\) built .*: (\d+) compiled, (\d+) loaded", line).groups())
+    counts.append((built, compiled, loaded))
+  (built1, compiled1, loaded1), (built2, compiled2, loaded2) = counts
+  assert loaded1 == 0 and compiled1 == built1 > 0, counts
+  assert loaded2 == built2 and compiled2 == 0, counts  # every program came from the cache
+  assert (tmp_path / "spots0.json").read_text() == (tmp_path / "spots1.json").read_text()
