@@ -89,6 +89,7 @@ class RunContext:
       bucket some fold cannot fill.
     bank_videos: rows of every fold's DFCL memory bank (the largest training set).
     programs: the run's :class:`Programs`.
+    init: ``fold key -> TrainState`` (``state.make_init`` of the run's sizes).
   """
   config: Any
   workdir: str
@@ -98,6 +99,7 @@ class RunContext:
   bucket_probs: np.ndarray
   bank_videos: int
   programs: Programs
+  init: Callable
 
   @property
   def model(self):
@@ -146,9 +148,11 @@ def make_context(config, workdir: str, dataset: layout.Dataset,
     raise ValueError("no length bucket fits a training video of every fold; raise "
                      "config.data.max_buckets or check the dataset's video lengths")
   bank_videos = max(len(f.train_videos) for f in fold_list)
+  init = state_lib.make_init(programs.model, programs.tx, config, dataset.info.feature_dim,
+                            bank_videos)
   return RunContext(config=config, workdir=workdir, dataset=dataset, videos=videos,
                     buckets=tuple(int(b) for b in buckets), bucket_probs=probs / probs.sum(),
-                    bank_videos=bank_videos, programs=programs)
+                    bank_videos=bank_videos, programs=programs, init=init)
 
 
 def shared_bucket(ctx: RunContext, step: int) -> int:
@@ -167,9 +171,7 @@ def fold_sampler(ctx: RunContext, fold: folds_lib.Fold) -> batching.BatchSampler
 
 def fresh_state(ctx: RunContext, fold: folds_lib.Fold) -> state_lib.TrainState:
   """The fold's train state at step 0 (parameters from ``state.fold_key``)."""
-  return state_lib.init_state(ctx.model, ctx.tx, ctx.config,
-                              state_lib.fold_key(ctx.config, fold.index),
-                              ctx.dataset.info.feature_dim, ctx.bank_videos)
+  return ctx.init(state_lib.fold_key(ctx.config, fold.index))
 
 
 def finish_fold(ctx: RunContext, fold: folds_lib.Fold, params, train_summary: dict,

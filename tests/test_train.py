@@ -1,5 +1,6 @@
 """End-to-end LOSO training on the tiny synthetic preset: outputs, resume, NaN guard, compiles."""
 
+import importlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import pytest
 from configs import synthetic
 from pwes_jax import checkpointing
 from pwes_jax import metrics_log
+from pwes_jax import model as model_lib
 from pwes_jax import run_dir
 from pwes_jax import state as state_lib
 from pwes_jax import steps
@@ -257,3 +259,23 @@ def test_programs_are_reused_explicitly_and_refused_for_another_config(tmp_path,
   c3.data.cache_dir = data_cache
   with pytest.raises(ValueError, match="Programs were built for a config"):
     train.train_and_evaluate(c3, str(tmp_path / "c"), programs=programs)
+
+
+@pytest.mark.parametrize("name, arg", [("synthetic", None), ("synthetic", "tiny"),
+                                       ("casme2", None)])
+def test_jitted_init_is_bit_identical_to_the_eager_init(name, arg):
+  """``state.make_init`` (one program, used by the trainer) gives init_state's exact bits."""
+  config = importlib.import_module(f"configs.{name}").get_config(*([arg] if arg else []))
+  model = model_lib.build_model(config.model)
+  tx = state_lib.make_optimizer(config)
+  feature_dim = config.data.synthetic_feature_dim
+  init = state_lib.make_init(model, tx, config, feature_dim, 5)
+  for fold in (0, 3):
+    key = state_lib.fold_key(config, fold)
+    eager = state_lib.init_state(model, tx, config, key, feature_dim, 5)
+    jitted = init(key)
+    assert jax.tree.structure(eager) == jax.tree.structure(jitted)
+    for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)):
+      a, b = np.asarray(a), np.asarray(b)
+      assert a.dtype == b.dtype and a.shape == b.shape
+      assert a.tobytes() == b.tobytes()
