@@ -7,6 +7,8 @@ then one table of every entry with results is printed and written to DIR/report.
 `--folds=0-5` for a quick look.
 """
 
+import os
+
 # name -> list of (row name, {config path: value}).
 SWEEPS = {
     # Table I: main components.
@@ -42,3 +44,9 @@ def get_sweep(name):
   if name not in SWEEPS:
     raise ValueError(f"unknown sweep {name!r}; known: {sorted(SWEEPS)}")
   return SWEEPS[name]
+
+
+def entry_dir(parent: str, name: str) -> str:
+  """``PARENT/<name>`` of a sweep entry, ``+`` and ``=`` made path-friendly (``+MPLG`` ->
+  ``plus_MPLG``, ``theta=0.5`` -> ``theta_0.5``)."""
+  return os.path.join(parent, name.replace("+", "plus_").replace("=", "_"))

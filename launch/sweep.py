@@ -45,11 +45,6 @@ def apply_overrides(config, overrides):
   return config
 
 
-def run_dir(parent: str, name: str) -> str:
-  """``PARENT/<name>`` with ``+`` and ``=`` made path-friendly (``+MPLG`` -> ``plus_MPLG``)."""
-  return os.path.join(parent, name.replace("+", "plus_").replace("=", "_"))
-
-
 def main(argv):
   del argv
   quiet.quiet_logging()
@@ -80,7 +75,7 @@ def _sweep():
         config.loso.folds = _FOLDS.value
       if not config.data.cache_dir:  # every entry shares one generated dataset
         config.data.cache_dir = os.path.join(_WORKDIR.value, "data")
-    workdir = run_dir(_WORKDIR.value, name)
+    workdir = sweeps.entry_dir(_WORKDIR.value, name)
     print(f"=== {name}: {overrides} -> {workdir}", flush=True)
     try:
       config_checks.check_run_config(config)
@@ -93,7 +88,7 @@ def _sweep():
   # The table covers every entry of the sweep that has results, including earlier --only runs.
   results, names = [], []
   for name, _ in entries:
-    path = os.path.join(run_dir(_WORKDIR.value, name), "results.json")
+    path = os.path.join(sweeps.entry_dir(_WORKDIR.value, name), "results.json")
     if os.path.isfile(path):
       results.append(fileio.read_json(path))
       names.append(name)

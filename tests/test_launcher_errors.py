@@ -39,6 +39,7 @@ LAUNCHERS = {
     "launch.spot": ("spot", "extraction_config"),
     "launch.evaluate": ("evaluate", None),
     "launch.report": ("report", None),
+    "launch.spread": ("launch.spread", None),
     "launch.import_dataset": ("import_dataset", None),
     "launch.make_synthetic": ("make_synthetic", None),
     "launch.convert_i3d": ("convert_i3d", None),
@@ -63,6 +64,10 @@ def world(tiny_run, tmp_path_factory):
   make_features(str(user / "samm_feats"), "006_1", 20, "npz")
   make_features(str(user / "samm_feats"), "007_3", 3, "npz")
   _write_folder(str(user / "videos" / "006_1"), _constant_frames(20), "006_1_{:04d}.jpg")
+  for seed in (0, 1):  # a two-seed table8 sweep for launch.spread
+    for row in ("Apex", "Random"):
+      os.makedirs(user / f"spread{seed}" / row)
+      shutil.copy(os.path.join(run, "results.json"), user / f"spread{seed}" / row)
   out = root / "out"  # where the injected failures happen
   (out / "existing_workdir").mkdir(parents=True)
   return dict(run=run, dataset=dataset, user=str(user), out=str(out))
@@ -80,6 +85,8 @@ def _good_argv(launcher, w, target):
       "launch.evaluate": [f"--dataset_dir={d}", f"--predictions={u}/preds.json",
                           f"--output={target}/metrics.json"],
       "launch.report": [f"--workdir={run}", f"--output={target}.md"],
+      "launch.spread": ["--sweep=table8", f"--workdirs={u}/spread0,{u}/spread1",
+                        f"--output={target}.md"],
       "launch.import_dataset": ["--format=samm_lv", f"--annotations={u}/samm.xlsx",
                                 f"--features={u}/samm_feats", f"--output_dir={target}",
                                 "--skip_missing"],

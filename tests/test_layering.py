@@ -22,6 +22,7 @@ ALLOWED = {
     "config_checks": {"evaluation", "objective", "run_dir"},
     # Readers of a finished run: run files, never the trainer.
     "report": {"evaluation", "fileio", "inference", "run_dir", "data"},
+    "seed_spread": {"report"},
     "spotting": {"checkpointing", "fileio", "inference", "model", "run_dir", "state", "data"},
     # Steps, state and the method.
     "steps": {"dfcl", "objective", "sharding", "state"},
