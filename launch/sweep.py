@@ -65,10 +65,14 @@ def _sweep():
       if not f.read(8) == "# Sweep ":
         raise FileExistsError(f"{report_path} exists and is not a sweep report; refusing to "
                               "replace it (move it away)")
+  todo = [(name, overrides) for name, overrides in entries
+          if not _ONLY.value or name in _ONLY.value]
+  for name, _ in todo:  # an entry's directory must be its run's, or hold no run's files
+    entry = sweeps.entry_dir(_WORKDIR.value, name)
+    output_paths.check_dir_output("workdir", entry, run_ok=True,
+                                  label=f"sweep entry {name}'s directory {entry}")
   programs = {}  # entries whose model, loss and optimizer agree reuse one compiled step
-  for name, overrides in entries:
-    if _ONLY.value and name not in _ONLY.value:
-      continue
+  for name, overrides in todo:
     config = apply_overrides(_CONFIG.value, overrides)
     with config.unlocked():
       if _FOLDS.value is not None:

@@ -8,8 +8,11 @@ fills), and the guard refuses, with one message naming the flag and the path:
 * an output inside a dataset directory (one holding ``dataset.json``): its ground truth,
   features and metadata belong to the dataset;
 * an output that is one of a run's own files (``config.json``, ``metrics.jsonl``,
-  ``results.json``, ``predictions.json``, the lock, anything under ``fold_XX/`` or ``data/``
-  of a directory holding a run's ``config.json``);
+  ``results.json``, ``predictions.json``, the lock, what a repair set aside
+  (``metrics.jsonl.torn``, ``config.json.damaged-<time>``), anything under ``fold_XX/`` or
+  ``data/`` of a directory holding a run's ``config.json``);
+* a run's workdir that is not a run but holds files a run would write (``results.json``,
+  ``fold_XX``, ...: someone else's);
 * two outputs of one command at the same path;
 * an output that is a directory, or whose parent is a file;
 * an existing file, unless the launcher's ``--overwrite`` was given.
@@ -133,7 +136,7 @@ def check_file_outputs(outputs: Mapping[str, Optional[str]], inputs=None, *,
 
 
 def check_dir_output(flag: str, value: str, inputs=None, *, dataset_ok: bool = True,
-                     run_ok: bool = False) -> str:
+                     run_ok: bool = False, label: Optional[str] = None) -> str:
   """Refuses a directory output that is a file, an input (or holds or lies in one), lies
   inside another dataset or is (inside) a run directory.
 
@@ -144,7 +147,10 @@ def check_dir_output(flag: str, value: str, inputs=None, *, dataset_ok: bool = T
     dataset_ok: the directory itself may already be a dataset directory (resumed or replaced
       by the launcher's own rules); a dataset *above* it is always refused.
     run_ok: the directory itself may be a run directory (``launch.main``'s ``--workdir``); a
-      run directory *above* it is always refused.
+      run directory *above* it is always refused, and so is a directory that is not a run
+      (no ``config.json``) but holds files a run writes (``results.json``, ``fold_XX``, ...:
+      ``run_dir.foreign_run_entries``), which the run would replace.
+    label: how the message names the directory (default ``--<flag>=<path>``).
 
   Returns:
     The absolute path.
@@ -162,6 +168,13 @@ def check_dir_output(flag: str, value: str, inputs=None, *, dataset_ok: bool = T
                           "a directory outside it")
   if os.path.isfile(os.path.join(out, run_dir.CONFIG_FILE)) and not run_ok:
     raise OutputPathError(f"--{flag}={out} is a run directory; choose another")
+  if run_ok:
+    foreign = run_dir.foreign_run_entries(out)
+    if foreign:
+      raise OutputPathError(
+          f"{label or f'--{flag}={out}'} is not a run directory (no {run_dir.CONFIG_FILE}) but "
+          f"holds {', '.join(foreign)}, which a run writes; refusing to replace them (choose "
+          "another directory, or move them away)")
   if not dataset_ok and os.path.isfile(os.path.join(out, "dataset.json")):
     raise OutputPathError(f"--{flag}={out} is a dataset directory; choose another")
   for d in _ancestors(out):

@@ -41,14 +41,37 @@ LOCK_FILE = "run.lock"
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.json"
 _FOLD_DIR = re.compile(r"^fold_(\d+)$")
-# Files of the workdir itself that belong to the run (metrics.p<i>.jsonl: multi-process runs).
+# Files of the workdir itself that belong to the run (metrics.p<i>.jsonl: multi-process runs;
+# metrics.jsonl.torn and config.json.damaged-<time>: what a repair set aside, never an output).
 _RUN_FILES = re.compile(r"^(config\.json|results\.json|predictions\.json|run\.lock|"
-                        r"metrics(\.p\d+)?\.jsonl)$")
+                        r"metrics(\.p\d+)?\.jsonl(\.torn)?|config\.json\.damaged-.*)$")
+# What a run writes into its workdir besides config.json, the lock and data/ (which a start
+# killed before config.json is written may leave): a directory holding one of these but no
+# config.json is not a run, and a run started there would replace them.
+_RUN_OUTPUTS = re.compile(r"^(results\.json|predictions\.json|metrics(\.p\d+)?\.jsonl(\.torn)?|"
+                          r"fold_\d+)$")
+_DAMAGED_CONFIG = re.compile(r"^config\.json\.damaged-")
 
 
 def is_run_file_name(name: str) -> bool:
   """Whether a file named ``name`` directly in a workdir is one of the run's own files."""
   return bool(_RUN_FILES.match(name))
+
+
+def foreign_run_entries(workdir: str) -> list:
+  """Sorted names in ``workdir`` that a run would write, when ``workdir`` is not a run.
+
+  A directory with ``config.json`` (or a ``config.json.damaged-<time>`` that a repair set
+  aside) is a run and has none; a missing directory has none. Otherwise the entries named like
+  a run's outputs (``results.json``, ``predictions.json``, ``metrics.jsonl``, ``fold_XX``, ...)
+  are someone else's files that starting a run there would replace.
+  """
+  if not os.path.isdir(workdir) or os.path.isfile(config_path(workdir)):
+    return []
+  names = sorted(os.listdir(workdir))
+  if any(_DAMAGED_CONFIG.match(n) for n in names):
+    return []
+  return [n for n in names if _RUN_OUTPUTS.match(n)]
 
 
 def is_fold_dir_name(name: str) -> bool:

@@ -164,3 +164,50 @@ def test_guard_accepts_a_fresh_path_and_overwrite(tmp_path):
   with pytest.raises(output_paths.OutputPathError, match="the input --predictions"):
     output_paths.check_file_outputs({"output": str(link)},
                                     {"predictions": str(tmp_path / "p.json")}, overwrite=True)
+
+
+def test_workdir_that_is_not_a_run_but_holds_run_files_is_refused(world):
+  """A user's own results.json / predictions.json / metrics.jsonl / fold_XX in a directory
+  without config.json: launch.main (and a sweep entry) refuse it, naming the path and files."""
+  root = world["root"]
+  mine = os.path.join(root, "mine")
+  os.makedirs(os.path.join(mine, "fold_03"))
+  for name, text in (("predictions.json", '{"mine": 1}'), ("results.json", '{"mine": 2}'),
+                     ("notes.txt", "x")):
+    with open(os.path.join(mine, name), "w") as f:
+      f.write(text)
+  sweep = os.path.join(root, "sweep")
+  os.makedirs(os.path.join(sweep, "plus_PPLM"))
+  with open(os.path.join(sweep, "plus_PPLM", "metrics.jsonl"), "w") as f:
+    f.write('{"mine": 3}\n')
+  tiny = "--config=configs/synthetic.py:tiny"
+  _check_refused(world, "launch.main", [
+      ([tiny, f"--workdir={mine}"],
+       f"{mine} is not a run directory (no config.json) but holds fold_03, predictions.json, "
+       "results.json"),
+  ])
+  _check_refused(world, "launch.sweep", [
+      ([tiny, f"--workdir={sweep}", "--sweep=table1"],
+       f"sweep entry +PPLM's directory {sweep}/plus_PPLM is not a run directory"),
+  ])
+
+
+def test_workdir_guard_allows_empty_user_and_damaged_config_dirs(tmp_path):
+  """An empty directory, one with unrelated files only, a run's own directory, and a run whose
+  config.json was set aside (config.json.damaged-<time>) are all valid workdirs."""
+  empty, user, run, damaged = (tmp_path / n for n in ("empty", "user", "run", "damaged"))
+  for d in (empty, user, run, damaged):
+    d.mkdir()
+  (user / "notes.txt").write_text("x")
+  (user / "report.md").write_text("# mine\n")
+  (user / "data").mkdir()
+  for d in (run, damaged):
+    (d / "results.json").write_text("{}")
+    (d / "fold_00").mkdir()
+  (run / "config.json").write_text("{}")
+  (damaged / "config.json.damaged-20250101-000000").write_text("")
+  for d in (empty, user, run, damaged, tmp_path / "new"):
+    assert output_paths.check_dir_output("workdir", str(d), run_ok=True) == str(d)
+  (user / "predictions.json").write_text("{}")
+  with pytest.raises(output_paths.OutputPathError, match="holds predictions.json, which a run"):
+    output_paths.check_dir_output("workdir", str(user), run_ok=True)
