@@ -36,7 +36,8 @@ _NAMES = flags.DEFINE_list("names", None, "Row labels, one per --workdir (defaul
 _RECOMPUTE = flags.DEFINE_bool("recompute", False, "Re-evaluate every finished fold even if "
                                "results.json exists (rewrites results.json, predictions.json).")
 
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output and existing "
+                                "WORKDIR/plots/<video>.png files.")
 
 flags.mark_flag_as_required("workdir")
 
@@ -53,12 +54,17 @@ def main(argv):
     out = output_paths.check_file_outputs(
         {"output": _OUTPUT.value}, [("workdir", w) for w in workdirs],
         overwrite=_OVERWRITE.value).get("output")
+    # The plots' paths are checked before any work, like --output.
+    targets = {w: report.plot_targets(w, _PLOTS.value) if _PLOTS.value else [] for w in workdirs}
+    for w in workdirs:
+      for _, _, path in targets[w]:
+        output_paths.check_file_outputs({"plots": path}, overwrite=_OVERWRITE.value)
     results = [report.load_results(w, recompute=_RECOMPUTE.value) for w in workdirs]
     text = report.render_report(results, per_fold=_PER_FOLD.value, names=names)
     plots = []
     for w in workdirs:
-      if _PLOTS.value:
-        plots += report.plot_run(w, _PLOTS.value)
+      if targets[w]:
+        plots += report.plot_run(w, _PLOTS.value, targets=targets[w])
   print(text, end="")
   if out:
     with common.errors("report"):

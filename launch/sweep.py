@@ -28,6 +28,8 @@ _SWEEP = flags.DEFINE_string("sweep", "table1", f"One of {sorted(sweeps.SWEEPS)}
 _WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the runs.", required=True)
 _FOLDS = flags.DEFINE_string("folds", None, "LOSO folds of every run (default: config's).")
 _ONLY = flags.DEFINE_list("only", None, "Run only these entries (row names).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a WORKDIR/report.md that is not "
+                               "this sweep's own table (another sweep's, or any other file).")
 
 
 def apply_overrides(config, overrides):
@@ -60,11 +62,16 @@ def _sweep():
   report_path = os.path.join(_WORKDIR.value, "report.md")
   if os.path.isdir(report_path):
     raise ValueError(f"{report_path} is a directory; the sweep writes its table there")
-  if os.path.isfile(report_path):
+  if os.path.isfile(report_path) and not _OVERWRITE.value:
+    # Only this sweep's own table is refreshed; another sweep's table or any other file stays.
     with open(report_path, encoding="utf-8", errors="replace") as f:
-      if not f.read(8) == "# Sweep ":
-        raise FileExistsError(f"{report_path} exists and is not a sweep report; refusing to "
-                              "replace it (move it away)")
+      first = f.readline().rstrip("\r\n")
+    if first != f"# Sweep {_SWEEP.value}":
+      what = (f"the report of another sweep ({first[len('# Sweep '):]!r})"
+              if first.startswith("# Sweep ") else "not a sweep report")
+      raise FileExistsError(f"{report_path} exists and is {what}; refusing to replace it with "
+                            f"sweep {_SWEEP.value!r}'s table (use another --workdir, move it "
+                            "away, or pass --overwrite)")
   todo = [(name, overrides) for name, overrides in entries
           if not _ONLY.value or name in _ONLY.value]
   for name, _ in todo:  # an entry's directory must be its run's, or hold no run's files

@@ -305,28 +305,45 @@ def render_report(results: Sequence[Mapping], *, per_fold: bool = False,
   return "\n".join(lines) + "\n"
 
 
-def plot_run(workdir: str, num_videos: int, *, out_dir: Optional[str] = None) -> list:
-  """PNGs (:func:`plot_video`) of ``num_videos`` held-out videos of a run's finished folds.
+def plot_targets(workdir: str, num_videos: int, *, out_dir: Optional[str] = None) -> list:
+  """``[(fold index, video, png path)]`` that :func:`plot_run` writes, in its order.
 
-  Annotated videos come first (in fold order), then videos without annotation. Files go to
-  ``out_dir`` (default ``workdir/plots``) as ``<video>.png``; returns their paths.
+  Annotated held-out videos come first (in fold order), then videos without annotation; files
+  are ``out_dir`` (default ``workdir/plots``) ``/<video>.png``. Nothing is written.
+
+  Raises:
+    FileNotFoundError: if the run has no finished fold.
   """
   records = run_dir.require_finished_folds(workdir)
-  config, dataset = load_run(workdir)
+  _, dataset = load_run(workdir)
   out_dir = out_dir or os.path.join(workdir, "plots")
-  os.makedirs(out_dir, exist_ok=True)
   held_out = []
   for i, record in records.items():
     held_out += [(i, n) for n in record["test_videos"]]
   annotated = {a.video for a in dataset.annotations}
   held_out.sort(key=lambda fn: fn[1] not in annotated)  # stable: fold order within each group
+  return [(i, name, os.path.join(out_dir, f"{name}.png"))
+          for i, name in held_out[:max(int(num_videos), 0)]]
+
+
+def plot_run(workdir: str, num_videos: int, *, out_dir: Optional[str] = None,
+             targets: Optional[Sequence[tuple]] = None) -> list:
+  """PNGs (:func:`plot_video`) of ``num_videos`` held-out videos of a run's finished folds.
+
+  The videos and paths are :func:`plot_targets`' (or ``targets``, as it returned them); an
+  existing PNG there is replaced (launchers check them first: ``launch.report --overwrite``).
+  Returns the paths.
+  """
+  if targets is None:
+    targets = plot_targets(workdir, num_videos, out_dir=out_dir)
+  config, dataset = load_run(workdir)
   paths, loaded = [], {}
-  for i, name in held_out[:max(int(num_videos), 0)]:
+  for i, name, path in targets:
     if i not in loaded:
       loaded[i] = run_dir.load_fold_outputs(workdir, i)[1]
     out = loaded[i][name]
     props = video_proposals({name: out}, dataset.info, config)[name]
-    path = os.path.join(out_dir, f"{name}.png")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     plot_video(path, f"{name} (fold {i}, held out)", out, dataset.annotations_of(name), props,
                dataset.info)
     paths.append(path)

@@ -211,3 +211,42 @@ def test_workdir_guard_allows_empty_user_and_damaged_config_dirs(tmp_path):
   (user / "predictions.json").write_text("{}")
   with pytest.raises(output_paths.OutputPathError, match="holds predictions.json, which a run"):
     output_paths.check_dir_output("workdir", str(user), run_ok=True)
+
+
+def test_existing_plots_and_set_aside_files_are_not_replaced(world):
+  """launch.report --plots refuses an existing WORKDIR/plots/<video>.png before any work unless
+  --overwrite; what a repair set aside (metrics.jsonl.torn, config.json.damaged-<time>,
+  checkpoint_<step>.damaged-<time>) is a run's own file even with --overwrite."""
+  run, user = world["run"], world["user"]
+  os.makedirs(os.path.join(run, "plots"), exist_ok=True)
+  png = os.path.join(run, "plots", "s01_v01.png")
+  with open(png, "w") as f:
+    f.write("my own plot\n")
+  for name in ("metrics.jsonl.torn", "config.json.damaged-20250101-000000",
+               "fold_00/checkpoint_4.damaged-20250101-000000"):
+    with open(os.path.join(run, name), "w") as f:
+      f.write("set aside\n")
+  _check_refused(world, "launch.report", [
+      ([f"--workdir={run}", "--plots=1"], f"--plots={png} exists; pass --overwrite"),
+      ([f"--workdir={run}", f"--output={run}/metrics.jsonl.torn", "--overwrite"], "own files"),
+      ([f"--workdir={run}", f"--output={run}/config.json.damaged-20250101-000000",
+        "--overwrite"], "own files"),
+  ])
+  _check_refused(world, "launch.spot", [
+      ([f"--workdir={run}", f"--features={user}/x.npz", "--overwrite",
+        f"--output={run}/fold_00/checkpoint_4.damaged-20250101-000000"], "own files"),
+      ([f"--workdir={run}", f"--features={user}/x.npz", "--overwrite",
+        f"--output={run}/metrics.jsonl.torn"], "own files"),
+  ])
+
+
+def test_sweep_refreshes_only_its_own_report(world):
+  """A report.md of another sweep is refused (not replaced by this sweep's table)."""
+  other = os.path.join(world["root"], "other_sweep")
+  os.makedirs(other)
+  with open(os.path.join(other, "report.md"), "w") as f:
+    f.write("# Sweep table2\n\n| a table |\n")
+  _check_refused(world, "launch.sweep", [
+      ([f"--workdir={other}", "--config=configs/synthetic.py:tiny", "--sweep=table1"],
+       "is the report of another sweep ('table2'); refusing to replace it"),
+  ])
