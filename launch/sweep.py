@@ -58,6 +58,10 @@ def main(argv):
 
 def _sweep():
   entries = sweeps.get_sweep(_SWEEP.value)
+  unknown = [n for n in _ONLY.value or () if n not in [name for name, _ in entries]]
+  if unknown:
+    raise ValueError(f"--only: no entry {', '.join(unknown)} in sweep {_SWEEP.value!r}; its "
+                     f"entries: {', '.join(name for name, _ in entries)}")
   output_paths.check_dir_output("workdir", _WORKDIR.value)
   report_path = os.path.join(_WORKDIR.value, "report.md")
   if os.path.isdir(report_path):

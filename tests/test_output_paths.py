@@ -250,3 +250,14 @@ def test_sweep_refreshes_only_its_own_report(world):
       ([f"--workdir={other}", "--config=configs/synthetic.py:tiny", "--sweep=table1"],
        "is the report of another sweep ('table2'); refusing to replace it"),
   ])
+
+
+def test_sweep_only_names_an_unknown_entry_before_any_work(world):
+  """--only=<unknown> is one line listing the sweep's row names; nothing is written."""
+  fresh = os.path.join(world["root"], "fresh_sweep")
+  _check_refused(world, "launch.sweep", [
+      ([f"--workdir={fresh}", "--config=configs/synthetic.py:tiny", "--sweep=table1",
+        "--only=Baseline,+PLM"], "--only: no entry +PLM in sweep 'table1'; its entries: "
+       "Baseline, +PPLM, +MPLG, +MPLG+DFCL"),
+  ])
+  assert not os.path.exists(fresh)
