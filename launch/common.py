@@ -6,6 +6,9 @@
 * :func:`errors` wraps a launcher's work: a user-facing error (bad input, bad config, an OS
   failure such as a full disk, a read-only or missing directory, a permission, a file where a
   directory should be) becomes one line ``<launcher>: <message>`` and exit status 1.
+* Ctrl-C (SIGINT) is one line ``<launcher>: interrupted`` (for the training launchers with how to
+  resume) and exit status 130, not a KeyboardInterrupt traceback (:func:`exit_on_interrupt`,
+  installed by :func:`flags_parser`).
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import difflib
 import errno
-import signal
 import importlib.util
+import os
+import signal
 import sys
 from typing import Iterator
 
@@ -119,6 +123,7 @@ def flags_parser(name: str):
   """An ``app.run`` flags parser whose errors are one line on stderr (exit status 2)."""
 
   def parse(argv):
+    exit_on_interrupt(name)
     try:
       return flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
@@ -140,3 +145,39 @@ def exit_on_sigterm() -> None:
   rerunning resumes it (the lock left behind is taken over as stale, with a warning).
   """
   signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+# What an interrupted launcher adds to ``<name>: interrupted`` (the others: nothing to add).
+_INTERRUPT_HINTS = {
+    "launch.main": "rerun the same command to resume (finished folds are kept)",
+    "launch.sweep": "rerun the same command to resume (finished runs and folds are kept)",
+}
+
+
+def exit_on_interrupt(name: str) -> None:
+  """Ctrl-C (SIGINT) ends the launcher with one line ``<name>: interrupted[; <how to resume>]``
+  on stderr and exit status 130 (128 + SIGINT, as a shell reports an interrupted command).
+
+  The process unwinds as on ``KeyboardInterrupt`` (``finally`` blocks run: the workdir lock is
+  released; every state file is written atomically, so what was written stays valid), but with
+  ``SystemExit(130)`` and no traceback. What library threads cut short print while the process
+  ends (Orbax's checkpoint writer: "cannot schedule new futures after shutdown", "Event loop is
+  closed") is dropped unless ``--verbosity`` was given: a rerun resumes from the last intact
+  checkpoint. A second Ctrl-C while it unwinds ends it at once.
+  """
+  hint = _INTERRUPT_HINTS.get(name)
+
+  def handler(signum, frame):
+    del signum, frame
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    sys.stderr.write(f"{name}: interrupted{'; ' + hint if hint else ''}\n")
+    sys.stderr.flush()
+    verbose = "verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present
+    if not verbose:
+      with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    raise SystemExit(130)
+
+  signal.signal(signal.SIGINT, handler)

@@ -122,6 +122,7 @@ def _usage_exit(message: str) -> None:
 
 def _parse_flags(argv):
   """absl's flag parsing, with a flag error as one line instead of the help text."""
+  common.exit_on_interrupt("import_dataset")
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:

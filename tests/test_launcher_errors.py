@@ -19,9 +19,12 @@ import errno
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import tempfile
+import time
 
 import pytest
 
@@ -206,3 +209,57 @@ def test_read_only_directory_for_real(world, tmp_path):
   finally:
     ro.chmod(stat.S_IRWXU)
     (ro / "workdir").chmod(stat.S_IRWXU)
+
+
+def _interrupt(cmd, ready, env=None, timeout=300):
+  """Starts ``cmd``, sends SIGINT once ``ready()`` is true; ``(exit status, stderr)``."""
+  with tempfile.TemporaryFile("w+") as err:
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err,
+                            text=True)
+    try:
+      deadline = time.time() + timeout
+      while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+      assert proc.poll() is None, "ended before it could be interrupted"
+      assert ready(), "never got ready"
+      proc.send_signal(signal.SIGINT)
+      code = proc.wait(timeout=120)
+    finally:
+      if proc.poll() is None:
+        proc.kill()
+    err.seek(0)
+    return code, err.read()
+
+
+def test_ctrl_c_of_a_training_run_is_one_line_with_status_130(tmp_path):
+  """SIGINT in the middle of training: one line saying how to resume, exit status 130, no
+  KeyboardInterrupt traceback, the lock released."""
+  workdir = tmp_path / "run"
+  ckpts = workdir / "fold_00" / "checkpoints"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PWES_COMPILE_CACHE=os.path.join(
+      tempfile.gettempdir(), "pwes_jax_test_xla_cache"))
+  env.pop("XLA_FLAGS", None)
+  code, err = _interrupt(
+      [sys.executable, "-m", "launch.main", "--config=configs/synthetic.py:tiny",
+       f"--workdir={workdir}", "--folds=0", "--config.optim.steps=100000",
+       "--config.checkpoint.every_steps=5", "--config.mplg.pretrain_steps=4"],
+      lambda: ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()), env=env)
+  lines = [l for l in err.splitlines() if l.strip()]
+  assert code == 130, err[-3000:]
+  assert lines[-1] == ("launch.main: interrupted; rerun the same command to resume (finished "
+                       "folds are kept)"), err[-3000:]
+  assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+  assert not (workdir / "run.lock").exists()
+
+
+def test_ctrl_c_of_any_launcher_is_one_line_with_status_130():
+  """The handler every launcher's flags parser installs: ``<name>: interrupted``, status 130."""
+  with tempfile.TemporaryDirectory() as d:
+    flag = os.path.join(d, "ready")
+    code, err = _interrupt(
+        [sys.executable, "-c", "import time\n"
+         "from launch import common\n"
+         "common.flags_parser('report')(['report'])\n"
+         f"open({flag!r}, 'w').close()\n"
+         "time.sleep(120)\n"], lambda: os.path.exists(flag))
+  assert code == 130 and err == "report: interrupted\n", (code, err)
