@@ -5,6 +5,11 @@ thing in ``main``:
 
 * absl (and with it Python's root logger: JAX's ``xla_bridge`` backend probing, Orbax's restore
   steps) logs at WARNING unless ``--verbosity`` / ``-v`` is given;
+* Orbax's own log lines, at any level, reach the terminal only with ``--verbosity`` / ``-v``:
+  after a kill or on a damaged checkpoint it warns about its internals (``... .orbax-checkpoint-
+  tmp already exists. Removing``, ``Metadata file does not exist``, composite handler errors),
+  which our own warnings already report in the user's terms (the step set aside, the fold
+  resumed);
 * FFmpeg inside OpenCV prints only fatal errors (``OPENCV_FFMPEG_LOGLEVEL=8``, read when OpenCV is
   imported) unless ``--verbosity`` / ``-v`` is given or the variable is already set: an
   unreadable video is reported once by our own message naming the file, not by FFmpeg's
@@ -27,7 +32,19 @@ if not _verbosity_given(sys.argv):
   os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
 
 
+_ORBAX_DIR = f"{os.sep}orbax{os.sep}"
+
+
+def _not_orbax(record) -> bool:
+  """A ``logging`` filter: False for records logged from inside the ``orbax`` package."""
+  return _ORBAX_DIR not in (record.pathname or "")
+
+
 def quiet_logging() -> None:
-  """absl and Python logging at WARNING unless ``--verbosity`` was given (call in ``main``)."""
+  """absl and Python logging at WARNING, and no Orbax lines, unless ``--verbosity`` was given
+  (call in ``main``)."""
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+    handler = logging.get_absl_handler()
+    if _not_orbax not in handler.filters:
+      handler.addFilter(_not_orbax)

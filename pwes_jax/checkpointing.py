@@ -10,7 +10,11 @@ config's train state is "another config" (an error).
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
+import re
+import sys
+import types
 from typing import Any, Optional
 
 from absl import logging
@@ -103,6 +107,64 @@ def _stored_shapes(directory: str, step: int) -> Optional[list]:
   return sorted(tuple(getattr(leaf, "shape", ()) or ()) for leaf in leaves)
 
 
+_LOOP_CLOSED = "Event loop is closed"
+
+
+def _restore_noise(exc: Optional[BaseException], obj: Any = None) -> bool:
+  """Whether an exception nobody can catch is the debris of a failed restore: TensorStore
+  reads of the damaged step finishing after Orbax closed the restore's event loop
+  (``RuntimeError('Event loop is closed')``), or Orbax's read coroutines of that restore
+  garbage-collected with the read error they hold."""
+  if isinstance(exc, RuntimeError) and str(exc) == _LOOP_CLOSED:
+    return True
+  code = getattr(obj, "cr_code", None) if isinstance(obj, types.CoroutineType) else None
+  return code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename
+
+
+def _not_restore_noise_record(record) -> bool:
+  """A filter of the ``asyncio`` logger: False for "Task/Future exception was never retrieved"
+  of a failed restore's reads (Orbax's coroutines, TensorStore's OCDBT errors)."""
+  message = record.getMessage()
+  return not ("exception was never retrieved" in message and any(
+      k in message for k in (f"{os.sep}orbax{os.sep}", "OCDBT", "TensorStore")))
+
+
+def _drop_restore_noise() -> None:
+  """Installs (once per process) ``sys.unraisablehook`` and ``sys.excepthook`` wrappers that drop
+  :func:`_restore_noise` and pass everything else on to the hooks they replace, and the
+  ``asyncio`` logger's filter :func:`_not_restore_noise_record`.
+
+  A restore of a damaged step leaves work behind in TensorStore's threads and in coroutines that
+  is only reported later (thousands of lines of tracebacks on a run whose every step is
+  damaged), after :func:`restore_latest` has set the step aside with its own warning; so the
+  hooks stay installed for the rest of the process.
+  """
+  if getattr(sys.unraisablehook, "_pwes_restore_noise", False):
+    return
+  unraisable, excepthook = sys.unraisablehook, sys.excepthook
+
+  def on_unraisable(info):
+    if not _restore_noise(info.exc_value, info.object):
+      unraisable(info)
+
+  def on_exception(kind, value, tb):
+    if not _restore_noise(value):
+      excepthook(kind, value, tb)
+
+  on_unraisable._pwes_restore_noise = True  # pylint: disable=protected-access
+  sys.unraisablehook, sys.excepthook = on_unraisable, on_exception
+  std_logging.getLogger("asyncio").addFilter(_not_restore_noise_record)
+
+
+def _brief(e: BaseException) -> str:
+  """``e``'s message on one line, without TensorStore's pointer to its details (the repr of a
+  bound pybind11 method)."""
+  text = " ".join(str(e).split())
+  text = re.sub(r"\s*See full TensorStore details:.*$", "", text)
+  text = re.sub(r"<bound method [^>]*>?", "", text).strip()
+  return text[:200] or type(e).__name__
+
+
 def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Optional[Any]:
   """Restores the latest intact checkpoint into the structure (and shardings) of ``target``.
 
@@ -132,13 +194,14 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Optional[Any]
     try:
       return manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except Exception as e:  # pylint: disable=broad-except  (Orbax/TensorStore raise anything)
+      _drop_restore_noise()
       stored = _stored_shapes(directory, step)
       if stored is not None and stored != wanted:
         raise ValueError(f"{directory}: checkpoint step {step} does not match this config's "
                          f"train state ({type(e).__name__}: {str(e)[:300]}); use a new "
                          "--workdir") from None
       path = os.path.join(directory, str(step))
-      brief = " ".join(str(e).split())[:200]
+      brief = _brief(e)
       run_dir.set_aside(
           path, f"checkpoint step {step} cannot be restored ({type(e).__name__}: {brief}); "
           "the previous kept step is tried", dest=os.path.join(
