@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import types
+import warnings
 from typing import Any, Optional
 
 from absl import logging
@@ -131,8 +132,9 @@ def _not_restore_noise_record(record) -> bool:
 
 def _drop_restore_noise() -> None:
   """Installs (once per process) ``sys.unraisablehook`` and ``sys.excepthook`` wrappers that drop
-  :func:`_restore_noise` and pass everything else on to the hooks they replace, and the
-  ``asyncio`` logger's filter :func:`_not_restore_noise_record`.
+  :func:`_restore_noise` and pass everything else on to the hooks they replace, the
+  ``asyncio`` logger's filter :func:`_not_restore_noise_record`, and a filter of the
+  "coroutine ... was never awaited" warnings of Orbax's read coroutines.
 
   A restore of a damaged step leaves work behind in TensorStore's threads and in coroutines that
   is only reported later (thousands of lines of tracebacks on a run whose every step is
@@ -154,6 +156,11 @@ def _drop_restore_noise() -> None:
   on_unraisable._pwes_restore_noise = True  # pylint: disable=protected-access
   sys.unraisablehook, sys.excepthook = on_unraisable, on_exception
   std_logging.getLogger("asyncio").addFilter(_not_restore_noise_record)
+  # The read coroutines of the failed restore collected unawaited (Orbax's reader, by name).
+  warnings.filterwarnings(
+      "ignore", category=RuntimeWarning,
+      message=r"coroutine '(_read_shard|_read_array_index_and_device_put|_read_and_create_array"
+              r"|async_deserialize)' was never awaited")
 
 
 def _brief(e: BaseException) -> str:
