@@ -253,16 +253,26 @@ def read_fold_record(workdir: str, fold_index: int) -> Optional[dict]:
   return fileio.read_json(path)
 
 
-def finished_folds(workdir: str) -> dict:
+def finished_folds(workdir: str, *, training: bool = False,
+                   set_aside_damaged: bool = False) -> dict:
   """``{fold index: fold.json record}`` of every *finished* fold of the run, sorted by index.
 
   A record that is not valid JSON, or a finished record whose ``outputs.npz`` is missing or
-  unreadable, is skipped with a warning: the fold counts as unfinished and a rerun rebuilds it
-  from its latest checkpoint. A missing workdir has no finished fold.
+  unreadable, is skipped with a warning: the fold counts as unfinished and a training run
+  rebuilds it from its latest checkpoint. A missing workdir has no finished fold.
+
+  Args:
+    workdir: the run directory.
+    training: the caller is the training run that rebuilds such folds (the warnings say "this
+      run rebuilds it" instead of how to rebuild it).
+    set_aside_damaged: an unreadable ``fold.json`` is set aside (:func:`set_aside`, as
+      ``fold.json.damaged-<time>``) instead of being left to be overwritten.
   """
   out = {}
   if not os.path.isdir(workdir):
     return out
+  rebuild = ("this run rebuilds it from its checkpoint" if training else
+             "rerun launch.main on the workdir to rebuild it from its checkpoint")
   for entry in sorted(os.listdir(workdir)):
     m = _FOLD_DIR.match(entry)
     path = os.path.join(workdir, entry, RECORD_FILE)
@@ -271,15 +281,19 @@ def finished_folds(workdir: str) -> dict:
     try:
       record = fileio.read_json(path)
     except ValueError as e:
-      logging.warning("%s; the fold counts as unfinished (a rerun rebuilds it from its "
-                      "checkpoint)", e)
+      fold = int(m.group(1))
+      if set_aside_damaged:
+        what = str(e).removeprefix(f"{path}: ")
+        set_aside(path, f"{what}; fold {fold} counts as unfinished ({rebuild})")
+      else:
+        logging.warning("%s; fold %d counts as unfinished (%s)", e, fold, rebuild)
       continue
     if not isinstance(record, dict) or not record.get("finished"):
       continue
     outputs = os.path.join(workdir, entry, OUTPUTS_FILE)
     if not outputs_readable(outputs):
-      logging.warning("%s: missing or unreadable; fold %s counts as unfinished (a rerun "
-                      "rebuilds it from its checkpoint)", outputs, m.group(1))
+      logging.warning("%s: missing or unreadable; fold %d counts as unfinished (%s)",
+                      outputs, int(m.group(1)), rebuild)
       continue
     out[int(m.group(1))] = record
   return dict(sorted(out.items()))

@@ -109,7 +109,7 @@ def _train_run(config, workdir, programs, stack: contextlib.ExitStack,
     # wrong dataset_dir) leaves no config.json behind to refuse the corrected run.
     run_dir.write_config(workdir, config)
     config_checks.warn_unannotated_folds(dataset, selected)
-  finished = run_dir.finished_folds(workdir)
+  finished = run_dir.finished_folds(workdir, training=True, set_aside_damaged=lead)
   skipped = [f.index for f in selected if f.index in finished]
   if skipped:
     progress.line(f"folds {skipped} already finished in {workdir}; skipping them")

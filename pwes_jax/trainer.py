@@ -210,7 +210,7 @@ def fresh_state(ctx: RunContext, fold: folds_lib.Fold) -> state_lib.TrainState:
 
 
 def finish_fold(ctx: RunContext, fold: folds_lib.Fold, params, train_summary: dict,
-                seconds: float) -> dict:
+                seconds: Optional[float]) -> dict:
   """Writes a trained fold's per-video outputs (test and training videos) and its record.
 
   Args:
@@ -218,11 +218,19 @@ def finish_fold(ctx: RunContext, fold: folds_lib.Fold, params, train_summary: di
     fold: the fold.
     params: its trained parameters.
     train_summary: mean metrics of its last logged window.
-    seconds: its training time.
+    seconds: its training time; None when this run did not train it from step 0 (resumed or
+      rebuilt from its checkpoint): the fold's earlier record's time is kept when readable,
+      else ``train_seconds`` is null.
 
   Returns:
     The record written to ``fold_XX/fold.json`` (``"finished": true``).
   """
+  if seconds is None:
+    try:
+      earlier = run_dir.read_fold_record(ctx.workdir, fold.index)
+    except ValueError:
+      earlier = None
+    seconds = earlier.get("train_seconds") if isinstance(earlier, dict) else None
   names = list(fold.test_videos) + list(fold.train_videos)
   outputs = inference.infer_videos(ctx.programs.forward, params, [ctx.videos[n] for n in names],
                                    ctx.buckets, ctx.config.optim.batch_size)
@@ -453,7 +461,9 @@ def _train(ctx: RunContext, driver: _Driver, log: metrics_log.MetricsLog,
       else:  # resumed too late for the last window to be in memory: rebuild it from the log
         summary = metrics_log.summary_from_rows(log.rows(fold.index), config.optim.steps,
                                                 config.log_every)
-      records.append(finish_fold(ctx, fold, params[fold.index], summary, seconds))
+      fresh = driver.resumed.get(fold.index, 0) == 0  # else this run's time is not the fold's
+      records.append(finish_fold(ctx, fold, params[fold.index], summary,
+                                 seconds if fresh else None))
   infer = time.time() - t_infer
   steps_run = config.optim.steps - driver.start
   steady = steps_run / float(np.median(rates)) if rates else seconds  # without the compiles

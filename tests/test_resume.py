@@ -88,6 +88,11 @@ def test_truncated_checkpoint_empty_record_empty_config_torn_metrics(full, caplo
   # Nothing deleted: the damaged step, the empty config and the torn line are kept aside.
   assert glob.glob(os.path.join(run_dir.fold_dir(w, 1), "checkpoint_12.damaged-*", "default"))
   assert glob.glob(os.path.join(w, "config.json.damaged-*"))
+  assert glob.glob(run_dir.fold_record_path(w, 1) + ".damaged-*")  # the empty fold.json
+  assert "fold 1 counts as unfinished (this run rebuilds it from its checkpoint)" in warned
+  assert "a rerun rebuilds" not in warned
+  # Resumed at step 8 with the earlier record unreadable: the fold's training time is unknown.
+  assert run_dir.read_fold_record(w, 1)["train_seconds"] is None
   assert open(os.path.join(w, "metrics.jsonl.torn")).read() == '{"fold": 1, "step": 1\n'
   keys = _metric_keys(w)
   assert keys == _metric_keys(full["workdir"]) and len(keys) == len(set(keys))
@@ -106,7 +111,11 @@ def test_missing_metadata_and_truncated_outputs(full, caplog):
   assert "outputs.npz: missing or unreadable" in warned
   assert "checkpoint step 12 cannot be restored" in warned
   assert "does not match" not in warned
+  assert "(this run rebuilds it from its checkpoint)" in warned
   assert _predictions(w) == _predictions(full["workdir"])
+  # Rebuilt from step 8: the earlier (readable) record's training time is kept.
+  seconds = run_dir.read_fold_record(full["workdir"], 1)["train_seconds"]
+  assert seconds > 0.01 and run_dir.read_fold_record(w, 1)["train_seconds"] == seconds
   assert sorted(os.listdir(run_dir.checkpoint_dir(w, 1))) == ["12", "8"]
 
 
@@ -135,6 +144,7 @@ def test_record_written_after_resume_rebuilds_summary_and_prunes(full):
     assert record["train_summary"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
   assert os.listdir(run_dir.checkpoint_dir(w, 1)) == ["12"]
   assert _predictions(w) == _predictions(full["workdir"])
+  assert record["train_seconds"] is None  # rebuilt from its last checkpoint, no earlier record
 
 
 def test_a_checkpoint_of_another_config_keeps_its_message(full):
