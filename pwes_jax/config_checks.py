@@ -39,19 +39,51 @@ _POSITIVE_INTS = ("optim.steps", "optim.batch_size", "log_every", "checkpoint.ev
                   "data.bucket_multiple", "loso.parallel_folds")
 
 
+def _not_found(e: ImportError, name: str) -> bool:
+  """Whether ``e`` says that module ``name`` itself (or a package above it) is not on the path,
+  rather than that something the module imports is missing."""
+  missing = getattr(e, "name", None)
+  return (isinstance(e, ModuleNotFoundError) and missing is not None
+          and (name == missing or name.startswith(missing + ".")))
+
+
+def _where(e: BaseException) -> str:
+  """``file:line`` of the innermost frame of ``e``'s traceback outside importlib ('' if none)."""
+  if isinstance(e, SyntaxError):
+    return f"{e.filename}:{e.lineno}" if e.filename else ""
+  tb, where = e.__traceback__, ""
+  while tb is not None:
+    code = tb.tb_frame.f_code
+    if not code.co_filename.startswith("<frozen"):
+      where = f"{code.co_filename}:{tb.tb_lineno}"
+    tb = tb.tb_next
+  return where
+
+
 def load_extensions(config) -> None:
   """Imports every module of ``config.extensions`` (they register miners and loss terms).
 
   Raises:
-    ValueError: naming the field and the module when one cannot be imported.
+    ValueError: naming the field and the module, in one line: when the module is not found
+      (with the ``PYTHONPATH`` hint), or when importing it fails (the error, and where it was
+      raised, inside the module or what it imports).
   """
   for name in tuple(config.get("extensions", ())):
     try:
       importlib.import_module(name)
     except ImportError as e:
-      raise ValueError(f"config.extensions: cannot import {name!r} ({e}); give a module path "
-                       "importable from the working directory, e.g. examples.temporal_smoothness"
+      if not _not_found(e, name):
+        raise ValueError(f"config.extensions: importing {name!r} failed: {type(e).__name__}: "
+                         f"{e} (at {_where(e)})") from None
+      raise ValueError(f"config.extensions: cannot import {name!r}: module {e.name!r} not "
+                       "found; give a module path importable from the working directory, e.g. "
+                       "examples.temporal_smoothness, or add the directory holding it to "
+                       "PYTHONPATH (PYTHONPATH=/path/to/dir python -m launch.main ...)"
                        ) from None
+    except Exception as e:  # pylint: disable=broad-except  (a user module may raise anything)
+      message = " ".join(str(e).split())
+      raise ValueError(f"config.extensions: importing {name!r} failed: {type(e).__name__}: "
+                       f"{message} (at {_where(e)})") from None
 
 
 def check_run_config(config) -> None:

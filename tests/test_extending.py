@@ -101,3 +101,35 @@ def test_the_docs_command_runs_a_tiny_loso_run(tmp_path):
   assert config["mplg"]["variant"] == "dilated_points"
   assert config["extensions"] == ["examples.temporal_smoothness"]
   assert os.path.isfile(workdir / "results.json")
+
+
+def test_an_extension_not_found_and_one_that_fails_are_told_apart(tmp_path, monkeypatch):
+  """Not on the path: the PYTHONPATH hint. Found but failing (its own error, a missing
+  dependency, a syntax error): one line naming the module, the error and where it was raised."""
+  (tmp_path / "ext_broken.py").write_text("x = 1\nraise RuntimeError('bad\\n  weight')\n")
+  (tmp_path / "ext_needs_dep.py").write_text("import no_such_dependency_xyz\n")
+  (tmp_path / "ext_syntax.py").write_text("def f(:\n  pass\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  c = synthetic.get_config("tiny")
+
+  def message(module):
+    c.extensions = (module,)
+    with pytest.raises(ValueError) as e:
+      config_checks.check_run_config(c)
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+  for missing in ("my_lab_ext", "my_lab.ext"):
+    text = message(missing)
+    assert text.startswith(f"config.extensions: cannot import {missing!r}: module ")
+    assert "PYTHONPATH" in text
+  broken = tmp_path / "ext_broken.py"
+  assert message("ext_broken") == (f"config.extensions: importing 'ext_broken' failed: "
+                                   f"RuntimeError: bad weight (at {broken}:2)")
+  text = message("ext_needs_dep")
+  assert text.startswith("config.extensions: importing 'ext_needs_dep' failed: "
+                         "ModuleNotFoundError: No module named 'no_such_dependency_xyz' (at ")
+  assert text.endswith(f"{tmp_path / 'ext_needs_dep.py'}:1)") and "PYTHONPATH" not in text
+  text = message("ext_syntax")
+  assert "importing 'ext_syntax' failed: SyntaxError" in text
+  assert text.endswith(f"{tmp_path / 'ext_syntax.py'}:1)") and "PYTHONPATH" not in text
