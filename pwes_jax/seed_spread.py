@@ -125,8 +125,8 @@ def _pm(mean: float, sd: float) -> str:
 def markdown(runs: Mapping[str, Sequence[Mapping]],
              columns: Sequence[str] = ("F1", "F1(0.5)", "F1(1.0)", "REC", "PRE")) -> str:
   """The spread table (mean ± sample sd over seeds) of every row and operating point, then the
-  paired differences of each row from the one before it (``*`` where the seeds tell them
-  apart at 95 %)."""
+  paired differences of each row from the one before it and of the last row from the first
+  (``*`` where the seeds tell them apart at 95 %)."""
   labels = dict(report.OPERATING_POINTS)
   idx = [report.COLUMNS.index(c) for c in columns]
   n = max(len(r) for r in runs.values())
@@ -138,11 +138,15 @@ def markdown(runs: Mapping[str, Sequence[Mapping]],
   names = list(runs)
   if len(names) > 1 and n > 1:
     crit = float(stats.t.ppf(0.975, n - 1))
-    lines += ["", f"Paired differences (row minus the row above it; mean ± sd over the {n} "
-              f"seeds; `*`: |t| > t(0.975, {n - 1}) = {crit:.2f}, i.e. told apart at 95 %):", "",
+    lines += ["", "Paired differences (each row minus the row above it, then the last row "
+              f"minus the first; mean ± sd over the {n} seeds; `*`: |t| > t(0.975, {n - 1}) = "
+              f"{crit:.2f}, i.e. told apart at 95 %):", "",
               "| rows | operating point | " + " | ".join(columns) + " |",
               "|" + "---|" * (len(columns) + 2)]
-    for a, b in zip(names, names[1:]):
+    pairs = list(zip(names, names[1:]))
+    if len(names) > 2:
+      pairs.append((names[0], names[-1]))  # the whole method against the baseline
+    for a, b in pairs:
       for point, label in report.OPERATING_POINTS:
         diffs = {d.column: d for d in paired_differences(runs, a, b, point)}
         cells = " | ".join(

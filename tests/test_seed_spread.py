@@ -94,6 +94,9 @@ def test_cli_reads_every_row_of_every_seed(tmp_path):
   assert proc.returncode == 0, proc.stderr
   for name in rows:
     assert f"| {name} | tuned |" in proc.stdout
+  for a, b in zip(rows, rows[1:]):
+    assert f"| {b} - {a} | tuned |" in proc.stdout
+  assert f"| {rows[-1]} - {rows[0]} | tuned |" in proc.stdout
   assert out.read_text() == proc.stdout
   # Remove one seed's row: a one-line error naming the file.
   os.remove(os.path.join(sweeps.entry_dir(dirs[1], "+PPLM"), "results.json"))
