@@ -14,9 +14,8 @@ from typing import Callable, Optional
 from pwes_jax import compile_cache
 
 # Phases in the order the summary lists them: ``setup`` is a fold's fresh state and checkpoint
-# restore, ``compile`` the train step's programs compiled before the first step
-# (``trainer.compile_steps_ahead``), ``inference`` a fold's outputs after training.
-PHASES = ("data", "setup", "compile", "training", "inference", "evaluation", "report")
+# restore, ``inference`` its outputs after training.
+PHASES = ("data", "setup", "training", "inference", "evaluation", "report")
 
 
 def _clock(seconds: float) -> str:

@@ -121,13 +121,3 @@ def test_keep_freed_memory_sets_glibc_thresholds_unless_the_user_did(monkeypatch
   monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
   if platform.libc_ver()[0] == "glibc":
     assert host_memory.keep_freed_memory() is True
-
-
-def test_the_compile_phase_is_in_the_summary():
-  progress = progress_lib.RunProgress(1, out=lambda _: None)
-  with progress.phase("compile"):
-    pass
-  progress.seconds["compile"] = 3.0
-  progress.seconds["training"] = 5.0
-  line = progress.summary().splitlines()[0]
-  assert "compile 3.0 s" in line and line.index("compile") < line.index("training"), line
