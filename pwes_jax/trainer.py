@@ -17,7 +17,6 @@ checkpoint.
 from __future__ import annotations
 
 import abc
-from concurrent import futures
 import dataclasses
 import os
 import time
@@ -159,40 +158,6 @@ def make_context(config, workdir: str, dataset: layout.Dataset,
 def shared_bucket(ctx: RunContext, step: int) -> int:
   """The length bucket of ``step`` for every fold: ``batching.draw_bucket`` of the run's seed."""
   return batching.draw_bucket(ctx.config.seed, step, ctx.bucket_probs)
-
-
-# Train-step programs compiled side by side before the first step (see compile_steps_ahead);
-# 1 compiles each when the loop first meets its bucket.
-COMPILE_THREADS = 2
-
-
-def compile_steps_ahead(ctx: RunContext, fold: folds_lib.Fold, start: int,
-                        threads: int = COMPILE_THREADS) -> int:
-  """Compiles the train step of every bucket that steps ``start..`` will draw, ``threads`` at
-  a time, so the loop finds them compiled.
-
-  XLA compiles one program per length bucket (seconds each on a CPU, tens of seconds for a
-  run) and one compile keeps only part of the machine busy; compiling them side by side
-  before the first step shortens a cold first fold. The jitted step then finds each program
-  in its own cache (or JAX's persistent cache: a rerun loads them, still side by side).
-  Nothing is computed: the programs are the ones the loop would compile.
-
-  Returns:
-    The number of programs compiled or loaded.
-  """
-  drawn = sorted({shared_bucket(ctx, s) for s in range(start, ctx.config.optim.steps)})
-  if threads <= 1 or len(drawn) <= 1:
-    return 0
-  state = fresh_state(ctx, fold)
-  sampler = fold_sampler(ctx, fold)
-  step = ctx.programs.train_step
-
-  def compile_one(bucket: int) -> None:
-    step.lower(state, sampler.sample(start, bucket=bucket)).compile()
-
-  with futures.ThreadPoolExecutor(max_workers=min(threads, len(drawn))) as pool:
-    list(pool.map(compile_one, drawn))  # re-raises a compile error here
-  return len(drawn)
 
 
 def fold_sampler(ctx: RunContext, fold: folds_lib.Fold) -> batching.BatchSampler:
@@ -504,9 +469,6 @@ def train_folds(ctx: RunContext, folds: Sequence[folds_lib.Fold],
     units = (lambda g=g: _StackedGroup(ctx, folds[g:g + group_size], group_size, mesh, pstep)
              for g in range(0, len(folds), group_size))
   else:
-    if folds:
-      with progress.phase("compile"):
-        compile_steps_ahead(ctx, folds[0], 0)
     units = (lambda f=f: _SingleFold(ctx, f) for f in folds)
   records = []
   for make_driver in units:
