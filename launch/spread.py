@@ -10,7 +10,9 @@ Usage::
 Reads ``<workdir>/<row>/results.json`` of every row of the sweep (``configs/sweeps.py``) in
 every workdir (one workdir per seed) and prints ``seed_spread.markdown``: mean ± sample sd of
 F1, F1(0.5), F1(1.0), REC, PRE (protocol ``paper``) per row and operating point, then the
-differences between neighbouring rows paired by seed with a 95 % paired t-test.
+differences between neighbouring rows, and between the last row and the first, paired by seed
+with a 95 % paired t-test. The workdirs must be distinct and their rows run with distinct seeds
+(``config.json``'s ``seed``, ``data.point_seed``).
 """
 
 import os
@@ -38,8 +40,16 @@ def load_runs(sweep: str, workdirs) -> dict:
 
   Raises:
     FileNotFoundError: naming the first ``results.json`` missing (a row not run for a seed).
-    ValueError: on an unknown sweep or an unreadable results file (naming it).
+    ValueError: on an unknown sweep, an unreadable results file (naming it), no workdir, a
+      workdir given twice, or two workdirs whose row was run with the same seeds.
   """
+  workdirs = [w for w in workdirs if w.strip()]
+  if not workdirs:
+    raise ValueError("--workdirs is empty; give the sweep's workdirs, one per seed")
+  real = [os.path.realpath(w) for w in workdirs]
+  twice = sorted({w for w in real if real.count(w) > 1})
+  if twice:
+    raise ValueError(f"--workdirs names {twice[0]} more than once; each workdir is one seed")
   runs = {}
   for name, _ in sweeps.get_sweep(sweep):
     paths = [os.path.join(sweeps.entry_dir(w, name), "results.json") for w in workdirs]
@@ -48,6 +58,17 @@ def load_runs(sweep: str, workdirs) -> dict:
         raise FileNotFoundError(f"{p}: no results for row {name!r} of sweep {sweep!r}; run "
                                 f"that seed's sweep to the end (launch.sweep --only={name})")
     runs[name] = [fileio.read_json(p) for p in paths]
+    seeds = {}
+    for w in workdirs:
+      cfg = os.path.join(sweeps.entry_dir(w, name), "config.json")
+      if os.path.isfile(cfg):
+        c = fileio.read_json(cfg)
+        key = (c.get("seed"), (c.get("data") or {}).get("point_seed"))
+        if key in seeds:
+          raise ValueError(f"{cfg}: row {name!r} has seed {key[0]} and point_seed {key[1]}, as "
+                           f"in {seeds[key]}: the same seed twice is no spread (run each "
+                           "workdir with its own --config.seed and --config.data.point_seed)")
+        seeds[key] = cfg
   return runs
 
 

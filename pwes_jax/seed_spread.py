@@ -116,10 +116,15 @@ def paired_differences(runs: Mapping[str, Sequence[Mapping]], a: str, b: str,
   return out
 
 
+def _num(x: float) -> str:
+  text = f"{x:.3f}"
+  return text[1:] if text == "-0.000" else text
+
+
 def _pm(mean: float, sd: float) -> str:
   if not np.isfinite(mean):
     return "-"
-  return f"{mean:.3f}" if not np.isfinite(sd) else f"{mean:.3f} ± {sd:.3f}"
+  return _num(mean) if not np.isfinite(sd) else f"{_num(mean)} ± {_num(sd)}"
 
 
 def markdown(runs: Mapping[str, Sequence[Mapping]],
@@ -136,6 +141,9 @@ def markdown(runs: Mapping[str, Sequence[Mapping]],
     cells = " | ".join(_pm(s.mean[j], s.sd[j]) for j in idx)
     lines.append(f"| {s.name} | {labels.get(s.point, s.point)} | {cells} |")
   names = list(runs)
+  if n < 2:
+    lines += ["", "One seed: no spread and no paired differences (run the sweep with more "
+              "seeds)."]
   if len(names) > 1 and n > 1:
     crit = float(stats.t.ppf(0.975, n - 1))
     lines += ["", "Paired differences (each row minus the row above it, then the last row "

@@ -104,3 +104,25 @@ def test_cli_reads_every_row_of_every_seed(tmp_path):
               "--overwrite")
   assert proc.returncode != 0 and "Traceback" not in proc.stderr
   assert "seed1/plus_PPLM/results.json: no results for row '+PPLM'" in proc.stderr
+
+
+def test_cli_refuses_a_workdir_twice_the_same_seeds_and_no_workdir(tmp_path):
+  dirs = []
+  for s in range(2):
+    w = tmp_path / f"seed{s}"
+    dirs.append(str(w))
+    for name, _ in sweeps.get_sweep("table8"):
+      _write(w, name, _result(0.2))
+      with open(os.path.join(sweeps.entry_dir(str(w), name), "config.json"), "w") as f:
+        json.dump({"seed": 0, "data": {"point_seed": 0}}, f)  # both workdirs: seed 0
+  for args, needle in (
+      ([f"--workdirs={dirs[0]},{dirs[0]}"], "more than once"),
+      ([f"--workdirs={dirs[0]},{dirs[1]}"], "the same seed twice is no spread"),
+      (["--workdirs="], "--workdirs is empty"),
+  ):
+    proc = _cli("--sweep=table8", *args)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert needle in proc.stderr, proc.stderr
+  one = _cli("--sweep=table8", f"--workdirs={dirs[0]}")
+  assert one.returncode == 0 and "One seed: no spread" in one.stdout, one.stderr
+  assert "-0.000" not in one.stdout
