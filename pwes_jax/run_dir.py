@@ -41,15 +41,15 @@ LOCK_FILE = "run.lock"
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.json"
 _FOLD_DIR = re.compile(r"^fold_(\d+)$")
-# Files of the workdir itself that belong to the run (metrics.p<i>.jsonl: multi-process runs;
-# metrics.jsonl.torn and config.json.damaged-<time>: what a repair set aside, never an output).
-_RUN_FILES = re.compile(r"^(config\.json|results\.json|predictions\.json|run\.lock|"
-                        r"metrics(\.p\d+)?\.jsonl(\.torn)?|config\.json\.damaged-.*)$")
 # What a run writes into its workdir besides config.json, the lock and data/ (which a start
 # killed before config.json is written may leave): a directory holding one of these but no
-# config.json is not a run, and a run started there would replace them.
-_RUN_OUTPUTS = re.compile(r"^(results\.json|predictions\.json|metrics(\.p\d+)?\.jsonl(\.torn)?|"
-                          r"fold_\d+)$")
+# config.json is not a run, and a run started there would replace them. metrics.p<i>.jsonl:
+# multi-process runs; metrics.jsonl.torn: what a repair set aside.
+_OUTPUT_NAMES = r"results\.json|predictions\.json|metrics(\.p\d+)?\.jsonl(\.torn)?"
+_RUN_OUTPUTS = re.compile(rf"^({_OUTPUT_NAMES}|fold_\d+)$")
+# Files of the workdir itself that belong to the run, never an output (config.json.damaged-<time>:
+# what a repair set aside).
+_RUN_FILES = re.compile(rf"^(config\.json|run\.lock|{_OUTPUT_NAMES}|config\.json\.damaged-.*)$")
 _DAMAGED_CONFIG = re.compile(r"^config\.json\.damaged-")
 
 
