@@ -71,16 +71,13 @@ def load_extensions(config) -> None:
   for name in tuple(config.get("extensions", ())):
     try:
       importlib.import_module(name)
-    except ImportError as e:
-      if not _not_found(e, name):
-        raise ValueError(f"config.extensions: importing {name!r} failed: {type(e).__name__}: "
-                         f"{e} (at {_where(e)})") from None
-      raise ValueError(f"config.extensions: cannot import {name!r}: module {e.name!r} not "
-                       "found; give a module path importable from the working directory, e.g. "
-                       "examples.temporal_smoothness, or add the directory holding it to "
-                       "PYTHONPATH (PYTHONPATH=/path/to/dir python -m launch.main ...)"
-                       ) from None
     except Exception as e:  # pylint: disable=broad-except  (a user module may raise anything)
+      if isinstance(e, ImportError) and _not_found(e, name):
+        raise ValueError(f"config.extensions: cannot import {name!r}: module {e.name!r} not "
+                         "found; give a module path importable from the working directory, "
+                         "e.g. examples.temporal_smoothness, or add the directory holding it to "
+                         "PYTHONPATH (PYTHONPATH=/path/to/dir python -m launch.main ...)"
+                         ) from None
       message = " ".join(str(e).split())
       raise ValueError(f"config.extensions: importing {name!r} failed: {type(e).__name__}: "
                        f"{message} (at {_where(e)})") from None
