@@ -204,22 +204,6 @@ def parse_hlo(text: str) -> dict:
     if h and "=" not in line.split("{")[0].split("(")[0]:
       current = h.group(1)
 
-  def inner_ops(comp: str, seen: set) -> tuple:
-    opcodes, parts = set(), collections.Counter()
-    if comp in seen:
-      return opcodes, parts
-    seen.add(comp)
-    for _, opcode, line in comps.get(comp, ()):
-      opcodes.add(opcode)
-      name = _OP_NAME.search(line)
-      if name:
-        parts[part_of(name.group(1))] += 1
-      for called in _CALLS.findall(line):
-        o, p = inner_ops(called, seen)
-        opcodes |= o
-        parts.update(p)
-    return opcodes, parts
-
   shapes = {}
   for instrs in comps.values():
     for name, _, line in instrs:
@@ -227,16 +211,24 @@ def parse_hlo(text: str) -> dict:
       if m:
         shapes[name] = _dims(m.group(1))
 
-  def flops_in(comp: str, seen: set) -> float:
+  def walk(comp: str, seen: set) -> tuple:
+    """``(opcodes, Counter of parts, FLOPs)`` of ``comp`` and the computations it calls."""
+    opcodes, parts, flops = set(), collections.Counter(), 0.0
     if comp in seen:
-      return 0.0
+      return opcodes, parts, flops
     seen.add(comp)
-    total = 0.0
     for _, opcode, line in comps.get(comp, ()):
-      total += op_flops(line, opcode, shapes)
+      opcodes.add(opcode)
+      name = _OP_NAME.search(line)
+      if name:
+        parts[part_of(name.group(1))] += 1
+      flops += op_flops(line, opcode, shapes)
       for called in _CALLS.findall(line):
-        total += flops_in(called, seen)
-    return total
+        o, p, f = walk(called, seen)
+        opcodes |= o
+        parts.update(p)
+        flops += f
+    return opcodes, parts, flops
 
   ops = {}
   for instrs in comps.values():
@@ -245,11 +237,11 @@ def parse_hlo(text: str) -> dict:
       inner, parts = set(), collections.Counter()
       flops = op_flops(line, opcode, shapes)
       for c in called:
-        o, p = inner_ops(c, set())
+        o, p, f = walk(c, set())
         inner |= o
         parts.update(p)
-        if opcode == "fusion":
-          flops += flops_in(c, set())
+        if opcode == "fusion":  # a fusion runs what it fuses; a while or call is timed apart
+          flops += f
       inner -= {"parameter", "constant", "get-tuple-element", "tuple"}
       fk = _FUSION_KIND.search(line)
       own = _OP_NAME.search(line)
