@@ -89,6 +89,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.loso = ml_collections.ConfigDict()
   c.loso.folds = ""                # "" = all; "0,3,5-7" picks a subset.
   c.loso.parallel_folds = 1        # folds trained side by side in one jitted step.
+  c.loso.concurrent_folds = 1      # else folds at a time in threads (same bits; parallel_folds=1).
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 250

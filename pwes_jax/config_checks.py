@@ -20,8 +20,9 @@ from pwes_jax import objective
 from pwes_jax import run_dir
 
 # Config fields that may change between invocations on one workdir without changing results.
-RERUN_FREE_FIELDS = ("loso.folds", "loso.parallel_folds", "log_every", "tensorboard",
-                     "checkpoint.every_steps", "checkpoint.max_to_keep", "data.cache_dir")
+RERUN_FREE_FIELDS = ("loso.folds", "loso.parallel_folds", "loso.concurrent_folds", "log_every",
+                     "tensorboard", "checkpoint.every_steps", "checkpoint.max_to_keep",
+                     "data.cache_dir")
 
 # Fields added after runs were already made, with the value that means "as before": a workdir
 # whose config.json predates a field is accepted when the field holds this value.
@@ -36,7 +37,7 @@ ADDED_FIELDS = {
 
 _POSITIVE_INTS = ("optim.steps", "optim.batch_size", "log_every", "checkpoint.every_steps",
                   "checkpoint.max_to_keep", "data.max_points", "data.max_buckets",
-                  "data.bucket_multiple", "loso.parallel_folds")
+                  "data.bucket_multiple", "loso.parallel_folds", "loso.concurrent_folds")
 
 
 def _not_found(e: ImportError, name: str) -> bool:
@@ -102,7 +103,9 @@ def check_run_config(config) -> None:
 
   for field in _POSITIVE_INTS:
     section, _, name = field.rpartition(".")
-    value = (config[section] if section else config)[name]
+    holder = config[section] if section else config
+    # A config written before ``loso.concurrent_folds`` existed trains one fold at a time.
+    value = holder.get(name, 1) if field == "loso.concurrent_folds" else holder[name]
     need(isinstance(value, int) and value >= 1, field, value, "must be a positive integer")
   need(config.mplg.pretrain_steps >= 0, "mplg.pretrain_steps", config.mplg.pretrain_steps,
        "must be >= 0")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from typing import Mapping, Sequence
 
 from absl import logging
@@ -56,6 +57,9 @@ class MetricsLog:
     self._tb = {}
     self._use_tb = use_tensorboard
     self._workdir = workdir
+    # Folds trained concurrently (``config.loso.concurrent_folds``) share this log: a row
+    # appended while another fold's ``truncate`` rewrites the file would be lost.
+    self._lock = threading.RLock()
     self._repair()
 
   def _repair(self) -> None:
@@ -79,6 +83,10 @@ class MetricsLog:
 
   def rows(self, fold: int) -> list:
     """``fold``'s rows, in file order."""
+    with self._lock:
+      return self._rows(fold)
+
+  def _rows(self, fold: int) -> list:
     if not os.path.isfile(self.path):
       return []
     with open(self.path, "rb") as f:
@@ -88,8 +96,9 @@ class MetricsLog:
   def write(self, fold: int, step: int, values: Mapping) -> None:
     """Appends one row for ``fold`` at ``step`` (values converted to float)."""
     row = {"fold": fold, "step": step, **{k: float(v) for k, v in values.items()}}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+    with self._lock:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(row) + "\n")
     if self._use_tb:
       w = self._writer(fold)
       if w is not None:
@@ -100,6 +109,10 @@ class MetricsLog:
   def truncate(self, fold: int, step: int) -> None:
     """Drops ``fold``'s rows after ``step`` (a resumed fold logs those steps again; a fold
     restarted from scratch, ``step = 0``, loses all its old rows)."""
+    with self._lock:
+      self._truncate(fold, step)
+
+  def _truncate(self, fold: int, step: int) -> None:
     if not os.path.isfile(self.path):
       return
     with open(self.path) as f:
@@ -114,6 +127,10 @@ class MetricsLog:
         f.writelines(keep)
 
   def _writer(self, fold: int):
+    with self._lock:
+      return self._make_writer(fold)
+
+  def _make_writer(self, fold: int):
     if fold not in self._tb:
       try:
         # Optional dependency, imported on first use: runs without tensorboardX log JSON only.

@@ -3,11 +3,17 @@ and at the end a summary of where the time went (phases and compiles).
 
 Progress lines go to stdout (``print``), independent of the logging verbosity: library INFO
 (Orbax, JAX) is for ``--verbosity``, these lines are for the user.
+
+Folds trained concurrently (``config.loso.concurrent_folds``) report from their own threads:
+every method is thread-safe, and inside :meth:`RunProgress.concurrently` the per-fold phases
+(setup, training, inference) are shares of the block's wall time, so the summary's phases still
+add up to the run's wall time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from typing import Callable, Optional
 
@@ -40,6 +46,10 @@ class RunProgress:
     self._start = time.perf_counter()
     self._compiles0 = compile_cache.counts()
     self._folds_done = 0
+    self._lock = threading.RLock()
+    self._thread_seconds = None  # {phase: seconds summed over threads} inside concurrently()
+    self._width = 1  # folds at a time inside concurrently()
+    self._concurrent = []  # (width, wall seconds) of every concurrently() block
 
   @contextlib.contextmanager
   def phase(self, name: str):
@@ -48,10 +58,40 @@ class RunProgress:
     try:
       yield
     finally:
-      self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+      self.add(name, time.perf_counter() - t0)
+
+  def add(self, name: str, seconds: float) -> None:
+    """Adds ``seconds`` to phase ``name`` (from any thread)."""
+    with self._lock:
+      target = self.seconds if self._thread_seconds is None else self._thread_seconds
+      target[name] = target.get(name, 0.0) + seconds
+
+  @contextlib.contextmanager
+  def concurrently(self, width: int):
+    """A block in which ``width`` folds train at a time, each in its own thread.
+
+    The phases added inside it (summed over the threads) are scaled to the block's wall time
+    when it ends; the ETA divides the per-fold time by ``width``.
+    """
+    t0 = time.perf_counter()
+    with self._lock:
+      self._thread_seconds, self._width = {}, int(width)
+    try:
+      yield
+    finally:
+      wall = time.perf_counter() - t0
+      with self._lock:
+        parts, self._thread_seconds, self._width = self._thread_seconds, None, 1
+        total = sum(parts.values())
+        for name, seconds in parts.items():
+          self.seconds[name] = self.seconds.get(name, 0.0) + wall * seconds / total
+        if total <= 0:
+          self.seconds["training"] += wall
+        self._concurrent.append((int(width), wall))
 
   def line(self, text: str) -> None:
-    self._out(text)
+    with self._lock:
+      self._out(text)
 
   def unit_done(self, text: str, num_folds: int, seconds: float,
                 steady_seconds: Optional[float] = None) -> None:
@@ -64,24 +104,34 @@ class RunProgress:
       steady_seconds: what the unit would take without compiling (its steps at its median
         logged rate, plus inference); the ETA uses it until a second unit has run.
     """
-    self._folds_done += num_folds
-    self.fold_seconds.append((num_folds, seconds))
-    left = max(self.total_folds - self._folds_done, 0)
-    # The first unit pays the compiles; later units show the steady cost per fold.
-    if len(self.fold_seconds) > 1:
-      steady = self.fold_seconds[1:]
-    else:
-      steady = [(num_folds, seconds if steady_seconds is None else steady_seconds)]
-    per_fold = sum(s for _, s in steady) / max(sum(n for n, _ in steady), 1)
-    elapsed = time.perf_counter() - self._start
-    eta = f", ETA {_clock(left * per_fold)}" if left else ""
-    self._out(f"[{self._folds_done}/{self.total_folds}] {text}; elapsed {_clock(elapsed)}{eta}")
+    with self._lock:
+      self._folds_done += num_folds
+      self.fold_seconds.append((num_folds, seconds))
+      left = max(self.total_folds - self._folds_done, 0)
+      # The first unit pays the compiles; later units show the steady cost per fold.
+      if len(self.fold_seconds) > 1:
+        steady = self.fold_seconds[1:]
+      else:
+        steady = [(num_folds, seconds if steady_seconds is None else steady_seconds)]
+      per_fold = sum(s for _, s in steady) / max(sum(n for n, _ in steady), 1)
+      # ``width`` folds at a time: each takes longer, but they finish ``width`` at a time.
+      per_fold /= max(min(self._width, left), 1)
+      elapsed = time.perf_counter() - self._start
+      eta = f", ETA {_clock(left * per_fold)}" if left else ""
+      self._out(f"[{self._folds_done}/{self.total_folds}] {text}; elapsed {_clock(elapsed)}{eta}")
 
   def summary(self) -> str:
     """One line of phase seconds and one of compiles, for the end of the run."""
-    total = time.perf_counter() - self._start
-    parts = [f"{p} {self.seconds[p]:.1f} s" for p in PHASES if self.seconds.get(p)]
-    c = compile_cache.counts() - self._compiles0
-    return (f"time: {total:.1f} s wall = " + ", ".join(parts)
-            + f" (+{max(total - sum(self.seconds.values()), 0.0):.1f} s other)\n"
-            + f"compiles: {compile_cache.describe(c)}, inside the phases above")
+    with self._lock:
+      total = time.perf_counter() - self._start
+      parts = [f"{p} {self.seconds[p]:.1f} s" for p in PHASES if self.seconds.get(p)]
+      c = compile_cache.counts() - self._compiles0
+      note = ""
+      if self._concurrent:
+        width = max(w for w, _ in self._concurrent)
+        wall = sum(s for _, s in self._concurrent)
+        note = (f"\nfolds trained {width} at a time for {wall:.1f} s of it (setup, training "
+                "and inference are their shares of that time)")
+      return (f"time: {total:.1f} s wall = " + ", ".join(parts)
+              + f" (+{max(total - sum(self.seconds.values()), 0.0):.1f} s other)" + note + "\n"
+              + f"compiles: {compile_cache.describe(c)}, inside the phases above")

@@ -12,6 +12,11 @@ Every fold of a step pads to the same length bucket (:func:`shared_bucket`, one 
 step); each fold draws its batch from its own training subjects with its own seed
 (:func:`fold_sampler`), so a fold trains the same alone, in a group, or resumed from a
 checkpoint.
+
+Folds trained one after another may also run ``config.loso.concurrent_folds`` at a time, each
+in its own thread calling the same compiled programs (:func:`train_folds`): every fold still
+runs exactly its sequential computation (bit for bit the same parameters and outputs), while
+the threads fill the cores a narrow model's step leaves idle.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import os
+import threading
 import time
 from typing import Any, Callable, Optional, Sequence
 
@@ -370,8 +376,14 @@ class _StackedGroup(_Driver):
             "fold-steps/s)")
 
 
+class StoppedError(Exception):
+  """A concurrently trained fold stopped because another fold failed or the run was
+  interrupted (its latest checkpoint stays; rerunning resumes it)."""
+
+
 def _train(ctx: RunContext, driver: _Driver, log: metrics_log.MetricsLog,
-           progress: progress_lib.RunProgress) -> list:
+           progress: progress_lib.RunProgress,
+           stop: Optional[threading.Event] = None) -> list:
   """Runs ``driver`` from its start step to ``config.optim.steps``; finishes its folds.
 
   Every ``config.log_every`` steps and at every save, the window's metrics come to the host,
@@ -382,6 +394,7 @@ def _train(ctx: RunContext, driver: _Driver, log: metrics_log.MetricsLog,
 
   Raises:
     NonFiniteLossError: naming the fold and the step of the first non-finite loss.
+    StoppedError: when ``stop`` is set (checked before every step).
   """
   config = ctx.config
   for fold in driver.folds:
@@ -392,6 +405,8 @@ def _train(ctx: RunContext, driver: _Driver, log: metrics_log.MetricsLog,
   history = {f.index: [] for f in driver.folds}
   window, t0, t_window, rates = [], time.time(), time.time(), []
   for step in range(driver.start, config.optim.steps):
+    if stop is not None and stop.is_set():
+      raise StoppedError(f"{driver.label} stopped at step {step}")
     window.append((step, driver.step(step, shared_bucket(ctx, step))))
     done = step + 1
     save = done % config.checkpoint.every_steps == 0 or done == config.optim.steps
@@ -414,7 +429,7 @@ def _train(ctx: RunContext, driver: _Driver, log: metrics_log.MetricsLog,
     if save:
       driver.save(done)
   seconds = time.time() - t0
-  progress.seconds["training"] += seconds
+  progress.add("training", seconds)
   t_infer = time.time()
   with progress.phase("inference"):
     params = driver.finish()
@@ -437,14 +452,26 @@ def _train(ctx: RunContext, driver: _Driver, log: metrics_log.MetricsLog,
   return records
 
 
+def concurrent_folds(config) -> int:
+  """Folds trained at a time in threads: ``config.loso.concurrent_folds`` (1 when absent), or 1
+  when folds train side by side in one step (``parallel_folds > 1``) or over processes."""
+  if config.loso.parallel_folds > 1 or jax.process_count() > 1:
+    return 1
+  return max(int(config.loso.get("concurrent_folds", 1)), 1)
+
+
 def train_folds(ctx: RunContext, folds: Sequence[folds_lib.Fold],
                 log: metrics_log.MetricsLog,
                 progress: Optional[progress_lib.RunProgress] = None) -> list:
   """Trains ``folds`` (resuming each from its latest checkpoint) and writes their outputs.
 
-  With ``config.loso.parallel_folds = 1`` the folds train one after another; otherwise in
-  groups of ``parallel_folds`` (padded up to a multiple of the mesh size), each group stacked
-  and sharded over a 1-D ``fold`` mesh of ``min(devices, parallel_folds)`` devices.
+  With ``config.loso.parallel_folds = 1`` the folds train one after another, or
+  ``config.loso.concurrent_folds`` at a time in threads (:func:`concurrent_folds`): the first
+  fold trains alone and compiles every program (all folds share the bucket draws), then each
+  thread takes the next fold in order, calling the same compiled programs. Every fold's
+  parameters and outputs are the same bits either way. Otherwise the folds train in groups of ``parallel_folds`` (padded up to a
+  multiple of the mesh size), each group stacked and sharded over a 1-D ``fold`` mesh of
+  ``min(devices, parallel_folds)`` devices.
 
   Args:
     ctx: the run (:func:`make_context`).
@@ -453,10 +480,12 @@ def train_folds(ctx: RunContext, folds: Sequence[folds_lib.Fold],
     progress: the run's phase timer and progress lines (a fresh one for ``folds`` when None).
 
   Returns:
-    The records of the folds this process finished (``fold.json`` contents).
+    The records of the folds this process finished (``fold.json`` contents), in fold order.
 
   Raises:
-    NonFiniteLossError: when a fold's loss becomes NaN or Inf.
+    NonFiniteLossError: when a fold's loss becomes NaN or Inf (with concurrent folds: the
+      lowest failing fold's; the other threads stop at their next step, leaving their latest
+      checkpoints for a rerun to resume).
   """
   config = ctx.config
   if progress is None:
@@ -466,21 +495,83 @@ def train_folds(ctx: RunContext, folds: Sequence[folds_lib.Fold],
                                                   jax.device_count())
     mesh = sharding.fold_mesh(mesh_size)
     pstep = steps.make_parallel_step(ctx.model, ctx.tx, config, mesh)
-    units = (lambda g=g: _StackedGroup(ctx, folds[g:g + group_size], group_size, mesh, pstep)
-             for g in range(0, len(folds), group_size))
+    units = [lambda g=g: _StackedGroup(ctx, folds[g:g + group_size], group_size, mesh, pstep)
+             for g in range(0, len(folds), group_size)]
   else:
-    units = (lambda f=f: _SingleFold(ctx, f) for f in folds)
-  records = []
-  for make_driver in units:
-    # A phase boundary: a failure on any process (a NaN loss, a full disk) ends the unit on
-    # every process, with the failing process's message, instead of a hang in the next
-    # collective.
-    error = None
-    try:
-      with progress.phase("setup"):
-        driver = make_driver()
-      records += _train(ctx, driver, log, progress)
-    except (ValueError, OSError, metrics_log.NonFiniteLossError) as e:
-      error = e
-    sharding.agree("training a fold group", error)
+    units = [lambda f=f: _SingleFold(ctx, f) for f in folds]
+  width = min(concurrent_folds(config), len(units) - 1)
+  if width <= 1:
+    return [r for make_driver in units for r in _train_unit(ctx, make_driver, log, progress)]
+  # The first fold trains alone: it compiles every program the others run (all folds share
+  # the bucket draws). Compiling them with two folds under way took longer (BUILD_NOTES.md).
+  records = _train_unit(ctx, units[0], log, progress)
+  with progress.concurrently(width):
+    records += _train_threads(ctx, units[1:], width, log, progress)
+  return sorted(records, key=lambda r: r["fold"])
+
+
+def _train_unit(ctx: RunContext, make_driver: Callable[[], _Driver],
+                log: metrics_log.MetricsLog, progress: progress_lib.RunProgress,
+                stop: Optional[threading.Event] = None) -> list:
+  """Builds a unit's driver and trains it; the records of its folds."""
+  # A phase boundary: a failure on any process (a NaN loss, a full disk) ends the unit on
+  # every process, with the failing process's message, instead of a hang in the next
+  # collective.
+  error, records = None, []
+  try:
+    with progress.phase("setup"):
+      driver = make_driver()
+    records = _train(ctx, driver, log, progress, stop)
+  except (ValueError, OSError, metrics_log.NonFiniteLossError) as e:
+    error = e
+  sharding.agree("training a fold group", error)
+  return records
+
+
+def _train_threads(ctx: RunContext, units: Sequence[Callable[[], _Driver]], width: int,
+                   log: metrics_log.MetricsLog, progress: progress_lib.RunProgress) -> list:
+  """Trains ``units`` (single folds, in order) ``width`` at a time, one thread each.
+
+  The first failure stops every thread before its next step; the error of the earliest unit
+  that failed is raised (as a sequential run would have raised it first). An exception in
+  the calling thread (Ctrl-C, SIGTERM handled as SystemExit) stops the threads too and waits
+  for them: a fold's checkpoint being written is finished, not cut.
+  """
+  stop = threading.Event()
+  lock = threading.Lock()
+  pending = list(enumerate(units))
+  records, errors = [], {}
+
+  def worker():
+    while not stop.is_set():
+      with lock:
+        if not pending:
+          return
+        position, make_driver = pending.pop(0)
+      try:
+        done = _train_unit(ctx, make_driver, log, progress, stop)
+      except StoppedError:
+        return
+      except BaseException as e:  # pylint: disable=broad-except  (re-raised by the caller)
+        with lock:
+          errors[position] = e
+        stop.set()
+        return
+      with lock:
+        records.extend(done)
+
+  threads = [threading.Thread(target=worker, name=f"pwes-fold-{i}", daemon=True)
+             for i in range(width)]
+  try:
+    for t in threads:
+      t.start()
+    for t in threads:
+      while t.is_alive():
+        t.join(0.5)  # a timed wait: Ctrl-C reaches the calling thread at once
+  finally:
+    stop.set()
+    for t in threads:
+      t.join()
+  if errors:
+    raise errors[min(errors)]
   return records

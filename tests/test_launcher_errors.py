@@ -252,6 +252,33 @@ def test_ctrl_c_of_a_training_run_is_one_line_with_status_130(tmp_path):
   assert not (workdir / "run.lock").exists()
 
 
+def test_ctrl_c_stops_concurrently_trained_folds_at_once(tmp_path):
+  """SIGINT while two folds train in threads (``loso.concurrent_folds=2``): both stop before
+  their next step (no fold finishes after the signal), one line, status 130."""
+  workdir = tmp_path / "run"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PWES_COMPILE_CACHE=os.path.join(
+      tempfile.gettempdir(), "pwes_jax_test_xla_cache"))
+  env.pop("XLA_FLAGS", None)
+
+  def both_training():
+    return all((workdir / f"fold_0{f}" / "checkpoints").is_dir()
+               and any(p.name.isdigit() for p in (workdir / f"fold_0{f}" / "checkpoints").iterdir())
+               for f in (1, 2))
+
+  code, err = _interrupt(
+      [sys.executable, "-m", "launch.main", "--config=configs/synthetic.py:tiny",
+       f"--workdir={workdir}", "--folds=0-2", "--config.optim.steps=600",
+       "--config.checkpoint.every_steps=5", "--config.mplg.pretrain_steps=4",
+       "--config.loso.concurrent_folds=2"], both_training, env=env)
+  assert code == 130, err[-3000:]
+  assert err.splitlines()[-1].startswith("launch.main: interrupted"), err[-3000:]
+  assert "Traceback" not in err, err[-3000:]
+  assert (workdir / "fold_00" / "fold.json").exists()  # trained alone, before the threads
+  assert not (workdir / "fold_01" / "fold.json").exists()
+  assert not (workdir / "fold_02" / "fold.json").exists()
+  assert not (workdir / "run.lock").exists()
+
+
 def test_ctrl_c_of_any_launcher_is_one_line_with_status_130():
   """The handler every launcher's flags parser installs: ``<name>: interrupted``, status 130."""
   with tempfile.TemporaryDirectory() as d:

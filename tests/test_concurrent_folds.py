@@ -1,0 +1,215 @@
+"""Folds trained several at a time in threads (``config.loso.concurrent_folds``): the same bits
+as one after another, a failure in one fold stops the others and names the fold, a rerun
+resumes; the progress and metrics log shared by the threads."""
+
+import json
+import os
+import threading
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from pwes_jax import checkpointing
+from pwes_jax import metrics_log
+from pwes_jax import progress as progress_lib
+from pwes_jax import run_dir
+from pwes_jax import train
+from pwes_jax import trainer
+from tests import test_train
+
+_FOLDS = "0-3"
+
+
+def _run(workdir, data_cache, **overrides):
+  c = test_train.tiny_config(**{"loso.folds": _FOLDS, **overrides})
+  c.data.cache_dir = data_cache
+  return train.train_and_evaluate(c, str(workdir))
+
+
+def _metric_rows(workdir):
+  """``{(fold, step): row without steps_per_sec}`` of the run's metrics log."""
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  keys = [(r["fold"], r["step"]) for r in rows]
+  assert len(keys) == len(set(keys)), "a step logged twice"
+  return {(r["fold"], r["step"]): {k: v for k, v in r.items() if k != "steps_per_sec"}
+          for r in rows}
+
+
+@pytest.fixture(scope="module")
+def data_cache(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time(tmp_path_factory, data_cache):
+  workdir = tmp_path_factory.mktemp("sequential") / "run"
+  return workdir, _run(workdir, data_cache, **{"loso.concurrent_folds": 1})
+
+
+def _assert_same_bits(a_dir, b_dir, folds=range(4)):
+  for fold in folds:
+    a = run_dir.load_outputs(os.path.join(run_dir.fold_dir(str(a_dir), fold), "outputs.npz"))
+    b = run_dir.load_outputs(os.path.join(run_dir.fold_dir(str(b_dir), fold), "outputs.npz"))
+    assert sorted(a) == sorted(b)
+    for name in a:
+      for key in a[name]:
+        np.testing.assert_array_equal(a[name][key], b[name][key], err_msg=f"{fold} {name} {key}")
+    flat_a, flat_b = _state(a_dir, fold), _state(b_dir, fold)
+    assert flat_a.keys() == flat_b.keys() and len(flat_a) > 10
+    for k in flat_a:
+      np.testing.assert_array_equal(flat_a[k], flat_b[k], err_msg=f"fold {fold} {k}")
+
+
+def _state(workdir, fold):
+  """``{"<step> <path>": numpy array}`` of every leaf of every kept checkpoint of ``fold``."""
+  manager = checkpointing.make_manager(run_dir.checkpoint_dir(str(workdir), fold),
+                                       read_only=True)
+  try:
+    out = {}
+    for step in manager.all_steps():
+      tree = manager.restore(step, args=ocp.args.StandardRestore())
+      for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        out[f"{step} {jax.tree_util.keystr(path)}"] = np.asarray(leaf)
+    return out
+  finally:
+    manager.close()
+
+
+def _without_times(folds):
+  """The per-fold results as JSON text (NaN AUCs compare equal), without the training times."""
+  return json.dumps({k: {f: v for f, v in rec.items() if f != "train_seconds"}
+                     for k, rec in folds.items()}, sort_keys=True)
+
+
+@pytest.mark.parametrize("width", [2, 3])
+def test_concurrent_folds_train_the_same_bits_as_one_at_a_time(tmp_path, data_cache,
+                                                               one_at_a_time, width):
+  seq_dir, seq = one_at_a_time
+  par = _run(tmp_path / "run", data_cache, **{"loso.concurrent_folds": width})
+  _assert_same_bits(seq_dir, tmp_path / "run")
+  assert par["tuned"]["rows"] == seq["tuned"]["rows"]
+  assert _without_times(par["folds"]) == _without_times(seq["folds"])
+  assert _metric_rows(tmp_path / "run") == _metric_rows(seq_dir)
+  records = [run_dir.read_fold_record(str(tmp_path / "run"), f) for f in range(4)]
+  assert all(r["finished"] and r["train_seconds"] > 0 for r in records)
+
+
+def test_concurrent_folds_is_a_rerun_free_field(tmp_path, data_cache, one_at_a_time):
+  """A run started one fold at a time may be finished several at a time (and the reverse)."""
+  seq_dir, _ = one_at_a_time
+  workdir = tmp_path / "run"
+  _run(workdir, data_cache, **{"loso.concurrent_folds": 1, "loso.folds": "0"})
+  _run(workdir, data_cache, **{"loso.concurrent_folds": 2})
+  _assert_same_bits(seq_dir, workdir)
+
+
+def test_a_failing_fold_stops_the_others_and_a_rerun_resumes(tmp_path, data_cache,
+                                                             one_at_a_time, monkeypatch):
+  """Fold 2 fails at its first metrics check while fold 1 trains beside it: the run raises fold
+  2's error, fold 1 stops before finishing, fold 3 never starts; the rerun finishes every fold
+  with the bits of an uninterrupted run."""
+  seq_dir, seq = one_at_a_time
+  check = metrics_log.check_finite
+  fold1_started = threading.Event()
+
+  def failing(history, fold_index):
+    if fold_index == 1:
+      fold1_started.set()
+    if fold_index == 2:
+      fold1_started.wait(60)  # both folds are under way when fold 2 fails
+      raise metrics_log.NonFiniteLossError(f"fold {fold_index}: loss is nan at step 3")
+    check(history, fold_index)
+
+  monkeypatch.setattr(metrics_log, "check_finite", failing)
+  workdir = tmp_path / "run"
+  with pytest.raises(train.NonFiniteLossError, match=r"^fold 2: loss is nan at step 3$"):
+    _run(workdir, data_cache, **{"loso.concurrent_folds": 2})
+  monkeypatch.setattr(metrics_log, "check_finite", check)
+  assert sorted(run_dir.finished_folds(str(workdir))) == [0]
+  assert not os.path.exists(os.path.join(run_dir.fold_dir(str(workdir), 3), "fold.json"))
+  assert not os.path.exists(run_dir.fold_dir(str(workdir), 3))  # never started
+  resumed = _run(workdir, data_cache, **{"loso.concurrent_folds": 2})
+  _assert_same_bits(seq_dir, workdir)
+  assert resumed["tuned"]["rows"] == seq["tuned"]["rows"]
+
+
+def test_concurrent_folds_of_1_or_stacked_groups_train_one_unit_at_a_time():
+  c = test_train.tiny_config()
+  c.loso.concurrent_folds = 3
+  assert trainer.concurrent_folds(c) == 3
+  c.loso.parallel_folds = 2  # folds side by side in one step: no threads on top
+  assert trainer.concurrent_folds(c) == 1
+  del c.loso["concurrent_folds"]  # a config written before the field existed
+  c.loso.parallel_folds = 1
+  assert trainer.concurrent_folds(c) == 1
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_bad_concurrent_folds_is_refused_before_training(tmp_path, value):
+  c = test_train.tiny_config()
+  c.loso.concurrent_folds = value
+  with pytest.raises(ValueError, match=r"config\.loso\.concurrent_folds=.*positive integer"):
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert not os.path.exists(os.path.join(tmp_path, "run", "config.json"))
+
+
+class _Clock:
+  def __init__(self):
+    self.now = 0.0
+
+  def __call__(self):
+    return self.now
+
+
+def test_concurrent_phases_are_shares_of_the_wall_time(monkeypatch):
+  """Two threads' setup/training/inference seconds (summed: 40 s) inside a 20 s concurrent
+  block become 20 s of the summary's phases, in the threads' proportions; the ETA divides the
+  per-fold time by the folds at a time."""
+  clock = _Clock()
+  monkeypatch.setattr(progress_lib.time, "perf_counter", clock)
+  lines = []
+  p = progress_lib.RunProgress(total_folds=5, out=lines.append)
+  p.add("training", 10.0)
+  clock.now = 10.0
+  p.unit_done("fold 0", 1, 10.0)
+  with p.concurrently(2):
+    for _ in range(2):  # two threads, each: 2 s setup, 16 s training, 2 s inference
+      p.add("setup", 2.0)
+      p.add("training", 16.0)
+      p.add("inference", 2.0)
+    clock.now = 30.0
+    p.unit_done("fold 1", 1, 20.0)
+    p.unit_done("fold 2", 1, 20.0)
+  assert p.seconds["setup"] == pytest.approx(2.0)
+  assert p.seconds["training"] == pytest.approx(10.0 + 16.0)
+  assert p.seconds["inference"] == pytest.approx(2.0)
+  assert lines[0].endswith("ETA 40s")  # 4 left x 10 s, before any concurrent fold
+  assert lines[1].endswith("ETA 30s")  # 3 left x 20 s / 2 at a time
+  assert lines[2].endswith("ETA 20s")  # 2 left x 20 s / 2
+  summary = p.summary()
+  assert summary.startswith("time: 30.0 s wall = setup 2.0 s, training 26.0 s, inference 2.0 s")
+  assert "folds trained 2 at a time for 20.0 s of it" in summary
+
+
+def test_metrics_log_keeps_rows_appended_while_another_fold_truncates(tmp_path):
+  log = metrics_log.MetricsLog(str(tmp_path), use_tensorboard=False)
+  for step in range(1, 51):
+    log.write(2, step, {"loss": 1.0})
+
+  def append():
+    for step in range(1, 301):
+      log.write(1, step, {"loss": float(step)})
+
+  def truncate():
+    for step in range(50, 0, -1):
+      log.truncate(2, step)
+
+  threads = [threading.Thread(target=append), threading.Thread(target=truncate)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert [r["step"] for r in log.rows(1)] == list(range(1, 301))
+  assert [r["step"] for r in log.rows(2)] == [1]
