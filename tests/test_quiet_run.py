@@ -27,7 +27,7 @@ def _launch(workdir, cache, *extra):
   env.pop("XLA_FLAGS", None)  # one CPU device, as a user's shell has
   proc = subprocess.run(
       [sys.executable, "-m", "launch.main", "--config=configs/synthetic.py:tiny",
-       f"--workdir={workdir}", "--folds=0,1", "--config.optim.steps=10",
+       f"--workdir={workdir}", "--folds=0-2", "--config.optim.steps=10",
        "--config.checkpoint.every_steps=5", "--config.mplg.pretrain_steps=4", *extra],
       cwd=_ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -46,11 +46,13 @@ def test_default_run_is_quiet_and_shows_progress_eta_and_summary(tmp_path, cache
   leaked = [l for l in lines if _INFO.match(l)]
   assert not leaked, leaked[:5]
   assert not any("orbax" in l.lower() or "checkpoint_manager" in l for l in lines), lines
-  folds = [l for l in out if re.match(r"^\[\d/2\] fold  \d \(subject ", l)]
-  assert len(folds) == 2, out
-  assert "steps/s" in folds[0] and "ETA" in folds[0] and "ETA" not in folds[1]
+  folds = [l for l in out if re.match(r"^\[\d/3\] fold  \d \(subject ", l)]
+  assert len(folds) == 3, out
+  assert "steps/s" in folds[0] and "ETA" in folds[0] and "ETA" not in folds[-1]
   summary = [l for l in out if l.startswith("time: ")]
   assert len(summary) == 1 and "training" in summary[0] and "evaluation" in summary[0]
+  # The synthetic config trains folds 1 and 2 side by side in two threads: still quiet.
+  assert any(l.startswith("folds trained 2 at a time for ") for l in out), out
   compiles = [l for l in out if l.startswith("compiles: ")]
   assert len(compiles) == 1 and "loaded from the compilation cache" in compiles[0]
   # The summary comes before the table; the table ends the run.
