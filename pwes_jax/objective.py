@@ -274,6 +274,20 @@ def _snippet(outputs: dict, batch: dict, labels, config) -> jax.Array:
                              batch["row_valid"])
 
 
+def _check_term(name: str, value) -> jax.Array:
+  """``value`` if it is a real scalar (checked while tracing, before any step runs).
+
+  Raises:
+    ValueError: ``loss term '<name>' returned <shape/dtype>; a loss term must return one real
+      scalar`` (a registered term returning a per-example vector, say).
+  """
+  shape, dtype = jnp.shape(value), jnp.result_type(value)
+  if shape != () or not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f"loss term {name!r} returned an array of shape {shape} and dtype {dtype}; "
+                     "a loss term must return one real scalar (reduce it, e.g. with jnp.mean)")
+  return value
+
+
 def loss_fn(params: Any, batch: dict, rng: jax.Array, bank: Optional[dfcl.MemoryBank],
             step: jax.Array, *, model, config):
   """Total loss of eq. 18 for one batch.
@@ -308,7 +322,7 @@ def loss_fn(params: Any, batch: dict, rng: jax.Array, bank: Optional[dfcl.Memory
   terms = {}
   for name in names:
     with jax.named_scope(f"loss_{name}"):
-      terms[name] = _TERMS[name].fn(out, batch, labels, config)
+      terms[name] = _check_term(name, _TERMS[name].fn(out, batch, labels, config))
   total = sum(term_weight(config, k) * terms[k] for k in names)
   region_vectors = None
   if config.dfcl.enabled:

@@ -133,3 +133,30 @@ def test_an_extension_not_found_and_one_that_fails_are_told_apart(tmp_path, monk
   text = message("ext_syntax")
   assert "importing 'ext_syntax' failed: SyntaxError" in text
   assert text.endswith(f"{tmp_path / 'ext_syntax.py'}:1)") and "PYTHONPATH" not in text
+
+
+def test_a_loss_term_that_is_not_a_scalar_is_one_line_naming_it(tmp_path):
+  """A registered term returning a per-example vector fails at the first step's trace with one
+  line naming the term, its shape and what to do, not a traceback from the jitted sum."""
+  (tmp_path / "ext_vector_term.py").write_text(
+      "import jax.numpy as jnp\n"
+      "from pwes_jax import objective\n"
+      "@objective.register_loss_term('per_video_attention')\n"
+      "def per_video_attention(outputs, batch, labels, config):\n"
+      "  return jnp.mean(outputs['attention'], axis=-1)  # [B]: not reduced over the batch\n")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.run(
+      [sys.executable, "-m", "launch.main", "--config=configs/synthetic.py:tiny",
+       f"--workdir={tmp_path / 'run'}", "--folds=0", "--config.optim.steps=2",
+       "--config.extensions=('ext_vector_term',)",
+       "--config.loss.terms=('mil','mil_suppressed','guide','sparsity','mutual','snippet',"
+       "'per_video_attention')"],
+      cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  lines = [l for l in proc.stderr.splitlines() if l.startswith("launch.main: ")]
+  assert lines == ["launch.main: loss term 'per_video_attention' returned an array of shape "
+                   "(4,) and dtype float32; a loss term must return one real scalar (reduce "
+                   "it, e.g. with jnp.mean)"], proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr
