@@ -28,7 +28,7 @@ RERUN_FREE_FIELDS = ("loso.folds", "loso.parallel_folds", "loso.concurrent_folds
 # whose config.json predates a field is accepted when the field holds this value.
 ADDED_FIELDS = {
     "extensions": [],
-    "loss.terms": ["mil", "mil_suppressed", "guide", "sparsity", "mutual", "snippet"],
+    "loss.terms": list(objective.PAPER_TERMS),
     "eval.me_seconds": 0.5,
     "eval.me_long_seconds": 1.0,
     "eval.max_per_video": 14,

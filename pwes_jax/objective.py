@@ -69,6 +69,10 @@ _MINERS: dict = {}
 _TERMS: dict = {}
 
 
+# Eq. 18's terms, in the paper's order: ``config.loss.terms`` of every shipped config.
+PAPER_TERMS = ("mil", "mil_suppressed", "guide", "sparsity", "mutual", "snippet")
+
+
 def register_label_miner(name: str, *, check: Optional[Callable[[Any], None]] = None):
   """Decorator registering ``miner(outputs, batch, config) -> [B, T, C+1]`` as ``name``.
 

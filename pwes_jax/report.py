@@ -16,6 +16,8 @@ import numpy as np
 from pwes_jax import evaluation
 from pwes_jax import fileio
 from pwes_jax import inference
+from pwes_jax import mplg
+from pwes_jax import objective
 from pwes_jax import run_dir
 from pwes_jax.data import layout
 from pwes_jax.data import source
@@ -153,13 +155,29 @@ def _jsonable(v):
 
 
 def method_name(config) -> str:
+  """The run's row name in Table I's terms: ``Baseline``, ``+PPLM``, ``+MPLG`` (the full MPLG)
+  or ``MPLG-<variant>`` (its ablations), a user's registered label miner by its own name
+  (``+<miner>``), then ``+DFCL`` when it is on, then the loss terms that differ from eq. 18's
+  (``+<term>`` added, ``-<term>`` left out).
+
+  Examples: ``+MPLG+DFCL``, ``MPLG-caf1``, ``Baseline +DFCL``, ``+dilated_points +smoothness``.
+  """
   variant = config.mplg.variant
-  name = {"none": "Baseline", "pplm": "+PPLM"}.get(variant, "+MPLG" if variant == "full"
-                                                   else f"MPLG-{variant}")
-  if config.dfcl.enabled and variant != "none":
-    name += "+DFCL"
-  elif config.dfcl.enabled:
-    name += " +DFCL"
+  if variant == "none":
+    name = "Baseline"
+  elif variant == "pplm":
+    name = "+PPLM"
+  elif variant == "full":
+    name = "+MPLG"
+  elif variant in mplg.VARIANTS:
+    name = f"MPLG-{variant}"
+  else:
+    name = f"+{variant}"
+  if config.dfcl.enabled:
+    name += "+DFCL" if variant in ("pplm", "full") or variant in mplg.VARIANTS else " +DFCL"
+  terms = tuple(config.loss.get("terms", objective.PAPER_TERMS))
+  name += "".join(f" +{t}" for t in terms if t not in objective.PAPER_TERMS)
+  name += "".join(f" -{t}" for t in objective.PAPER_TERMS if t not in terms)
   return name
 
 

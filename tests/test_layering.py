@@ -21,7 +21,7 @@ ALLOWED = {
                 "progress", "run_dir", "sharding", "state", "steps", "data"},
     "config_checks": {"evaluation", "objective", "run_dir"},
     # Readers of a finished run: run files, never the trainer.
-    "report": {"evaluation", "fileio", "inference", "run_dir", "data"},
+    "report": {"evaluation", "fileio", "inference", "mplg", "objective", "run_dir", "data"},
     "seed_spread": {"report"},
     "spotting": {"checkpointing", "fileio", "inference", "model", "run_dir", "state", "data"},
     # Steps, state and the method.

@@ -13,6 +13,7 @@ from pwes_jax import dfcl
 from pwes_jax import losses
 from pwes_jax import model as model_lib
 from pwes_jax import mplg
+from configs import common
 from pwes_jax import objective
 from pwes_jax import state as state_lib
 from pwes_jax import steps
@@ -198,3 +199,9 @@ def test_the_bank_write_is_gated(step, bank_write, moves):
   np.testing.assert_array_equal(np.asarray(new.bank.valid)[2:], 0)
   if moves:
     assert np.asarray(new.bank.valid)[:2].sum() > 0
+
+
+def test_shipped_configs_use_the_paper_terms():
+  """``objective.PAPER_TERMS`` (what report names and old runs default to) is what the configs
+  ship."""
+  assert tuple(common.base_config().loss.terms) == objective.PAPER_TERMS

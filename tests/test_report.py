@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from configs import synthetic
 from pwes_jax import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -179,3 +180,26 @@ def test_recompute_on_a_one_fold_run_counts_every_prediction_at_the_cross_fold_p
   assert point["rows"] == want["rows"]
   assert res["dataset"] == data and want["rows"]["overall"]["n_gt"] == 2
   assert point["rows"]["overall"]["tp"] == 1  # before the fix the miss counted as a hit
+
+
+@pytest.mark.parametrize("variant,dfcl,terms,name", [
+    ("full", True, None, "+MPLG+DFCL"),
+    ("full", False, None, "+MPLG"),
+    ("none", False, None, "Baseline"),
+    ("none", True, None, "Baseline +DFCL"),
+    ("pplm", False, None, "+PPLM"),
+    ("caf1", True, None, "MPLG-caf1+DFCL"),
+    ("dilated_points", False, None, "+dilated_points"),
+    ("dilated_points", True, ("mil", "mil_suppressed", "guide", "sparsity", "mutual", "snippet",
+                              "smoothness"), "+dilated_points +DFCL +smoothness"),
+    ("full", True, ("mil", "mil_suppressed", "sparsity", "snippet"), "+MPLG+DFCL -guide -mutual"),
+])
+def test_method_name_follows_table_one_and_shows_changed_loss_terms(variant, dfcl, terms, name):
+  c = synthetic.get_config("tiny")
+  c.mplg.variant = variant
+  c.dfcl.enabled = dfcl
+  if terms is not None:
+    c.loss.terms = terms
+  assert report.method_name(c) == name
+  del c.loss["terms"]  # a run made before loss.terms existed: eq. 18's terms
+  assert report.method_name(c) == name.split(" +smoothness")[0].split(" -guide")[0]
