@@ -8,12 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import common
 from configs import synthetic
 from pwes_jax import dfcl
 from pwes_jax import losses
 from pwes_jax import model as model_lib
 from pwes_jax import mplg
-from configs import common
 from pwes_jax import objective
 from pwes_jax import state as state_lib
 from pwes_jax import steps
