@@ -15,7 +15,11 @@ fills), and the guard refuses, with one message naming the flag and the path:
   ``fold_XX``, ...: someone else's);
 * two outputs of one command at the same path;
 * an output that is a directory, or whose parent is a file;
-* an existing file, unless the launcher's ``--overwrite`` was given.
+* an existing file, unless the launcher's ``--overwrite`` was given;
+* a file output where nothing can be written (a read-only file system, no permission, a full
+  disk): :func:`check_file_outputs` creates and removes a probe file in the directory the
+  output will be written in (or its nearest existing ancestor), so a command whose work takes
+  minutes fails before it, not after.
 
 Paths are compared after ``os.path.realpath`` (symbolic links and ``..`` resolved).
 """
@@ -23,7 +27,8 @@ Paths are compared after ``os.path.realpath`` (symbolic links and ``..`` resolve
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional, Sequence
+import tempfile
+from typing import Mapping, Optional
 
 from pwes_jax import run_dir
 
@@ -131,8 +136,27 @@ def check_file_outputs(outputs: Mapping[str, Optional[str]], inputs=None, *,
     _check_inputs(flag, out, inputs)
     if os.path.lexists(out) and not overwrite:
       raise OutputPathError(f"--{flag}={out} exists; pass --overwrite to replace it")
+    _probe_writable(flag, out)
     out_paths[flag] = out
   return out_paths
+
+
+def _probe_writable(flag: str, out: str) -> None:
+  """Creates and removes an empty probe file where ``out`` will be written.
+
+  Raises:
+    OSError: the system's error, its ``filename`` ``--<flag>=<out>`` (its errno kept, so
+      launchers add their advice for a full disk or a permission).
+  """
+  directory = os.path.dirname(out)
+  while not os.path.isdir(directory):  # the launcher creates the missing directories
+    directory = os.path.dirname(directory)
+  try:
+    fd, probe = tempfile.mkstemp(prefix=".pwes-write-probe-", dir=directory)
+  except OSError as e:
+    raise OSError(e.errno, f"cannot write in {directory}: {e.strerror}", f"--{flag}={out}") from None
+  os.close(fd)
+  os.remove(probe)
 
 
 def check_dir_output(flag: str, value: str, inputs=None, *, dataset_ok: bool = True,

@@ -261,3 +261,33 @@ def test_sweep_only_names_an_unknown_entry_before_any_work(world):
        "Baseline, +PPLM, +MPLG, +MPLG+DFCL"),
   ])
   assert not os.path.exists(fresh)
+
+
+def test_an_unwritable_output_fails_before_any_work(world, tmp_path):
+  """A second output that cannot be written (a full disk, a read-only directory: injected
+  here, as root bypasses permissions) fails before the work: evaluate leaves its first output
+  unwritten, spot never runs the model; one line naming the flag and the advice."""
+  d, run, user = world["dataset"], world["run"], world["user"]
+  blocked = str(tmp_path / "blocked")
+  os.makedirs(blocked)
+  before = test_layout.snapshot(world["root"])
+  rows = _drive(
+      "launch.evaluate",
+      {"argv": [f"--dataset_dir={d}", f"--predictions={user}/preds.json",
+                f"--output={tmp_path}/metrics.json", f"--export_csv={blocked}/sub/preds.csv"],
+       "fail": {"errno": "ENOSPC", "under": blocked}})
+  assert rows[0]["code"] == 1
+  assert rows[0]["message"].splitlines()[0] == (
+      f"evaluate: --export_csv={blocked}/sub/preds.csv: the disk is full; free space and "
+      "rerun (finished work is kept)"), rows[0]["message"]
+  assert not os.path.exists(tmp_path / "metrics.json")
+  rows = _drive("launch.spot",
+                {"argv": [f"--workdir={run}", f"--features={user}/x.npz",
+                          f"--output={blocked}/spots.json"],
+                 "fail": {"errno": "EROFS", "under": blocked}})
+  assert rows[0]["code"] == 1
+  lines = [l for l in rows[0]["message"].splitlines() if not l.startswith("WARNING")]
+  assert lines == [f"spot: --output={blocked}/spots.json: the file system is read-only; "
+                   "choose a writable path"], rows[0]["message"]
+  assert os.listdir(blocked) == []
+  assert test_layout.snapshot(world["root"]) == before
