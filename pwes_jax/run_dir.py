@@ -18,6 +18,7 @@ of that anywhere.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -365,12 +366,32 @@ def _read_lock(path: str) -> Optional[dict]:
 
 
 @contextlib.contextmanager
+def _one_takeover_at_a_time(workdir: str):
+  """An exclusive ``flock`` on the workdir itself while a stale lock is judged and replaced:
+  two runs that both found the same stale lock take it over one after the other, and the
+  second then sees the first's live lock (without it, the second removed the first's fresh
+  lock and both ran). Stale locks are taken over only on their own host, where ``flock``
+  holds; a file system that refuses ``flock`` on a directory (some network file systems) goes
+  without it, as before."""
+  fd = os.open(workdir, os.O_RDONLY)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as e:
+      logging.info("%s: no flock on this file system (%s); taking over without it", workdir, e)
+    yield
+  finally:
+    os.close(fd)  # releases the flock
+
+
+@contextlib.contextmanager
 def workdir_lock(workdir: str):
   """Holds ``WORKDIR/run.lock`` (``{"host", "pid", "started"}``) for the block.
 
   The lock file is created with its content in one step (a hard link of a written temporary
   file), so it is never seen half-written. A lock of a process that is gone (same host, pid not
-  running), or an unreadable lock, is taken over with a warning.
+  running), or an unreadable lock, is taken over with a warning, one process at a time
+  (:func:`_one_takeover_at_a_time`).
 
   Raises:
     WorkdirBusyError: when a live process (or a process on another host) holds the lock.
@@ -387,7 +408,11 @@ def workdir_lock(workdir: str):
         os.link(tmp, path)
         break
       except FileExistsError:
+        pass
+      with _one_takeover_at_a_time(workdir):
         holder = _read_lock(path)
+        if holder is None and not os.path.lexists(path):
+          continue  # released meanwhile: try again
         if holder is None:
           stale = "unreadable"
         elif holder.get("host") == me["host"] and (
@@ -405,6 +430,14 @@ def workdir_lock(workdir: str):
         logging.warning("%s: taking over a stale lock (%s)", path, stale)
         with contextlib.suppress(FileNotFoundError):
           os.remove(path)
+        try:
+          os.link(tmp, path)
+          break
+        except FileExistsError:  # a new run took the freed name: judged again
+          continue
+    else:
+      raise WorkdirBusyError(f"workdir {workdir}: could not take the lock {path} after three "
+                             "tries; another run keeps taking it")
   finally:
     os.remove(tmp)
   try:

@@ -209,6 +209,46 @@ def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path, caplog):
       pass
 
 
+_TAKE_OVER = """
+import sys, time
+from pwes_jax import run_dir
+read = run_dir._read_lock
+def slow_read(path):  # widens the window between judging the lock stale and replacing it
+  doc = read(path)
+  time.sleep(0.5)
+  return doc
+run_dir._read_lock = slow_read
+open(sys.argv[2], "w").close()
+while not all(__import__("os").path.exists(p) for p in sys.argv[3:]):
+  time.sleep(0.01)
+try:
+  with run_dir.workdir_lock(sys.argv[1]):
+    print("got", flush=True)
+    time.sleep(2.0)
+except run_dir.WorkdirBusyError:
+  print("busy", flush=True)
+"""
+
+
+def test_two_runs_finding_one_stale_lock_do_not_both_take_it(tmp_path):
+  """Two processes start on a workdir whose lock is stale, both read it before either replaces
+  it: exactly one takes the workdir, the other is refused as busy."""
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  w = str(tmp_path / "run")
+  os.makedirs(w)
+  with open(os.path.join(w, run_dir.LOCK_FILE), "w") as f:
+    json.dump({"host": __import__("socket").gethostname(), "pid": dead.pid}, f)
+  ready = [str(tmp_path / f"ready{i}") for i in range(2)]
+  procs = [subprocess.Popen([sys.executable, "-c", _TAKE_OVER, w, ready[i], *ready],
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+           for i in range(2)]
+  outs = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
+  assert outs == ["busy", "got"], outs
+  assert not os.path.exists(os.path.join(w, run_dir.LOCK_FILE))
+
+
 @pytest.mark.parametrize("field,value", [
     ("model.dropout_rate", 1.5), ("model.dropout_rate", 1.0), ("optim.learning_rate", -1.0),
     ("optim.learning_rate", 0.0), ("optim.b2", 1.0), ("optim.weight_decay", -0.1),
