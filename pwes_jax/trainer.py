@@ -560,18 +560,31 @@ def _train_threads(ctx: RunContext, units: Sequence[Callable[[], _Driver]], widt
       with lock:
         records.extend(done)
 
-  threads = [threading.Thread(target=worker, name=f"pwes-fold-{i}", daemon=True)
+  # Each thread sets its own event when it ends. The calling thread waits on the events, not
+  # with ``Thread.join``: a ``join`` that an exception from a signal handler (Ctrl-C) cuts short
+  # leaves the thread marked as ended on CPython 3.11, and the next ``join`` returns at once
+  # while the fold still writes its checkpoint.
+  ended = [threading.Event() for _ in range(width)]
+
+  def run(event):
+    try:
+      worker()
+    finally:
+      event.set()
+
+  threads = [threading.Thread(target=run, args=(ended[i],), name=f"pwes-fold-{i}", daemon=True)
              for i in range(width)]
   try:
     for t in threads:
       t.start()
-    for t in threads:
-      while t.is_alive():
-        t.join(0.5)  # a timed wait: Ctrl-C reaches the calling thread at once
+    for event in ended:
+      while not event.wait(0.5):  # a timed wait: Ctrl-C reaches the calling thread at once
+        pass
   finally:
     stop.set()
-    for t in threads:
-      t.join()
+    for t, event in zip(threads, ended):
+      if t.ident is not None:  # started
+        event.wait()
   if errors:
     raise errors[min(errors)]
   return records

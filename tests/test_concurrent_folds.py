@@ -4,7 +4,9 @@ resumes; the progress and metrics log shared by the threads."""
 
 import json
 import os
+import signal
 import threading
+import time
 
 import jax
 import numpy as np
@@ -213,3 +215,31 @@ def test_metrics_log_keeps_rows_appended_while_another_fold_truncates(tmp_path):
     t.join()
   assert [r["step"] for r in log.rows(1)] == list(range(1, 301))
   assert [r["step"] for r in log.rows(2)] == [1]
+
+
+def test_an_interrupt_waits_for_the_folds_under_way(monkeypatch):
+  """Ctrl-C (here SIGALRM raising SystemExit in the calling thread) while two folds train: the
+  call ends with the exception only after both folds under way have finished what they were
+  doing (a checkpoint being written is completed, not cut), and no further fold starts. A
+  ``Thread.join`` cut short by the signal would have returned at once (CPython 3.11)."""
+  finished = []
+
+  def unit(ctx, make_driver, log, progress, stop=None):
+    index = make_driver()
+    time.sleep(1.5 if index == 1 else 0.5)  # the first thread's fold is the slower one
+    finished.append(index)
+    return []
+
+  def interrupt(signum, frame):
+    raise SystemExit(130)
+
+  monkeypatch.setattr(trainer, "_train_unit", unit)
+  previous = signal.signal(signal.SIGALRM, interrupt)
+  try:
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    with pytest.raises(SystemExit):
+      trainer._train_threads(None, [lambda: 1, lambda: 2, lambda: 3], 2, None, None)  # pylint: disable=protected-access
+  finally:
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
+  assert sorted(finished) == [1, 2]
