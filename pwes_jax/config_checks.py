@@ -106,7 +106,8 @@ def check_run_config(config) -> None:
     holder = config[section] if section else config
     # A config written before ``loso.concurrent_folds`` existed trains one fold at a time.
     value = holder.get(name, 1) if field == "loso.concurrent_folds" else holder[name]
-    need(isinstance(value, int) and value >= 1, field, value, "must be a positive integer")
+    need(isinstance(value, int) and not isinstance(value, bool) and value >= 1, field, value,
+         "must be a positive integer")
   need(config.mplg.pretrain_steps >= 0, "mplg.pretrain_steps", config.mplg.pretrain_steps,
        "must be >= 0")
 

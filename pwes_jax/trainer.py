@@ -22,6 +22,7 @@ the threads fill the cores a narrow model's step leaves idle.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import os
 import threading
@@ -265,7 +266,10 @@ class _SingleFold(_Driver):
     restored = checkpointing.restore_latest(self._manager, state)
     self.resumed = {}
     if restored is not None:
-      state = restored
+      # Orbax returns arrays committed to a device, a fresh state's are not: the step would
+      # compile a second program for every bucket. ``device_put`` without a device gives
+      # uncommitted arrays on the default device, as ``fresh_state`` does.
+      state = jax.device_put(jax.device_get(restored))
       self.resumed[fold.index] = int(state.step)
     self._state = state
     self._sampler = fold_sampler(ctx, fold)
@@ -528,15 +532,45 @@ def _train_unit(ctx: RunContext, make_driver: Callable[[], _Driver],
   return records
 
 
+# JAX's context managers hold thread-local state: a fold thread starts from the process-wide
+# values, so the caller's (``jax.default_device``, a matmul precision, ``debug_nans``, ...) are
+# entered again in every fold thread.
+_THREAD_CONTEXTS = (
+    ("jax_default_device", jax.default_device),
+    ("jax_default_matmul_precision", jax.default_matmul_precision),
+    ("jax_debug_nans", jax.debug_nans),
+    ("jax_debug_infs", jax.debug_infs),
+    ("jax_numpy_rank_promotion", jax.numpy_rank_promotion),
+    ("jax_numpy_dtype_promotion", jax.numpy_dtype_promotion),
+    ("jax_disable_jit", jax.disable_jit),
+    ("jax_log_compiles", jax.log_compiles),
+)
+
+
+def _caller_jax_context() -> Callable[[], contextlib.ExitStack]:
+  """A factory of a context that re-enters, in another thread, the calling thread's values of
+  JAX's context managers (:data:`_THREAD_CONTEXTS`)."""
+  values = [(manager, getattr(jax.config, name)) for name, manager in _THREAD_CONTEXTS]
+
+  def enter() -> contextlib.ExitStack:
+    stack = contextlib.ExitStack()
+    for manager, value in values:
+      stack.enter_context(manager(value))
+    return stack
+  return enter
+
+
 def _train_threads(ctx: RunContext, units: Sequence[Callable[[], _Driver]], width: int,
                    log: metrics_log.MetricsLog, progress: progress_lib.RunProgress) -> list:
   """Trains ``units`` (single folds, in order) ``width`` at a time, one thread each.
 
-  The first failure stops every thread before its next step; the error of the earliest unit
-  that failed is raised (as a sequential run would have raised it first). An exception in
-  the calling thread (Ctrl-C, SIGTERM handled as SystemExit) stops the threads too and waits
-  for them: a fold's checkpoint being written is finished, not cut.
+  Each thread runs under the caller's JAX context (device, matmul precision, debug flags:
+  :func:`_caller_jax_context`). The first failure stops every thread before its next step;
+  the error of the earliest unit that failed is raised (as a sequential run would have raised
+  it first). An exception in the calling thread (Ctrl-C's SystemExit) stops the threads too
+  and waits for them: a fold's checkpoint or outputs being written are finished, not cut.
   """
+  jax_context = _caller_jax_context()
   stop = threading.Event()
   lock = threading.Lock()
   pending = list(enumerate(units))
@@ -568,7 +602,8 @@ def _train_threads(ctx: RunContext, units: Sequence[Callable[[], _Driver]], widt
 
   def run(event):
     try:
-      worker()
+      with jax_context():
+        worker()
     finally:
       event.set()
 

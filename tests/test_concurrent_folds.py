@@ -4,6 +4,7 @@ resumes; the progress and metrics log shared by the threads."""
 
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -148,7 +149,7 @@ def test_concurrent_folds_of_1_or_stacked_groups_train_one_unit_at_a_time():
   assert trainer.concurrent_folds(c) == 1
 
 
-@pytest.mark.parametrize("value", [0, -1])
+@pytest.mark.parametrize("value", [0, -1, True])
 def test_bad_concurrent_folds_is_refused_before_training(tmp_path, value):
   c = test_train.tiny_config()
   c.loso.concurrent_folds = value
@@ -243,3 +244,39 @@ def test_an_interrupt_waits_for_the_folds_under_way(monkeypatch):
     signal.setitimer(signal.ITIMER_REAL, 0)
     signal.signal(signal.SIGALRM, previous)
   assert sorted(finished) == [1, 2]
+
+
+def test_fold_threads_run_under_the_callers_jax_context(tmp_path, data_cache, monkeypatch):
+  """``with jax.default_device(d)`` (and JAX's other thread-local contexts) around a run reaches
+  the fold threads: every fold trains on ``d``, not the first fold only."""
+  devices = {}
+  finish = trainer.finish_fold
+
+  def recording(ctx, fold, params, *args, **kwargs):
+    devices[fold.index] = {d for leaf in jax.tree.leaves(params) for d in leaf.devices()}
+    return finish(ctx, fold, params, *args, **kwargs)
+
+  monkeypatch.setattr(trainer, "finish_fold", recording)
+  target = jax.devices()[1]
+  with jax.default_device(target):
+    _run(tmp_path / "run", data_cache, **{"loso.concurrent_folds": 2})
+  assert devices == {f: {target} for f in range(4)}
+
+
+def test_a_resumed_fold_reuses_the_fresh_folds_programs(tmp_path, data_cache):
+  """A fold restored from its checkpoint runs the programs a fresh fold compiled (Orbax's
+  restored arrays are committed to a device, a fresh state's are not: another program per
+  bucket before)."""
+  c = test_train.tiny_config(**{"loso.folds": "0,1"})
+  c.data.cache_dir = data_cache
+  programs = trainer.build_programs(c)
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(c, workdir, programs=programs)
+  compiled = programs.train_step._cache_size()  # pylint: disable=protected-access
+  fdir = run_dir.fold_dir(workdir, 1)
+  for name in ("fold.json", "outputs.npz"):
+    os.remove(os.path.join(fdir, name))
+  shutil.rmtree(os.path.join(fdir, "checkpoints", "12"))  # resumes at step 8
+  train.train_and_evaluate(c, workdir, programs=programs)
+  assert run_dir.read_fold_record(workdir, 1)["finished"]
+  assert programs.train_step._cache_size() == compiled  # pylint: disable=protected-access
