@@ -35,7 +35,6 @@ with every figure. Nothing is asserted.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 
@@ -92,8 +91,12 @@ def run_job(config, workdir: str) -> None:
   print(f"| other | {other:.1f} | {100 * other / wall:.1f} % |\n| **total** | {wall:.1f} | |")
   per_fold = [s for _, s in progress.fold_seconds]
   if per_fold:
-    print(f"per fold (training + outputs): first {per_fold[0]:.1f} s (pays the compiles), then "
-          f"median {np.median(per_fold[1:] or per_fold):.1f} s, max {max(per_fold):.1f} s")
+    width = trainer.concurrent_folds(config)
+    shared = (f" each, {width} folds at a time (so ~{np.median(per_fold[1:] or per_fold) / width:.1f}"
+              " s of wall time per fold)" if width > 1 and len(per_fold) > 2 else "")
+    print(f"per fold (training + outputs): first {per_fold[0]:.1f} s (alone; pays the "
+          f"compiles), then median {np.median(per_fold[1:] or per_fold):.1f} s{shared}, max "
+          f"{max(per_fold):.1f} s")
   c = compile_cache.counts()
   print(f"compiles over the process: {compile_cache.describe(c)}")
 

@@ -50,6 +50,8 @@ class RunProgress:
     self._thread_seconds = None  # {phase: seconds summed over threads} inside concurrently()
     self._width = 1  # folds at a time inside concurrently()
     self._concurrent = []  # (width, wall seconds) of every concurrently() block
+    self._running = {}  # {thread id: start time} of units under way (unit_started)
+    self._concurrent_units = []  # (folds, seconds) of the units done inside concurrently()
 
   @contextlib.contextmanager
   def phase(self, name: str):
@@ -71,7 +73,8 @@ class RunProgress:
     """A block in which ``width`` folds train at a time, each in its own thread.
 
     The phases added inside it (summed over the threads) are scaled to the block's wall time
-    when it ends; the ETA divides the per-fold time by ``width``.
+    when it ends; the ETA fills ``width`` slots with the units under way (what is left of each)
+    and the units not started, at the mean time of the units done inside the block.
     """
     t0 = time.perf_counter()
     with self._lock:
@@ -89,6 +92,25 @@ class RunProgress:
           self.seconds["training"] += wall
         self._concurrent.append((int(width), wall))
 
+  def unit_started(self) -> None:
+    """Marks the calling thread's unit as under way (the ETA counts what is left of it)."""
+    with self._lock:
+      self._running[threading.get_ident()] = time.perf_counter()
+
+  def _concurrent_eta(self, left: int) -> float:
+    """Seconds until ``left`` folds are done, ``self._width`` at a time: each unit under way
+    needs what is left of the mean concurrent unit time, then the folds not started take the
+    slot that frees first, one mean unit time each."""
+    per_unit = (sum(s for _, s in self._concurrent_units)
+                / max(sum(n for n, _ in self._concurrent_units), 1))
+    now = time.perf_counter()
+    slots = sorted(max(per_unit - (now - t0), 0.0) for t0 in self._running.values())
+    slots += [0.0] * max(self._width - len(slots), 0)
+    for _ in range(max(left - len(self._running), 0)):
+      slots.sort()
+      slots[0] += per_unit
+    return max(slots) if slots else 0.0
+
   def line(self, text: str) -> None:
     with self._lock:
       self._out(text)
@@ -105,19 +127,22 @@ class RunProgress:
         logged rate, plus inference); the ETA uses it until a second unit has run.
     """
     with self._lock:
+      self._running.pop(threading.get_ident(), None)
       self._folds_done += num_folds
       self.fold_seconds.append((num_folds, seconds))
       left = max(self.total_folds - self._folds_done, 0)
-      # The first unit pays the compiles; later units show the steady cost per fold.
-      if len(self.fold_seconds) > 1:
-        steady = self.fold_seconds[1:]
+      if self._thread_seconds is not None:  # inside concurrently()
+        self._concurrent_units.append((num_folds, seconds))
+        remaining = self._concurrent_eta(left)
       else:
-        steady = [(num_folds, seconds if steady_seconds is None else steady_seconds)]
-      per_fold = sum(s for _, s in steady) / max(sum(n for n, _ in steady), 1)
-      # ``width`` folds at a time: each takes longer, but they finish ``width`` at a time.
-      per_fold /= max(min(self._width, left), 1)
+        # The first unit pays the compiles; later units show the steady cost per fold.
+        if len(self.fold_seconds) > 1:
+          steady = self.fold_seconds[1:]
+        else:
+          steady = [(num_folds, seconds if steady_seconds is None else steady_seconds)]
+        remaining = left * sum(s for _, s in steady) / max(sum(n for n, _ in steady), 1)
       elapsed = time.perf_counter() - self._start
-      eta = f", ETA {_clock(left * per_fold)}" if left else ""
+      eta = f", ETA {_clock(remaining)}" if left else ""
       self._out(f"[{self._folds_done}/{self.total_folds}] {text}; elapsed {_clock(elapsed)}{eta}")
 
   def summary(self) -> str:

@@ -522,6 +522,7 @@ def _train_unit(ctx: RunContext, make_driver: Callable[[], _Driver],
   # every process, with the failing process's message, instead of a hang in the next
   # collective.
   error, records = None, []
+  progress.unit_started()
   try:
     with progress.phase("setup"):
       driver = make_driver()

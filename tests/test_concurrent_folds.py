@@ -8,6 +8,7 @@ import shutil
 import signal
 import threading
 import time
+import types
 
 import jax
 import numpy as np
@@ -168,12 +169,10 @@ class _Clock:
 
 def test_concurrent_phases_are_shares_of_the_wall_time(monkeypatch):
   """Two threads' setup/training/inference seconds (summed: 40 s) inside a 20 s concurrent
-  block become 20 s of the summary's phases, in the threads' proportions; the ETA divides the
-  per-fold time by the folds at a time."""
+  block become 20 s of the summary's phases, in the threads' proportions."""
   clock = _Clock()
   monkeypatch.setattr(progress_lib.time, "perf_counter", clock)
-  lines = []
-  p = progress_lib.RunProgress(total_folds=5, out=lines.append)
+  p = progress_lib.RunProgress(total_folds=3, out=lambda line: None)
   p.add("training", 10.0)
   clock.now = 10.0
   p.unit_done("fold 0", 1, 10.0)
@@ -188,12 +187,44 @@ def test_concurrent_phases_are_shares_of_the_wall_time(monkeypatch):
   assert p.seconds["setup"] == pytest.approx(2.0)
   assert p.seconds["training"] == pytest.approx(10.0 + 16.0)
   assert p.seconds["inference"] == pytest.approx(2.0)
-  assert lines[0].endswith("ETA 40s")  # 4 left x 10 s, before any concurrent fold
-  assert lines[1].endswith("ETA 30s")  # 3 left x 20 s / 2 at a time
-  assert lines[2].endswith("ETA 20s")  # 2 left x 20 s / 2
   summary = p.summary()
   assert summary.startswith("time: 30.0 s wall = setup 2.0 s, training 26.0 s, inference 2.0 s")
   assert "folds trained 2 at a time for 20.0 s of it" in summary
+
+
+def test_concurrent_eta_counts_what_is_left_of_the_folds_under_way(monkeypatch):
+  """Five folds, fold 0 alone (10 s), then two at a time: when fold 1 ends (20 s) its partner
+  fold 2, under way for as long, is nearly done, so the ETA is one more round (folds 3 and 4),
+  not three folds' worth; and so on, hand-worked."""
+  clock = _Clock()
+  thread = {"id": 0}
+  monkeypatch.setattr(progress_lib.time, "perf_counter", clock)
+  monkeypatch.setattr(progress_lib, "threading", types.SimpleNamespace(
+      RLock=threading.RLock, get_ident=lambda: thread["id"]))
+  lines = []
+  p = progress_lib.RunProgress(total_folds=5, out=lines.append)
+
+  def start(tid, at):
+    clock.now, thread["id"] = at, tid
+    p.unit_started()
+
+  def done(tid, at, name, seconds):
+    clock.now, thread["id"] = at, tid
+    p.unit_done(name, 1, seconds)
+
+  start(0, 0.0)
+  done(0, 10.0, "fold 0", 10.0)  # alone: 4 left x 10 s
+  with p.concurrently(2):
+    start(1, 10.0)
+    start(2, 10.0)
+    done(1, 30.0, "fold 1", 20.0)  # fold 2 has 20 - 20 = 0 s left; folds 3, 4 take 20 s each
+    start(1, 30.0)  # fold 3
+    done(2, 32.0, "fold 2", 22.0)  # mean 21 s: fold 3 has 21 - 2 = 19 s left, fold 4 21 s
+    start(2, 32.0)  # fold 4
+    done(1, 51.0, "fold 3", 21.0)  # mean 21 s: fold 4 has 21 - 19 = 2 s left
+    done(2, 53.0, "fold 4", 21.0)
+  assert [l.rsplit("ETA ", 1)[-1] if "ETA" in l else None for l in lines] == [
+      "40s", "20s", "21s", "2s", None]
 
 
 def test_metrics_log_keeps_rows_appended_while_another_fold_truncates(tmp_path):
