@@ -10,6 +10,7 @@ config's train state is "another config" (an error).
 
 from __future__ import annotations
 
+import errno
 import logging as std_logging
 import os
 import re
@@ -70,10 +71,37 @@ def fold_manager(workdir: str, fold_index: int, config) -> ocp.CheckpointManager
                       single_process=jax.process_count() > 1)
 
 
+# A save's failure as TensorStore words it -> the errno a launcher gives its advice for.
+_SAVE_ERRNOS = (("No space left", errno.ENOSPC), ("Disk quota exceeded", errno.EDQUOT),
+                ("Read-only file system", errno.EROFS), ("Permission denied", errno.EACCES))
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
-  """Saves ``state`` as checkpoint ``step`` and waits until it is on disk."""
-  manager.save(int(step), args=ocp.args.StandardSave(state))
-  manager.wait_until_finished()
+  """Saves ``state`` as checkpoint ``step`` and waits until it is on disk.
+
+  Raises:
+    OSError: the save failed for want of space or permission (errno ENOSPC, EDQUOT, EROFS or
+      EACCES, read from Orbax's or TensorStore's message), the checkpoint directory as its
+      filename when the error named none.
+      After any failure, the debris its writer threads report later ("Event loop is closed",
+      hundreds of lines) is dropped like a failed restore's.
+  """
+  try:
+    manager.save(int(step), args=ocp.args.StandardSave(state))
+    manager.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except  (Orbax/TensorStore raise anything)
+    _drop_restore_noise()
+    directory = os.fspath(manager.directory)
+    if isinstance(e, OSError):
+      if e.filename or e.errno is None:
+        raise
+      raise OSError(e.errno, f"saving checkpoint step {step} failed: {e.strerror}",
+                    directory) from None  # Orbax's metadata writes name no file
+    for words, code in _SAVE_ERRNOS:
+      if words.lower() in str(e).lower():
+        raise OSError(code, f"saving checkpoint step {step} failed: {_brief(e)}",
+                      directory) from None
+    raise
 
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract: Any, *,

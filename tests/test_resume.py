@@ -2,6 +2,7 @@
 and ends with the same predictions as an uninterrupted run. Also the workdir lock, the
 config.json written once, and the config checks of the remaining fields."""
 
+import errno
 import glob
 import json
 import os
@@ -12,6 +13,8 @@ import sys
 from absl import logging as absl_logging
 import pytest
 
+from launch import common as launch_common
+from pwes_jax import checkpointing
 from pwes_jax import config_checks
 from pwes_jax import metrics_log
 from pwes_jax import run_dir
@@ -311,3 +314,37 @@ def test_every_step_damaged_on_every_fold_is_quiet_from_the_launcher(tmp_path):
                                                                        "checkpoint_*.damaged-*")))
   assert err.count("no intact checkpoint left") == len(folds)
   assert all(run_dir.read_fold_record(w, int(f[-2:]))["finished"] for f in folds)
+
+
+class _FailingManager:
+  """A checkpoint manager whose save fails as TensorStore words a full disk."""
+  directory = "/runs/x/fold_01/checkpoints"
+
+  def save(self, step, args):
+    raise ValueError("RESOURCE_EXHAUSTED: Error writing local file \"/runs/x/ocdbt.process_0/d/"
+                     "abc\": No space left on device [source locations='tensorstore/...']")
+
+  def wait_until_finished(self):
+    pass
+
+
+def test_a_save_that_runs_out_of_space_is_an_os_error_with_the_advice():
+  """A full disk while saving becomes OSError(ENOSPC) naming the checkpoint directory, so the
+  launcher prints its one line with "the disk is full; free space and rerun"."""
+  with pytest.raises(OSError) as e:
+    checkpointing.save(_FailingManager(), 30, {"a": 1})
+  assert e.value.errno == errno.ENOSPC
+  assert e.value.filename == "/runs/x/fold_01/checkpoints"
+  assert "saving checkpoint step 30 failed" in e.value.strerror
+  assert launch_common.one_line(e.value) == (
+      "/runs/x/fold_01/checkpoints: the disk is full; free space and rerun (finished work is "
+      "kept)")
+
+
+def test_an_os_error_of_a_save_names_the_checkpoint_directory():
+  class Manager(_FailingManager):
+    def save(self, step, args):
+      raise OSError(errno.ENOSPC, "No space left on device")  # Orbax's metadata write
+  with pytest.raises(OSError) as e:
+    checkpointing.save(Manager(), 30, {"a": 1})
+  assert (e.value.errno, e.value.filename) == (errno.ENOSPC, "/runs/x/fold_01/checkpoints")
