@@ -92,11 +92,11 @@ def run_job(config, workdir: str) -> None:
   per_fold = [s for _, s in progress.fold_seconds]
   if per_fold:
     width = trainer.concurrent_folds(config)
-    shared = (f" each, {width} folds at a time (so ~{np.median(per_fold[1:] or per_fold) / width:.1f}"
-              " s of wall time per fold)" if width > 1 and len(per_fold) > 2 else "")
+    median = float(np.median(per_fold[1:] or per_fold))
+    shared = (f" each, {width} folds at a time (so ~{median / width:.1f} s of wall time per "
+              "fold)" if width > 1 and len(per_fold) > 2 else "")
     print(f"per fold (training + outputs): first {per_fold[0]:.1f} s (alone; pays the "
-          f"compiles), then median {np.median(per_fold[1:] or per_fold):.1f} s{shared}, max "
-          f"{max(per_fold):.1f} s")
+          f"compiles), then median {median:.1f} s{shared}, max {max(per_fold):.1f} s")
   c = compile_cache.counts()
   print(f"compiles over the process: {compile_cache.describe(c)}")
 

@@ -154,7 +154,8 @@ def _probe_writable(flag: str, out: str) -> None:
   try:
     fd, probe = tempfile.mkstemp(prefix=".pwes-write-probe-", dir=directory)
   except OSError as e:
-    raise OSError(e.errno, f"cannot write in {directory}: {e.strerror}", f"--{flag}={out}") from None
+    raise OSError(e.errno, f"cannot write in {directory}: {e.strerror}",
+                  f"--{flag}={out}") from None
   os.close(fd)
   os.remove(probe)
 

@@ -473,9 +473,9 @@ def train_folds(ctx: RunContext, folds: Sequence[folds_lib.Fold],
   ``config.loso.concurrent_folds`` at a time in threads (:func:`concurrent_folds`): the first
   fold trains alone and compiles every program (all folds share the bucket draws), then each
   thread takes the next fold in order, calling the same compiled programs. Every fold's
-  parameters and outputs are the same bits either way. Otherwise the folds train in groups of ``parallel_folds`` (padded up to a
-  multiple of the mesh size), each group stacked and sharded over a 1-D ``fold`` mesh of
-  ``min(devices, parallel_folds)`` devices.
+  parameters and outputs are the same bits either way. Otherwise the folds train in groups of
+  ``parallel_folds`` (padded up to a multiple of the mesh size), each group stacked and sharded
+  over a 1-D ``fold`` mesh of ``min(devices, parallel_folds)`` devices.
 
   Args:
     ctx: the run (:func:`make_context`).

@@ -270,7 +270,8 @@ def test_an_interrupt_waits_for_the_folds_under_way(monkeypatch):
   try:
     signal.setitimer(signal.ITIMER_REAL, 0.2)
     with pytest.raises(SystemExit):
-      trainer._train_threads(None, [lambda: 1, lambda: 2, lambda: 3], 2, None, None)  # pylint: disable=protected-access
+      trainer._train_threads(  # pylint: disable=protected-access
+          None, [lambda: 1, lambda: 2, lambda: 3], 2, None, None)
   finally:
     signal.setitimer(signal.ITIMER_REAL, 0)
     signal.signal(signal.SIGALRM, previous)
