@@ -33,6 +33,7 @@ ADDED_FIELDS = {
     "eval.me_long_seconds": 1.0,
     "eval.max_per_video": 14,
     "eval.honest_point": "cross_fold",
+    "loso.concurrent_folds": 1,
 }
 
 _POSITIVE_INTS = ("optim.steps", "optim.batch_size", "log_every", "checkpoint.every_steps",
@@ -104,8 +105,8 @@ def check_run_config(config) -> None:
   for field in _POSITIVE_INTS:
     section, _, name = field.rpartition(".")
     holder = config[section] if section else config
-    # A config written before ``loso.concurrent_folds`` existed trains one fold at a time.
-    value = holder.get(name, 1) if field == "loso.concurrent_folds" else holder[name]
+    # A config written before a field was added holds what it meant then.
+    value = holder.get(name, ADDED_FIELDS[field]) if field in ADDED_FIELDS else holder[name]
     need(isinstance(value, int) and not isinstance(value, bool) and value >= 1, field, value,
          "must be a positive integer")
   need(config.mplg.pretrain_steps >= 0, "mplg.pretrain_steps", config.mplg.pretrain_steps,

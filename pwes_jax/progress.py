@@ -30,6 +30,11 @@ def _clock(seconds: float) -> str:
   return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
+def _per_fold(units) -> float:
+  """Mean seconds per fold of ``[(folds, seconds)]`` units."""
+  return sum(s for _, s in units) / max(sum(n for n, _ in units), 1)
+
+
 class RunProgress:
   """Phase timer and per-fold progress of one run.
 
@@ -51,7 +56,7 @@ class RunProgress:
     self._width = 1  # folds at a time inside concurrently()
     self._concurrent = []  # (width, wall seconds) of every concurrently() block
     self._running = {}  # {thread id: start time} of units under way (unit_started)
-    self._concurrent_units = []  # (folds, seconds) of the units done inside concurrently()
+    self._concurrent_from = 0  # fold_seconds[this:] are the units done inside concurrently()
 
   @contextlib.contextmanager
   def phase(self, name: str):
@@ -79,6 +84,7 @@ class RunProgress:
     t0 = time.perf_counter()
     with self._lock:
       self._thread_seconds, self._width = {}, int(width)
+      self._concurrent_from = len(self.fold_seconds)
     try:
       yield
     finally:
@@ -101,8 +107,7 @@ class RunProgress:
     """Seconds until ``left`` folds are done, ``self._width`` at a time: each unit under way
     needs what is left of the mean concurrent unit time, then the folds not started take the
     slot that frees first, one mean unit time each."""
-    per_unit = (sum(s for _, s in self._concurrent_units)
-                / max(sum(n for n, _ in self._concurrent_units), 1))
+    per_unit = _per_fold(self.fold_seconds[self._concurrent_from:])
     now = time.perf_counter()
     slots = sorted(max(per_unit - (now - t0), 0.0) for t0 in self._running.values())
     slots += [0.0] * max(self._width - len(slots), 0)
@@ -132,7 +137,6 @@ class RunProgress:
       self.fold_seconds.append((num_folds, seconds))
       left = max(self.total_folds - self._folds_done, 0)
       if self._thread_seconds is not None:  # inside concurrently()
-        self._concurrent_units.append((num_folds, seconds))
         remaining = self._concurrent_eta(left)
       else:
         # The first unit pays the compiles; later units show the steady cost per fold.
@@ -140,7 +144,7 @@ class RunProgress:
           steady = self.fold_seconds[1:]
         else:
           steady = [(num_folds, seconds if steady_seconds is None else steady_seconds)]
-        remaining = left * sum(s for _, s in steady) / max(sum(n for n, _ in steady), 1)
+        remaining = left * _per_fold(steady)
       elapsed = time.perf_counter() - self._start
       eta = f", ETA {_clock(remaining)}" if left else ""
       self._out(f"[{self._folds_done}/{self.total_folds}] {text}; elapsed {_clock(elapsed)}{eta}")

@@ -173,8 +173,8 @@ def method_name(config) -> str:
     name = f"MPLG-{variant}"
   else:
     name = f"+{variant}"
-  if config.dfcl.enabled:
-    name += "+DFCL" if variant in ("pplm", "full") or variant in mplg.VARIANTS else " +DFCL"
+  if config.dfcl.enabled:  # joined to a Table I row's name, spaced after any other
+    name += "+DFCL" if variant == "pplm" or variant in mplg.VARIANTS else " +DFCL"
   terms = tuple(config.loss.get("terms", objective.PAPER_TERMS))
   name += "".join(f" +{t}" for t in terms if t not in objective.PAPER_TERMS)
   name += "".join(f" -{t}" for t in objective.PAPER_TERMS if t not in terms)

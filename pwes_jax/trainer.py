@@ -461,7 +461,8 @@ def concurrent_folds(config) -> int:
   when folds train side by side in one step (``parallel_folds > 1``) or over processes."""
   if config.loso.parallel_folds > 1 or jax.process_count() > 1:
     return 1
-  return max(int(config.loso.get("concurrent_folds", 1)), 1)
+  default = config_checks.ADDED_FIELDS["loso.concurrent_folds"]  # a config from before the field
+  return max(int(config.loso.get("concurrent_folds", default)), 1)
 
 
 def train_folds(ctx: RunContext, folds: Sequence[folds_lib.Fold],
