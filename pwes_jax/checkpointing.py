@@ -15,6 +15,7 @@ import logging as std_logging
 import os
 import re
 import sys
+import threading
 import types
 import warnings
 from typing import Any, Optional
@@ -84,13 +85,14 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
       EACCES, read from Orbax's or TensorStore's message), the checkpoint directory as its
       filename when the error named none.
       After any failure, the debris its writer threads report later ("Event loop is closed",
-      hundreds of lines) is dropped like a failed restore's.
+      hundreds of lines) is dropped like a failed restore's (the filters are in place before
+      the save starts).
   """
+  _drop_restore_noise()
   try:
     manager.save(int(step), args=ocp.args.StandardSave(state))
     manager.wait_until_finished()
   except Exception as e:  # pylint: disable=broad-except  (Orbax/TensorStore raise anything)
-    _drop_restore_noise()
     directory = os.fspath(manager.directory)
     if isinstance(e, OSError):
       if e.filename or e.errno is None:
@@ -114,6 +116,7 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract: Any, *,
     ValueError: ``<directory>: checkpoint step <step> does not match <expected> (<error>);
       <remedy>`` when the checkpoint does not fit ``abstract``.
   """
+  _drop_restore_noise()
   try:
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
   except (ValueError, KeyError, TypeError) as e:
@@ -151,15 +154,22 @@ def _restore_noise(exc: Optional[BaseException], obj: Any = None) -> bool:
 
 
 def _not_restore_noise_record(record) -> bool:
-  """A filter of the ``asyncio`` logger: False for "Task/Future exception was never retrieved"
-  of a failed restore's reads (Orbax's coroutines, TensorStore's OCDBT errors)."""
+  """A filter of the ``asyncio`` logger: False for what its default exception handler reports
+  ("Task/Future exception was never retrieved", "Exception in callback ...") of a failed
+  restore's reads: Orbax's coroutines, TensorStore's OCDBT errors, or a read's future that
+  finished with ``RuntimeError('Event loop is closed')`` after Orbax closed the restore's loop
+  (seen when two folds restore damaged steps at once)."""
   message = record.getMessage()
-  return not ("exception was never retrieved" in message and any(
+  if "exception was never retrieved" not in message and "Exception in callback" not in message:
+    return True
+  exc = record.exc_info[1] if record.exc_info else None
+  return not (_restore_noise(exc) or _LOOP_CLOSED in message or any(
       k in message for k in (f"{os.sep}orbax{os.sep}", "OCDBT", "TensorStore")))
 
 
 def _drop_restore_noise() -> None:
-  """Installs (once per process) ``sys.unraisablehook`` and ``sys.excepthook`` wrappers that drop
+  """Installs (once per process) ``sys.unraisablehook``, ``sys.excepthook`` and
+  ``threading.excepthook`` (Orbax's own threads) wrappers that drop
   :func:`_restore_noise` and pass everything else on to the hooks they replace, the
   ``asyncio`` logger's filter :func:`_not_restore_noise_record`, and a filter of the
   "coroutine ... was never awaited" warnings of Orbax's read coroutines.
@@ -167,11 +177,22 @@ def _drop_restore_noise() -> None:
   A restore of a damaged step leaves work behind in TensorStore's threads and in coroutines that
   is only reported later (thousands of lines of tracebacks on a run whose every step is
   damaged), after :func:`restore_latest` has set the step aside with its own warning; so the
-  hooks stay installed for the rest of the process.
+  hooks stay installed for the rest of the process. They are installed before the first restore
+  or save is tried, not after it failed: TensorStore's threads may report a read finishing on
+  the closed loop before the failed call has returned to us (seen with two folds restoring at
+  once on a loaded machine). Everything else passes through unchanged.
   """
-  if getattr(sys.unraisablehook, "_pwes_restore_noise", False):
-    return
-  unraisable, excepthook = sys.unraisablehook, sys.excepthook
+  with _HOOKS_LOCK:  # two fold threads may get here at once
+    if not getattr(sys.unraisablehook, "_pwes_restore_noise", False):
+      _install_noise_filters()
+
+
+_HOOKS_LOCK = threading.Lock()
+
+
+def _install_noise_filters() -> None:
+  """The installation of :func:`_drop_restore_noise` (under its lock)."""
+  unraisable, excepthook, thread_hook = sys.unraisablehook, sys.excepthook, threading.excepthook
 
   def on_unraisable(info):
     if not _restore_noise(info.exc_value, info.object):
@@ -181,8 +202,13 @@ def _drop_restore_noise() -> None:
     if not _restore_noise(value):
       excepthook(kind, value, tb)
 
+  def on_thread_exception(args):
+    if not _restore_noise(args.exc_value):
+      thread_hook(args)
+
   on_unraisable._pwes_restore_noise = True  # pylint: disable=protected-access
   sys.unraisablehook, sys.excepthook = on_unraisable, on_exception
+  threading.excepthook = on_thread_exception
   std_logging.getLogger("asyncio").addFilter(_not_restore_noise_record)
   # The read coroutines of the failed restore collected unawaited (Orbax's reader, by name).
   warnings.filterwarnings(
@@ -219,6 +245,7 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Optional[Any]
   wanted = sorted(tuple(x.shape) for x in jax.tree.leaves(abstract))
   directory = os.fspath(manager.directory)
   set_aside = 0
+  _drop_restore_noise()
   while True:
     step = manager.latest_step()
     if step is None:
@@ -229,7 +256,6 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Optional[Any]
     try:
       return manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except Exception as e:  # pylint: disable=broad-except  (Orbax/TensorStore raise anything)
-      _drop_restore_noise()
       stored = _stored_shapes(directory, step)
       if stored is not None and stored != wanted:
         raise ValueError(f"{directory}: checkpoint step {step} does not match this config's "

@@ -2,13 +2,17 @@
 and ends with the same predictions as an uninterrupted run. Also the workdir lock, the
 config.json written once, and the config checks of the remaining fields."""
 
+import asyncio
 import errno
 import glob
 import json
+import logging as std_logging
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import types
 
 from absl import logging as absl_logging
 import pytest
@@ -309,11 +313,88 @@ def test_every_step_damaged_on_every_fold_is_quiet_from_the_launcher(tmp_path):
   assert rerun.returncode == 0, err[-3000:]
   for noise in ("Event loop is closed", "never retrieved", "Exception ignored", "Traceback",
                 "pybind11", "orbax", "atomicity.py"):
-    assert noise not in err, (noise, err[-3000:])
+    at = err.find(noise)
+    assert at < 0, (noise, err[max(0, at - 2000):at + 1000])
   assert err.count("cannot be restored") == len(glob.glob(os.path.join(w, "fold_*",
                                                                        "checkpoint_*.damaged-*")))
   assert err.count("no intact checkpoint left") == len(folds)
   assert all(run_dir.read_fold_record(w, int(f[-2:]))["finished"] for f in folds)
+
+
+def test_asyncio_reports_of_a_closed_restore_loop_are_dropped(caplog):
+  """What asyncio's default exception handler logs for a failed restore's read that finished
+  after Orbax closed the loop (a future holding RuntimeError('Event loop is closed'), a
+  callback raising it) is dropped once a restore has failed; a user's own unretrieved
+  exception still reaches the log. (Seen in CI with two folds restoring damaged steps at
+  once: the launcher test above printed such a report.)"""
+  checkpointing._drop_restore_noise()  # pylint: disable=protected-access
+  loop = asyncio.new_event_loop()
+  try:
+    future = loop.create_future()
+    future.set_exception(RuntimeError("Event loop is closed"))
+    with caplog.at_level(std_logging.ERROR, logger="asyncio"):
+      loop.call_exception_handler({"message": "Future exception was never retrieved",
+                                   "exception": future.exception(), "future": future})
+      loop.call_exception_handler({"message": "Exception in callback _read()",
+                                   "exception": RuntimeError("Event loop is closed")})
+      loop.call_exception_handler({"message": "Task exception was never retrieved",
+                                   "exception": ValueError("the user's own")})
+  finally:
+    loop.close()
+  kept = [r for r in caplog.records if r.name == "asyncio"]
+  assert len(kept) == 1, [r.getMessage() for r in kept]
+  assert isinstance(kept[0].exc_info[1], ValueError)
+
+
+class _RecordingManager:
+  """A checkpoint manager that records, at each restore or save, whether the noise filters of
+  a failed restore are already in place."""
+  directory = "/runs/x/fold_01/checkpoints"
+
+  def __init__(self):
+    self.seen = []
+
+  def _record(self):
+    self.seen.append(getattr(sys.unraisablehook, "_pwes_restore_noise", False)
+                     and threading.excepthook is not threading.__excepthook__)
+
+  def latest_step(self):
+    return 5
+
+  def restore(self, step, args):
+    self._record()
+    return {"restored": step}
+
+  def save(self, step, args):
+    self._record()
+
+  def wait_until_finished(self):
+    pass
+
+
+def test_restore_noise_filters_are_in_place_before_the_first_restore_or_save(monkeypatch):
+  """TensorStore's threads may report a damaged read finishing on Orbax's closed loop before the
+  failed restore returns (CI, two folds restoring at once): the filters must be installed before
+  the restore (or save) starts, not in its except clause."""
+  for call in (lambda m: checkpointing.restore_latest(m, {}),
+               lambda m: checkpointing.restore(m, 5, {}),
+               lambda m: checkpointing.save(m, 5, {})):
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+    monkeypatch.setattr(threading, "excepthook", threading.__excepthook__)
+    manager = _RecordingManager()
+    call(manager)
+    assert manager.seen == [True]
+  # Everything else still reaches the hooks they replaced.
+  got = []
+  monkeypatch.setattr(sys, "unraisablehook", got.append)
+  monkeypatch.setattr(threading, "excepthook", got.append)
+  checkpointing.save(_RecordingManager(), 5, {})
+  sys.unraisablehook(types.SimpleNamespace(exc_value=RuntimeError("Event loop is closed"),
+                                           object=None))
+  sys.unraisablehook(types.SimpleNamespace(exc_value=ValueError("the user's"), object=None))
+  threading.excepthook(types.SimpleNamespace(exc_value=RuntimeError("Event loop is closed")))
+  threading.excepthook(types.SimpleNamespace(exc_value=KeyError("the user's")))
+  assert [type(g.exc_value) for g in got] == [ValueError, KeyError]
 
 
 class _FailingManager:
