@@ -57,6 +57,7 @@ class RunProgress:
     self._concurrent = []  # (width, wall seconds) of every concurrently() block
     self._running = {}  # {thread id: start time} of units under way (unit_started)
     self._concurrent_from = 0  # fold_seconds[this:] are the units done inside concurrently()
+    self._next_width = 1  # folds at a time after the unit under way (announce_concurrency)
 
   @contextlib.contextmanager
   def phase(self, name: str):
@@ -97,6 +98,13 @@ class RunProgress:
         if total <= 0:
           self.seconds["training"] += wall
         self._concurrent.append((int(width), wall))
+
+  def announce_concurrency(self, width: int) -> None:
+    """Says that the units after the one under way train ``width`` at a time: until one of
+    them has finished there is no figure for that, so the ETA printed before says it is the
+    one-fold-at-a-time figure."""
+    with self._lock:
+      self._next_width = int(width)
 
   def unit_started(self) -> None:
     """Marks the calling thread's unit as under way (the ETA counts what is left of it)."""
@@ -147,6 +155,8 @@ class RunProgress:
         remaining = left * _per_fold(steady)
       elapsed = time.perf_counter() - self._start
       eta = f", ETA {_clock(remaining)}" if left else ""
+      if left and self._thread_seconds is None and self._next_width > 1:
+        eta += f" at one fold at a time (now {self._next_width} at a time)"
       self._out(f"[{self._folds_done}/{self.total_folds}] {text}; elapsed {_clock(elapsed)}{eta}")
 
   def summary(self) -> str:

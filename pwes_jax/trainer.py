@@ -509,6 +509,7 @@ def train_folds(ctx: RunContext, folds: Sequence[folds_lib.Fold],
     return [r for make_driver in units for r in _train_unit(ctx, make_driver, log, progress)]
   # The first fold trains alone: it compiles every program the others run (all folds share
   # the bucket draws). Compiling them with two folds under way took longer (BUILD_NOTES.md).
+  progress.announce_concurrency(width)
   records = _train_unit(ctx, units[0], log, progress)
   with progress.concurrently(width):
     records += _train_threads(ctx, units[1:], width, log, progress)
