@@ -54,17 +54,24 @@ def main(argv):
     out = output_paths.check_file_outputs(
         {"output": _OUTPUT.value}, [("workdir", w) for w in workdirs],
         overwrite=_OVERWRITE.value).get("output")
-    # The plots' paths are checked before any work, like --output.
-    targets = {w: report.plot_targets(w, _PLOTS.value) if _PLOTS.value else [] for w in workdirs}
+    # The plots' paths are checked before any work, like --output; each run's config and
+    # dataset are loaded once for its plots (and a --recompute).
+    runs = {}
+    for w in workdirs if _PLOTS.value else ():
+      report.finished_folds(w)  # a run without a finished fold: that error, before loading
+      runs[w] = report.load_run(w)
+    targets = {w: report.plot_targets(w, _PLOTS.value, run=runs[w]) if runs else []
+               for w in workdirs}
     for w in workdirs:
       for _, _, path in targets[w]:
         output_paths.check_file_outputs({"plots": path}, overwrite=_OVERWRITE.value)
-    results = [report.load_results(w, recompute=_RECOMPUTE.value) for w in workdirs]
+    results = [report.load_results(w, recompute=_RECOMPUTE.value, run=runs.get(w))
+               for w in workdirs]
     text = report.render_report(results, per_fold=_PER_FOLD.value, names=names)
     plots = []
     for w in workdirs:
       if targets[w]:
-        plots += report.plot_run(w, _PLOTS.value, targets=targets[w])
+        plots += report.plot_run(w, _PLOTS.value, targets=targets[w], run=runs[w])
   print(text, end="")
   if out:
     with common.errors("report"):

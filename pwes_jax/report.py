@@ -273,12 +273,14 @@ def load_run(workdir: str) -> tuple:
   return config, source.prepare_dataset(config, workdir)
 
 
-def load_results(workdir: str, *, recompute: bool = False, verbose: bool = False) -> dict:
+def load_results(workdir: str, *, recompute: bool = False, verbose: bool = False,
+                 run: Optional[tuple] = None) -> dict:
   """A run's ``results.json``; evaluated (and written) over every finished fold when missing.
 
   With ``recompute`` the run is re-evaluated over every finished fold even if the file exists
   (:func:`evaluate_run` rewrites ``results.json`` and ``predictions.json``). A file that misses
-  some finished folds is used as it is, with a warning.
+  some finished folds is used as it is, with a warning. ``run`` is the run's
+  ``(config, dataset)`` as :func:`load_run` returned it (loaded here when needed and None).
   """
   folds = finished_folds(workdir)
   path = os.path.join(workdir, "results.json")
@@ -291,7 +293,7 @@ def load_results(workdir: str, *, recompute: bool = False, verbose: bool = False
                       path, missing)
     return res
   logging.info("%s: evaluating finished folds %s", workdir, folds)
-  config, dataset = load_run(workdir)
+  config, dataset = run or load_run(workdir)
   return evaluate_run(workdir, dataset, config, folds, verbose=verbose)
 
 
@@ -323,17 +325,19 @@ def render_report(results: Sequence[Mapping], *, per_fold: bool = False,
   return "\n".join(lines) + "\n"
 
 
-def plot_targets(workdir: str, num_videos: int, *, out_dir: Optional[str] = None) -> list:
+def plot_targets(workdir: str, num_videos: int, *, out_dir: Optional[str] = None,
+                 run: Optional[tuple] = None) -> list:
   """``[(fold index, video, png path)]`` that :func:`plot_run` writes, in its order.
 
   Annotated held-out videos come first (in fold order), then videos without annotation; files
-  are ``out_dir`` (default ``workdir/plots``) ``/<video>.png``. Nothing is written.
+  are ``out_dir`` (default ``workdir/plots``) ``/<video>.png``. Nothing is written. ``run``:
+  as in :func:`load_results`.
 
   Raises:
     FileNotFoundError: if the run has no finished fold.
   """
   records = run_dir.require_finished_folds(workdir)
-  _, dataset = load_run(workdir)
+  _, dataset = run or load_run(workdir)
   out_dir = out_dir or os.path.join(workdir, "plots")
   held_out = []
   for i, record in records.items():
@@ -345,16 +349,18 @@ def plot_targets(workdir: str, num_videos: int, *, out_dir: Optional[str] = None
 
 
 def plot_run(workdir: str, num_videos: int, *, out_dir: Optional[str] = None,
-             targets: Optional[Sequence[tuple]] = None) -> list:
+             targets: Optional[Sequence[tuple]] = None, run: Optional[tuple] = None) -> list:
   """PNGs (:func:`plot_video`) of ``num_videos`` held-out videos of a run's finished folds.
 
   The videos and paths are :func:`plot_targets`' (or ``targets``, as it returned them); an
   existing PNG there is replaced (launchers check them first: ``launch.report --overwrite``).
-  Returns the paths.
+  ``run``: as in :func:`load_results`. Returns the paths.
   """
+  run_dir.require_finished_folds(workdir)  # the clear error before any loading
+  run = run or load_run(workdir)
   if targets is None:
-    targets = plot_targets(workdir, num_videos, out_dir=out_dir)
-  config, dataset = load_run(workdir)
+    targets = plot_targets(workdir, num_videos, out_dir=out_dir, run=run)
+  config, dataset = run
   paths, loaded = [], {}
   for i, name, path in targets:
     if i not in loaded:

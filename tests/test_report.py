@@ -127,6 +127,25 @@ def test_missing_results_are_recomputed_from_the_finished_folds(tiny_run, tmp_pa
   assert (math.isnan(auc) and math.isnan(auc0)) or auc == pytest.approx(auc0)
 
 
+def test_plots_and_a_recompute_load_the_run_once(tiny_run, tmp_path, monkeypatch):
+  """launch.report --plots --recompute loads each run's config and dataset once and hands it to
+  plot_targets, load_results and plot_run; plot_run alone loads it once (it used to load it
+  twice, once more inside plot_targets)."""
+  copy = str(tmp_path / "run")
+  shutil.copytree(tiny_run, copy, ignore=shutil.ignore_patterns("plots"))
+  run = report.load_run(copy)
+  calls = []
+  real = report.source.prepare_dataset
+  monkeypatch.setattr(report.source, "prepare_dataset",
+                      lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+  targets = report.plot_targets(copy, 1, run=run)
+  report.load_results(copy, recompute=True, run=run)
+  assert report.plot_run(copy, 1, targets=targets, run=run) == [targets[0][2]]
+  assert calls == []
+  assert report.plot_run(copy, 1) == [targets[0][2]]
+  assert calls == [copy]
+
+
 @pytest.mark.parametrize("layout_kind", [
     pytest.param("empty", id="an empty directory"),
     pytest.param("unfinished", id="a fold directory without a finished record"),
