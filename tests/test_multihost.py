@@ -1,12 +1,13 @@
 """Two processes with two CPU devices each form one 4-device fold mesh (gloo collectives)."""
 
+import glob
+import json
 import os
 import socket
 import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from configs import synthetic
 from pwes_jax import run_dir
@@ -30,16 +31,21 @@ def test_two_processes_train_their_own_folds_like_one_process(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_force_host_platform_device_count=2")
   flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "launch.main", "--config=configs/synthetic.py:tiny",
-       f"--workdir={workdir}", "--folds=0-3", "--config.loso.parallel_folds=4",
-       f"--config.data.cache_dir={data}", f"--coordinator_address=127.0.0.1:{port}",
-       "--num_processes=2", f"--process_id={i}", "--cpu_collectives=gloo", *flags],
-      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(2)]
-  logs = [p.communicate(timeout=600)[0] for p in procs]
-  for p, log in zip(procs, logs):
-    assert p.returncode == 0, log[-3000:]
+
+  def launch(port):
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "launch.main", "--config=configs/synthetic.py:tiny",
+         f"--workdir={workdir}", "--folds=0-3", "--config.loso.parallel_folds=4",
+         f"--config.data.cache_dir={data}", f"--coordinator_address=127.0.0.1:{port}",
+         "--num_processes=2", f"--process_id={i}", "--cpu_collectives=gloo", *flags],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in range(2)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, log in zip(procs, logs):
+      assert p.returncode == 0, log[-3000:]
+    return logs
+
+  logs = launch(port)
   assert "fold-steps/s" in logs[0] and "fold-steps/s" in logs[1]
   assert "| +MPLG+DFCL | tuned |" in logs[0]  # only process 0 reports
   assert "| +MPLG+DFCL | tuned |" not in logs[1]
@@ -61,6 +67,24 @@ def test_two_processes_train_their_own_folds_like_one_process(tmp_path):
     for name in a:
       np.testing.assert_allclose(a[name]["attention"], b[name]["attention"], rtol=2e-4,
                                  atol=2e-5)
+
+  # A rerun with fold 1's fold.json damaged: process 0 alone sets it aside (process 1 only
+  # reads); both rebuild fold 1 from its last checkpoint and skip the finished folds.
+  outputs = os.path.join(run_dir.fold_dir(workdir, 1), "outputs.npz")
+  before = run_dir.load_outputs(outputs)
+  with open(os.path.join(run_dir.fold_dir(workdir, 1), "fold.json"), "w") as f:
+    f.write('{"finished": tr')
+  logs = launch(_free_port())
+  assert logs[0].count("set aside as") == 1 and "set aside as" not in logs[1], logs[0][-3000:]
+  for log in logs:
+    assert "folds [0, 2, 3] already finished" in log, log[-3000:]
+  assert len(glob.glob(os.path.join(run_dir.fold_dir(workdir, 1), "fold.json.damaged-*"))) == 1
+  assert run_dir.read_fold_record(workdir, 1)["finished"]
+  after = run_dir.load_outputs(outputs)
+  assert sorted(after) == sorted(before)
+  for name in before:
+    np.testing.assert_allclose(after[name]["attention"], before[name]["attention"], rtol=2e-4,
+                               atol=2e-5)
 
 
 def _launch_two(tmp_path, per_process_flags, timeout=120):
@@ -99,6 +123,28 @@ def test_one_bad_dataset_dir_ends_both_processes_with_its_message(tmp_path):
     assert "dataset.json" in log and "missing" in log, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
   assert "process 1 failed at start" in results[0][1]
+
+
+def test_a_workdir_in_use_ends_both_processes_at_start(tmp_path):
+  """Process 0 takes the workdir lock for the run: a lock held by a live process (this test's)
+  ends both processes at start with the busy message naming it; the lock is left as it was
+  and no fold directory is made."""
+  w = tmp_path / "w"
+  w.mkdir()
+  lock = run_dir.lock_path(str(w))
+  holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": "2026-12-01 00:00:00"}
+  with open(lock, "w") as f:
+    json.dump(holder, f)
+  results = _launch_two(tmp_path, [[], []])
+  for rc, log, seconds in results:
+    assert rc not in (0, None), log[-3000:]
+    assert seconds < 60, (seconds, log[-2000:])
+    assert f"workdir {w} is in use by process {os.getpid()}" in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+  assert "process 0 failed at start" in results[1][1]
+  with open(lock) as f:
+    assert json.load(f) == holder
+  assert not os.path.exists(run_dir.fold_dir(str(w), 0))
 
 
 def test_processes_with_different_configs_are_refused(tmp_path):
