@@ -156,7 +156,7 @@ class RunProgress:
       elapsed = time.perf_counter() - self._start
       eta = f", ETA {_clock(remaining)}" if left else ""
       if left and self._thread_seconds is None and self._next_width > 1:
-        eta += f" at one fold at a time (now {self._next_width} at a time)"
+        eta += f" at one fold at a time (the rest train {self._next_width} at a time)"
       self._out(f"[{self._folds_done}/{self.total_folds}] {text}; elapsed {_clock(elapsed)}{eta}")
 
   def summary(self) -> str:
