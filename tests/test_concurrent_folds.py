@@ -117,20 +117,29 @@ def test_a_failing_fold_stops_the_others_and_a_rerun_resumes(tmp_path, data_cach
   seq_dir, seq = one_at_a_time
   check = metrics_log.check_finite
   fold1_started = threading.Event()
+  unit, stops = trainer._train_unit, []  # pylint: disable=protected-access
+
+  def unit_seen(ctx, make_driver, log, progress, stop=None):
+    if stop is not None:
+      stops.append(stop)  # the fold threads' shared stop event
+    return unit(ctx, make_driver, log, progress, stop)
 
   def failing(history, fold_index):
-    if fold_index == 1:
+    if fold_index == 1 and not fold1_started.is_set():
       fold1_started.set()
+      assert stops[0].wait(60)  # fold 1 goes on only after fold 2's failure stopped the run
     if fold_index == 2:
       fold1_started.wait(60)  # both folds are under way when fold 2 fails
       raise metrics_log.NonFiniteLossError(f"fold {fold_index}: loss is nan at step 3")
     check(history, fold_index)
 
   monkeypatch.setattr(metrics_log, "check_finite", failing)
+  monkeypatch.setattr(trainer, "_train_unit", unit_seen)
   workdir = tmp_path / "run"
   with pytest.raises(train.NonFiniteLossError, match=r"^fold 2: loss is nan at step 3$"):
     _run(workdir, data_cache, **{"loso.concurrent_folds": 2})
   monkeypatch.setattr(metrics_log, "check_finite", check)
+  monkeypatch.setattr(trainer, "_train_unit", unit)
   assert sorted(run_dir.finished_folds(str(workdir))) == [0]
   assert not os.path.exists(os.path.join(run_dir.fold_dir(str(workdir), 3), "fold.json"))
   assert not os.path.exists(run_dir.fold_dir(str(workdir), 3))  # never started
@@ -256,10 +265,15 @@ def test_an_interrupt_waits_for_the_folds_under_way(monkeypatch):
   doing (a checkpoint being written is completed, not cut), and no further fold starts. A
   ``Thread.join`` cut short by the signal would have returned at once (CPython 3.11)."""
   finished = []
+  both = threading.Barrier(2)
 
   def unit(ctx, make_driver, log, progress, stop=None):
     index = make_driver()
-    time.sleep(1.5 if index == 1 else 0.5)  # the first thread's fold is the slower one
+    both.wait(60)  # both folds are under way when the signal comes
+    if index == 2:
+      signal.pthread_kill(threading.main_thread().ident, signal.SIGALRM)
+    assert stop.wait(60)  # the caller stopped the threads ...
+    time.sleep(1.0 if index == 1 else 0.2)  # ... and waits for them (fold 1 the slower)
     finished.append(index)
     return []
 
@@ -269,12 +283,10 @@ def test_an_interrupt_waits_for_the_folds_under_way(monkeypatch):
   monkeypatch.setattr(trainer, "_train_unit", unit)
   previous = signal.signal(signal.SIGALRM, interrupt)
   try:
-    signal.setitimer(signal.ITIMER_REAL, 0.2)
     with pytest.raises(SystemExit):
       trainer._train_threads(  # pylint: disable=protected-access
           None, [lambda: 1, lambda: 2, lambda: 3], 2, None, None)
   finally:
-    signal.setitimer(signal.ITIMER_REAL, 0)
     signal.signal(signal.SIGALRM, previous)
   assert sorted(finished) == [1, 2]
 

@@ -206,7 +206,7 @@ def test_a_pt_file_without_torch_points_to_the_export_one_liner(tmp_path):
 
 def _launch(*args):
   return subprocess.run([sys.executable, "-m", "launch.convert_i3d", *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=120, check=False)
+                        capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_launcher_converts_checks_the_stream_and_keeps_existing_output(tmp_path):

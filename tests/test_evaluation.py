@@ -443,7 +443,7 @@ def fixture_tiny_dataset(tmp_path):
 
 def run_cli(*args):
   return subprocess.run([sys.executable, "-m", "launch.evaluate", *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=60, check=False)
+                        capture_output=True, text=True, timeout=300, check=False)
 
 
 @pytest.mark.parametrize("protocol", ["megc", "strict"])

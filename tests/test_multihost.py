@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from configs import synthetic
 from pwes_jax import run_dir
@@ -87,8 +88,9 @@ def test_two_processes_train_their_own_folds_like_one_process(tmp_path):
                                atol=2e-5)
 
 
-def _launch_two(tmp_path, per_process_flags, timeout=120):
-  """Starts a two-process tiny run; returns ``[(returncode, log, seconds)]``."""
+def _launch_two(tmp_path, per_process_flags, timeout=300):
+  """Starts a two-process tiny run; returns ``[(returncode, log, seconds)]``. A process still
+  running after ``timeout`` seconds (a hang) fails the test."""
   import time  # pylint: disable=g-import-not-at-top  (only these tests time processes)
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu",
@@ -109,7 +111,7 @@ def _launch_two(tmp_path, per_process_flags, timeout=120):
       log = p.communicate(timeout=timeout)[0]
     except subprocess.TimeoutExpired:
       p.kill()
-      log = p.communicate()[0]
+      pytest.fail(f"process still running after {timeout} s: {p.communicate()[0][-3000:]}")
     out.append((p.returncode, log, time.time() - t0))
   return out
 
@@ -119,7 +121,7 @@ def test_one_bad_dataset_dir_ends_both_processes_with_its_message(tmp_path):
   results = _launch_two(tmp_path, [[], [bad]])
   for rc, log, seconds in results:
     assert rc not in (0, None), log[-3000:]
-    assert seconds < 60, (seconds, log[-2000:])
+    assert seconds < 150, (seconds, log[-2000:])  # both end promptly, not at the timeout
     assert "dataset.json" in log and "missing" in log, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
   assert "process 1 failed at start" in results[0][1]
@@ -138,7 +140,7 @@ def test_a_workdir_in_use_ends_both_processes_at_start(tmp_path):
   results = _launch_two(tmp_path, [[], []])
   for rc, log, seconds in results:
     assert rc not in (0, None), log[-3000:]
-    assert seconds < 60, (seconds, log[-2000:])
+    assert seconds < 150, (seconds, log[-2000:])  # both end promptly, not at the timeout
     assert f"workdir {w} is in use by process {os.getpid()}" in log, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
   assert "process 0 failed at start" in results[1][1]
@@ -151,7 +153,7 @@ def test_processes_with_different_configs_are_refused(tmp_path):
   results = _launch_two(tmp_path, [[], ["--config.optim.learning_rate=0.01"]])
   for rc, log, seconds in results:
     assert rc not in (0, None), log[-3000:]
-    assert seconds < 60, (seconds, log[-2000:])
+    assert seconds < 150, (seconds, log[-2000:])  # both end promptly, not at the timeout
     assert "run another config than process 0" in log, log[-3000:]
   assert not os.path.exists(run_dir.fold_dir(str(tmp_path / "w"), 0))
 

@@ -228,12 +228,17 @@ run_dir._read_lock = slow_read
 open(sys.argv[2], "w").close()
 while not all(__import__("os").path.exists(p) for p in sys.argv[3:]):
   time.sleep(0.01)
+mine, everyone = sys.argv[2] + ".done", [p + ".done" for p in sys.argv[3:]]
 try:
   with run_dir.workdir_lock(sys.argv[1]):
     print("got", flush=True)
-    time.sleep(2.0)
+    open(mine, "w").close()
+    deadline = time.time() + 120  # held until the other process has made its attempt
+    while not all(__import__("os").path.exists(p) for p in everyone) and time.time() < deadline:
+      time.sleep(0.01)
 except run_dir.WorkdirBusyError:
   print("busy", flush=True)
+  open(mine, "w").close()
 """
 
 
@@ -251,7 +256,7 @@ def test_two_runs_finding_one_stale_lock_do_not_both_take_it(tmp_path):
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
            for i in range(2)]
-  outs = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
+  outs = sorted(p.communicate(timeout=300)[0].strip() for p in procs)
   assert outs == ["busy", "got"], outs
   assert not os.path.exists(os.path.join(w, run_dir.LOCK_FILE))
 

@@ -145,7 +145,7 @@ def test_average_outputs_is_the_elementwise_mean_over_folds():
 
 def _run_cli(*args):
   return subprocess.run([sys.executable, "-m", "launch.spot", *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=120)
+                        capture_output=True, text=True, timeout=300)
 
 
 def test_cli_writes_the_proposals_json(tiny_run, tmp_path):
@@ -205,7 +205,7 @@ def test_a_second_spot_loads_its_programs_from_the_compilation_cache(tiny_run, t
     proc = subprocess.run([sys.executable, "-m", "launch.spot", f"--workdir={tiny_run}",
                            f"--features={path}", f"--output={tmp_path / f'spots{i}.json'}",
                            "--fold=0"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr
     line = next(l for l in proc.stderr.splitlines() if l.startswith("compiles: "))
     built, compiled, loaded = (int(x) for x in re.search(
