@@ -64,7 +64,8 @@ def main(argv):
                for w in workdirs}
     for w in workdirs:
       for _, _, path in targets[w]:
-        output_paths.check_file_outputs({"plots": path}, overwrite=_OVERWRITE.value)
+        output_paths.check_file_outputs({"plots": path}, overwrite=_OVERWRITE.value,
+                                        derived=True)
     results = [report.load_results(w, recompute=_RECOMPUTE.value, run=runs.get(w))
                for w in workdirs]
     text = report.render_report(results, per_fold=_PER_FOLD.value, names=names)

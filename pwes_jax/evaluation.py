@@ -373,7 +373,7 @@ def evaluate(predictions: Mapping, ground_truth: GroundTruth, *, protocol: str =
              threshold: Optional[float] = None, videos: Optional[Sequence[str]] = None,
              iou_threshold: float = IOU_THRESHOLD, me_seconds: float = ME_SECONDS,
              me_long_seconds: float = ME_LONG_SECONDS, max_per_video: int = MAX_PER_VIDEO,
-             source: str = "<predictions>") -> dict:
+             source: str = "<predictions>", warn_tuned: bool = True) -> dict:
   """Scores predictions against ground truth.
 
   Args:
@@ -391,6 +391,8 @@ def evaluate(predictions: Mapping, ground_truth: GroundTruth, *, protocol: str =
     me_long_seconds: the ``me_1.0`` row's bound.
     max_per_video: ``paper`` only: at most this many predictions per video (highest scores).
     source: names the predictions in error messages.
+    warn_tuned: log :data:`TUNED_WARNING` when the threshold is tuned (``threshold=None``);
+      callers that print it beside their table pass False (it is in ``warning`` either way).
 
   Returns:
     A JSON-ready dict: ``rows`` (``overall, me, mae, me_1.0``, each ``tp, n_pred, n_gt,
@@ -430,7 +432,8 @@ def evaluate(predictions: Mapping, ground_truth: GroundTruth, *, protocol: str =
                   "f1_p": rows["me"]["f1"]})
     return out
   sw = prepared.sweep()
-  logging.warning("%s", TUNED_WARNING)
+  if warn_tuned:
+    logging.warning("%s", TUNED_WARNING)
   out.update(threshold=prepared.threshold(sw["cut"]),
              threshold_source="tuned_on_test_predictions",
              rows=sw["rows"], num_thresholds_tried=sw["num_thresholds"],
@@ -547,7 +550,9 @@ def honest_operating_point(train_predictions_by_fold: Mapping, test_predictions_
     ``{"protocol", "honest" (the default point), "honest_cross_fold",
     "honest_train_subjects", "honest_point" (its name), "tuned" (:func:`evaluate` on the pooled
     test predictions, tuned on them as in the paper), "warning"}``; each honest point holds
-    ``rows, f1_0.5, f1_1.0, f1_p`` (fixed-threshold values) and ``per_fold``.
+    ``rows, f1_0.5, f1_1.0, f1_p`` (fixed-threshold values) and ``per_fold``. The tuned
+    evaluation logs nothing: ``warning`` is :data:`TUNED_WARNING`, for the caller to print
+    beside its table (``report.print_result``, ``report.render_report``).
   """
   if default not in HONEST_POINTS:
     raise ValueError(f"default must be one of {HONEST_POINTS}, got {default!r}")
@@ -574,7 +579,7 @@ def honest_operating_point(train_predictions_by_fold: Mapping, test_predictions_
   tuned = evaluate(all_test, ground_truth, protocol=protocol, videos=list(all_test),
                    iou_threshold=iou_threshold, me_seconds=me_seconds,
                    me_long_seconds=me_long_seconds, max_per_video=max_per_video,
-                   source="pooled test predictions")
+                   source="pooled test predictions", warn_tuned=False)
   return {"protocol": protocol, "honest": points[default], "honest_point": default,
           "honest_cross_fold": points["cross_fold"],
           "honest_train_subjects": points["train_subjects"], "tuned": tuned,

@@ -83,19 +83,20 @@ def _pairs(inputs) -> list:
   return [(flag, value) for flag, value in items if value]
 
 
-def _check_inputs(flag: str, out: str, inputs) -> None:
+def _check_inputs(flag: str, out: str, inputs, name: Optional[str] = None) -> None:
+  name = name or f"--{flag}={out}"
   for in_flag, value in _pairs(inputs):
     src = _real(value)
     # Inside an input run directory only the run's own files are refused (run_file_of).
     inside = (os.path.isdir(src) and _inside(out, src)
               and not os.path.isfile(run_dir.config_path(src)))
     if out == src or inside:
-      raise OutputPathError(f"--{flag}={out} is {'inside ' if out != src else ''}the input "
+      raise OutputPathError(f"{name} is {'inside ' if out != src else ''}the input "
                             f"--{in_flag}={src}; refusing to write there (choose another path)")
 
 
 def check_file_outputs(outputs: Mapping[str, Optional[str]], inputs=None, *,
-                       overwrite: bool = False) -> dict:
+                       overwrite: bool = False, derived: bool = False) -> dict:
   """Refuses file outputs the command must not write (see the module docstring).
 
   Args:
@@ -103,6 +104,9 @@ def check_file_outputs(outputs: Mapping[str, Optional[str]], inputs=None, *,
     inputs: ``{flag name: path or None}`` (or ``[(flag name, path)]`` for a repeated flag) of
       every file or directory it reads.
     overwrite: whether an existing file may be replaced (the launcher's ``--overwrite``).
+    derived: the paths are not the flags' values but files the flags make the command write
+      (``launch.report --plots=N``'s PNGs): messages name them ``<path> (written by
+      --<flag>)`` instead of ``--<flag>=<path>``.
 
   Returns:
     ``{flag name: absolute path}`` of the given outputs.
@@ -115,38 +119,39 @@ def check_file_outputs(outputs: Mapping[str, Optional[str]], inputs=None, *,
     if not value:
       continue
     out = _real(value)
+    name = f"{out} (written by --{flag})" if derived else f"--{flag}={out}"
     if os.path.isdir(out):
-      raise OutputPathError(f"--{flag}={out} is a directory; give a file path")
+      raise OutputPathError(f"{name} is a directory; give a file path")
     parent = os.path.dirname(out)
     for d in [parent, *_ancestors(parent)]:
       if os.path.exists(d) and not os.path.isdir(d):
-        raise OutputPathError(f"--{flag}={out}: {d} is a file, not a directory")
+        raise OutputPathError(f"{name}: {d} is a file, not a directory")
     if out in seen:
       raise OutputPathError(f"--{flag} and --{seen[out]} are the same file {out}; give two "
                             "different paths")
     seen[out] = flag
     data = dataset_dir_of(out)
     if data is not None:
-      raise OutputPathError(f"--{flag}={out} lies inside the dataset directory {data}; "
+      raise OutputPathError(f"{name} lies inside the dataset directory {data}; "
                             "refusing to write into a dataset (choose a path outside it)")
     run = run_file_of(out)
     if run is not None:
-      raise OutputPathError(f"--{flag}={out} is one of the run {run}'s own files; choose "
+      raise OutputPathError(f"{name} is one of the run {run}'s own files; choose "
                             "a path outside the run's files")
-    _check_inputs(flag, out, inputs)
+    _check_inputs(flag, out, inputs, name)
     if os.path.lexists(out) and not overwrite:
-      raise OutputPathError(f"--{flag}={out} exists; pass --overwrite to replace it")
-    _probe_writable(flag, out)
+      raise OutputPathError(f"{name} exists; pass --overwrite to replace it")
+    _probe_writable(flag, out, name)
     out_paths[flag] = out
   return out_paths
 
 
-def _probe_writable(flag: str, out: str) -> None:
+def _probe_writable(flag: str, out: str, name: Optional[str] = None) -> None:
   """Creates and removes an empty probe file where ``out`` will be written.
 
   Raises:
-    OSError: the system's error, its ``filename`` ``--<flag>=<out>`` (its errno kept, so
-      launchers add their advice for a full disk or a permission).
+    OSError: the system's error, its ``filename`` ``name`` (default ``--<flag>=<out>``; its
+      errno kept, so launchers add their advice for a full disk or a permission).
   """
   directory = os.path.dirname(out)
   while not os.path.isdir(directory):  # the launcher creates the missing directories
@@ -155,7 +160,7 @@ def _probe_writable(flag: str, out: str) -> None:
     fd, probe = tempfile.mkstemp(prefix=".pwes-write-probe-", dir=directory)
   except OSError as e:
     raise OSError(e.errno, f"cannot write in {directory}: {e.strerror}",
-                  f"--{flag}={out}") from None
+                  name or f"--{flag}={out}") from None
   os.close(fd)
   os.remove(probe)
 

@@ -101,8 +101,8 @@ class RunProgress:
 
   def announce_concurrency(self, width: int) -> None:
     """Says that the units after the one under way train ``width`` at a time: until one of
-    them has finished there is no figure for that, so the ETA printed before says it is the
-    one-fold-at-a-time figure."""
+    them has finished there is no figure for that, so the line printed before gives no ETA
+    and says when it comes."""
     with self._lock:
       self._next_width = int(width)
 
@@ -156,11 +156,15 @@ class RunProgress:
       elapsed = time.perf_counter() - self._start
       eta = f", ETA {_clock(remaining)}" if left else ""
       if left and self._thread_seconds is None and self._next_width > 1:
-        eta += f" at one fold at a time (the rest train {self._next_width} at a time)"
+        # No figure for folds trained side by side yet: a one-at-a-time ETA misled (46 % too
+        # long on the README job), so none until one of them has finished.
+        eta = f", ETA after the next folds ({self._next_width} at a time from now)"
       self._out(f"[{self._folds_done}/{self.total_folds}] {text}; elapsed {_clock(elapsed)}{eta}")
 
   def summary(self) -> str:
-    """One line of phase seconds and one of compiles, for the end of the run."""
+    """One line of phase seconds (and one on folds trained side by side) and one of compiles,
+    for the end of the run; no compiles line when nothing was built (a rerun of a finished
+    workdir)."""
     with self._lock:
       total = time.perf_counter() - self._start
       parts = [f"{p} {self.seconds[p]:.1f} s" for p in PHASES if self.seconds.get(p)]
@@ -171,6 +175,8 @@ class RunProgress:
         wall = sum(s for _, s in self._concurrent)
         note = (f"\nfolds trained {width} at a time for {wall:.1f} s of it (setup, training "
                 "and inference are their shares of that time)")
-      return (f"time: {total:.1f} s wall = " + ", ".join(parts)
-              + f" (+{max(total - sum(self.seconds.values()), 0.0):.1f} s other)" + note + "\n"
-              + f"compiles: {compile_cache.describe(c)}, inside the phases above")
+      text = (f"time: {total:.1f} s wall = " + ", ".join(parts)
+              + f" (+{max(total - sum(self.seconds.values()), 0.0):.1f} s other)" + note)
+      if c.programs:  # a rerun of a finished workdir builds nothing: no line of zeros
+        text += f"\ncompiles: {compile_cache.describe(c)}, inside the phases above"
+      return text

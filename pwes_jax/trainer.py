@@ -451,7 +451,7 @@ def _train(ctx: RunContext, driver: _Driver, log: metrics_log.MetricsLog,
   infer = time.time() - t_infer
   steps_run = config.optim.steps - driver.start
   steady = steps_run / float(np.median(rates)) if rates else seconds  # without the compiles
-  progress.unit_done(f"{driver.summary_line(steps_run, seconds)}; outputs {infer:.1f} s",
+  progress.unit_done(f"{driver.summary_line(steps_run, seconds)}; inference {infer:.1f} s",
                      len(driver.folds), seconds + infer, steady + infer)
   return records
 

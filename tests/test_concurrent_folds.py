@@ -223,7 +223,7 @@ def test_concurrent_eta_counts_what_is_left_of_the_folds_under_way(monkeypatch):
 
   p.announce_concurrency(2)
   start(0, 0.0)
-  done(0, 10.0, "fold 0", 10.0)  # alone: 4 left x 10 s, said to be the one-at-a-time figure
+  done(0, 10.0, "fold 0", 10.0)  # alone: no figure for two at a time yet, so no ETA
   with p.concurrently(2):
     start(1, 10.0)
     start(2, 10.0)
@@ -234,7 +234,7 @@ def test_concurrent_eta_counts_what_is_left_of_the_folds_under_way(monkeypatch):
     done(1, 51.0, "fold 3", 21.0)  # mean 21 s: fold 4 has 21 - 19 = 2 s left
     done(2, 53.0, "fold 4", 21.0)
   assert [l.rsplit("ETA ", 1)[-1] if "ETA" in l else None for l in lines] == [
-      "40s at one fold at a time (the rest train 2 at a time)", "20s", "21s", "2s", None]
+      "after the next folds (2 at a time from now)", "20s", "21s", "2s", None]
 
 
 def test_metrics_log_keeps_rows_appended_while_another_fold_truncates(tmp_path):

@@ -298,7 +298,11 @@ def test_honest_operating_point_hand_case():
            "s2": preds_of({"s1_v": [(0, 9, 0.3)]})}
   test = {"s1": preds_of({"s1_v": [(0, 9, 0.4), (40, 49, 0.6)]}),
           "s2": preds_of({"s2_v": [(0, 9, 0.35), (60, 69, 0.2)]})}
-  res = evaluation.honest_operating_point(train, test, gt)
+  with mock.patch.object(evaluation.logging, "warning") as warn:
+    res = evaluation.honest_operating_point(train, test, gt)
+  # The tuned rows' warning is returned for the caller's table, not logged a second time.
+  assert not any(evaluation.TUNED_WARNING in str(c) for c in warn.call_args_list)
+  assert res["warning"] == res["tuned"]["warning"] == evaluation.TUNED_WARNING
   by_train = res["honest_train_subjects"]
   assert by_train["per_fold"]["s1"]["threshold"] == 0.5
   assert by_train["per_fold"]["s2"]["threshold"] == 0.3

@@ -227,7 +227,7 @@ def test_existing_plots_and_set_aside_files_are_not_replaced(world):
     with open(os.path.join(run, name), "w") as f:
       f.write("set aside\n")
   _check_refused(world, "launch.report", [
-      ([f"--workdir={run}", "--plots=1"], f"--plots={png} exists; pass --overwrite"),
+      ([f"--workdir={run}", "--plots=1"], f"{png} (written by --plots) exists; pass --overwrite"),
       ([f"--workdir={run}", f"--output={run}/metrics.jsonl.torn", "--overwrite"], "own files"),
       ([f"--workdir={run}", f"--output={run}/config.json.damaged-20250101-000000",
         "--overwrite"], "own files"),

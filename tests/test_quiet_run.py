@@ -2,6 +2,7 @@
 unless --verbosity asks; a rerun reuses compiled programs from the persistent cache; the
 allocator tuning of the launchers."""
 
+import dataclasses
 import os
 import platform
 import re
@@ -48,7 +49,10 @@ def test_default_run_is_quiet_and_shows_progress_eta_and_summary(tmp_path, cache
   assert not any("orbax" in l.lower() or "checkpoint_manager" in l for l in lines), lines
   folds = [l for l in out if re.match(r"^\[\d/3\] fold  \d \(subject ", l)]
   assert len(folds) == 3, out
-  assert "steps/s" in folds[0] and "ETA" in folds[0] and "ETA" not in folds[-1]
+  assert "steps/s" in folds[0] and "ETA" not in folds[-1]
+  # Fold 0 trains alone, then folds 1 and 2 side by side: no two-at-a-time figure yet.
+  assert folds[0].endswith(", ETA after the next folds (2 at a time from now)"), folds[0]
+  assert re.search(r", ETA \d+s$", folds[1]), folds[1]
   summary = [l for l in out if l.startswith("time: ")]
   assert len(summary) == 1 and "training" in summary[0] and "evaluation" in summary[0]
   # The synthetic config trains folds 1 and 2 side by side in two threads: still quiet.
@@ -115,6 +119,18 @@ def test_eta_counts_remaining_folds_at_the_steady_rate():
   with p.phase("evaluation"):
     pass
   assert p.summary().startswith("time: ")
+
+
+def test_summary_has_no_compiles_line_when_nothing_was_built(monkeypatch):
+  """A rerun of a finished workdir builds no program: no 'compiles: 0 program(s) ...' line;
+  once a program was built, the line is there."""
+  counts = {"n": compile_cache.Counts()}
+  monkeypatch.setattr(progress_lib.compile_cache, "counts", lambda: counts["n"])
+  p = progress_lib.RunProgress(total_folds=0, out=[].append)
+  assert "compiles:" not in p.summary()
+  counts["n"] = dataclasses.replace(compile_cache.Counts(), programs=1,
+                                    compile_seconds=0.5)
+  assert "\ncompiles: 1 program(s) built in 0.5 s: 1 compiled" in p.summary()
 
 
 def test_keep_freed_memory_sets_glibc_thresholds_unless_the_user_did(monkeypatch):
