@@ -63,7 +63,8 @@ def test_default_run_is_quiet_and_shows_progress_eta_and_summary(tmp_path, cache
   table = out.index(next(l for l in out if l.startswith("| run |")))
   assert out.index(summary[0]) < table
   # Warnings stay visible (the fold 0 subject's negative video, the tuned-row note).
-  assert any(l.startswith("W") and "negative videos" in l for l in err), err
+  assert any(l.startswith("warning: ") and "negative videos" in l for l in err), err
+  assert not any(re.match(r"^[WE]\d{4} ", l) for l in err), err  # no absl prefix
   assert len(lines) <= 30, lines
 
   # A second run (new workdir, same programs) loads the compiled step from the cache.
