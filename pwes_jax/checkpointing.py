@@ -264,7 +264,8 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Optional[Any]
       path = os.path.join(directory, str(step))
       brief = _brief(e)
       run_dir.set_aside(
-          path, f"checkpoint step {step} cannot be restored ({type(e).__name__}: {brief}); "
+          path, f"checkpoint step {step} cannot be restored, its files are damaged "
+          f"({type(e).__name__}: {brief}); "
           "the previous kept step is tried", dest=os.path.join(
               os.path.dirname(directory), f"checkpoint_{step}"))
       set_aside += 1
