@@ -56,10 +56,7 @@ def main(argv):
         overwrite=_OVERWRITE.value).get("output")
     # The plots' paths are checked before any work, like --output; each run's config and
     # dataset are loaded once for its plots (and a --recompute).
-    runs = {}
-    for w in workdirs if _PLOTS.value else ():
-      report.finished_folds(w)  # a run without a finished fold: that error, before loading
-      runs[w] = report.load_run(w)
+    runs = {w: report.load_run(w) for w in workdirs} if _PLOTS.value else {}
     targets = {w: report.plot_targets(w, _PLOTS.value, run=runs[w]) if runs else []
                for w in workdirs}
     for w in workdirs:

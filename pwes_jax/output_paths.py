@@ -83,8 +83,8 @@ def _pairs(inputs) -> list:
   return [(flag, value) for flag, value in items if value]
 
 
-def _check_inputs(flag: str, out: str, inputs, name: Optional[str] = None) -> None:
-  name = name or f"--{flag}={out}"
+def _check_inputs(name: str, out: str, inputs) -> None:
+  """Refuses ``out`` (called ``name`` in the message) when it is or lies inside an input."""
   for in_flag, value in _pairs(inputs):
     src = _real(value)
     # Inside an input run directory only the run's own files are refused (run_file_of).
@@ -138,20 +138,20 @@ def check_file_outputs(outputs: Mapping[str, Optional[str]], inputs=None, *,
     if run is not None:
       raise OutputPathError(f"{name} is one of the run {run}'s own files; choose "
                             "a path outside the run's files")
-    _check_inputs(flag, out, inputs, name)
+    _check_inputs(name, out, inputs)
     if os.path.lexists(out) and not overwrite:
       raise OutputPathError(f"{name} exists; pass --overwrite to replace it")
-    _probe_writable(flag, out, name)
+    _probe_writable(name, out)
     out_paths[flag] = out
   return out_paths
 
 
-def _probe_writable(flag: str, out: str, name: Optional[str] = None) -> None:
+def _probe_writable(name: str, out: str) -> None:
   """Creates and removes an empty probe file where ``out`` will be written.
 
   Raises:
-    OSError: the system's error, its ``filename`` ``name`` (default ``--<flag>=<out>``; its
-      errno kept, so launchers add their advice for a full disk or a permission).
+    OSError: the system's error, its ``filename`` ``name`` (``--<flag>=<out>``; its errno kept,
+      so launchers add their advice for a full disk or a permission).
   """
   directory = os.path.dirname(out)
   while not os.path.isdir(directory):  # the launcher creates the missing directories
@@ -160,7 +160,7 @@ def _probe_writable(flag: str, out: str, name: Optional[str] = None) -> None:
     fd, probe = tempfile.mkstemp(prefix=".pwes-write-probe-", dir=directory)
   except OSError as e:
     raise OSError(e.errno, f"cannot write in {directory}: {e.strerror}",
-                  name or f"--{flag}={out}") from None
+                  name) from None
   os.close(fd)
   os.remove(probe)
 

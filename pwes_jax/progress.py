@@ -86,6 +86,7 @@ class RunProgress:
     with self._lock:
       self._thread_seconds, self._width = {}, int(width)
       self._concurrent_from = len(self.fold_seconds)
+      self._next_width = 1  # announce_concurrency holds until the block starts
     try:
       yield
     finally:

@@ -268,7 +268,12 @@ def finished_folds(workdir: str) -> list:
 
 def load_run(workdir: str) -> tuple:
   """``(config, dataset)`` of a run: the config from ``config.json``, the dataset from
-  ``config.data.dataset_dir`` or the synthetic cache (regenerated if it was deleted)."""
+  ``config.data.dataset_dir`` or the synthetic cache (regenerated if it was deleted).
+
+  Raises:
+    FileNotFoundError: if the run has no finished fold (before anything is loaded).
+  """
+  run_dir.require_finished_folds(workdir)
   config = run_dir.load_config(workdir)
   return config, source.prepare_dataset(config, workdir)
 
@@ -356,7 +361,6 @@ def plot_run(workdir: str, num_videos: int, *, out_dir: Optional[str] = None,
   existing PNG there is replaced (launchers check them first: ``launch.report --overwrite``).
   ``run``: as in :func:`load_results`. Returns the paths.
   """
-  run_dir.require_finished_folds(workdir)  # the clear error before any loading
   run = run or load_run(workdir)
   if targets is None:
     targets = plot_targets(workdir, num_videos, out_dir=out_dir, run=run)
