@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
-from pwes_jax import dfcl
-from pwes_jax import model as model_lib
-from pwes_jax import state as state_lib
-from pwes_jax import steps
+from pwes_jax.method import dfcl
+from pwes_jax.method import model as model_lib
+from pwes_jax.training import state as state_lib
+from pwes_jax.training import steps
 from pwes_jax.data import folds as folds_lib
 from pwes_jax.data import layout
 from pwes_jax.data import synthetic

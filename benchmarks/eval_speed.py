@@ -19,8 +19,8 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from pwes_jax import evaluation
-from pwes_jax import proposals
+from pwes_jax.evaluation import scoring
+from pwes_jax.evaluation import proposals
 from pwes_jax.data import layout
 
 _VIDEOS = flags.DEFINE_integer("videos", 956, "Number of videos.")
@@ -66,7 +66,7 @@ def main(argv):
   logging.set_verbosity(logging.ERROR)  # the tuned-threshold warning would repeat per run
   rng = np.random.default_rng(_SEED.value)
   videos, anns = _dataset(rng, _VIDEOS.value)
-  gt = evaluation.ground_truth_from_annotations(videos, anns, FPS)
+  gt = scoring.ground_truth_from_annotations(videos, anns, FPS)
   signals = []
   for v in videos:
     t_len = (v.num_frames - 1) // SNIPPET
@@ -88,15 +88,15 @@ def main(argv):
                       for a, b, c in zip(on, off, rng.random(_PROPOSALS.value))]
   n_pred = sum(len(p) for p in preds.values())
   print(f"evaluation: {len(videos)} videos, {n_pred} predictions, {len(anns)} ground truths")
-  for protocol in evaluation.PROTOCOLS:
+  for protocol in scoring.PROTOCOLS:
     _timed(f"evaluate {protocol}, sweep over every score",
-           lambda p=protocol: evaluation.evaluate(preds, gt, protocol=p))
+           lambda p=protocol: scoring.evaluate(preds, gt, protocol=p))
     _timed(f"evaluate {protocol}, fixed threshold",
-           lambda p=protocol: evaluation.evaluate(preds, gt, protocol=p, threshold=0.5))
+           lambda p=protocol: scoring.evaluate(preds, gt, protocol=p, threshold=0.5))
   _timed("evaluate megc, sweep, generated proposals",
-         lambda: evaluation.evaluate(generated, gt))
+         lambda: scoring.evaluate(generated, gt))
   _timed("evaluate strict, sweep, generated proposals",
-         lambda: evaluation.evaluate(generated, gt, protocol="strict"))
+         lambda: scoring.evaluate(generated, gt, protocol="strict"))
   with tempfile.TemporaryDirectory() as tmp:
     root = os.path.join(tmp, "ds")
     layout.write_dataset(root, layout.DatasetInfo("bench", FPS, SNIPPET, 16), videos, anns)
@@ -104,7 +104,7 @@ def main(argv):
     with open(path, "w") as f:
       json.dump({"videos": preds}, f)
     _timed("evaluate_files megc sweep (read CSVs + JSON + validate)",
-           lambda: evaluation.evaluate_files(root, path))
+           lambda: scoring.evaluate_files(root, path))
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 # One short GPU check, as run through the device tool (figures in BUILD_NOTES.md):
 #   I3D extraction throughput per stream and dtype, the paper-size train step on one bucket,
 #   and LOSO folds stacked on one GPU vs one after another.
-# Runs from the repository root; writes logs under $OUT (default /tmp/pwes_gpu_check).
-# A missing ml_collections can travel as a wheel in .whl/ (see /work/.library/device/README.md).
+# Runs from the repository root; writes logs under $OUT (default: a folder under $TMPDIR, or
+# /tmp). A missing ml_collections can travel as a wheel in .whl/ (see device_env.sh).
 set -u
-OUT=${OUT:-/tmp/pwes_gpu_check}
+OUT=${OUT:-${TMPDIR:-/tmp}/pwes_gpu_check}
 . benchmarks/device_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$OUT/gpu.txt"
 python3 -c "import jax, flax, optax, orbax.checkpoint as o; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" 2>&1 | tee -a "$OUT/gpu.txt"

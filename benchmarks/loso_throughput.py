@@ -9,7 +9,7 @@ one bucket length (``--length`` snippets, batch ``--batch_size``, random feature
 
 * ``sequential``: the folds one after another with the single-fold step
   (``steps.make_train_step``, compiled once for all G), a fresh ``state.init_state`` per fold,
-  as ``trainer.train_folds`` does;
+  as ``loop.train_folds`` does;
 * ``parallel``: one stacked state of G folds (``sharding.stack``, placed with
   ``NamedSharding(mesh, P('fold'))`` by ``sharding.global_array``) trained by
   ``steps.make_parallel_step`` over a fold mesh of ``min(devices, G)`` devices, with the
@@ -78,11 +78,11 @@ import numpy as np
 
 from configs import casme2 as casme2_config
 from configs import synthetic as synthetic_config
-from pwes_jax import model as model_lib
-from pwes_jax import config_checks
-from pwes_jax import sharding
-from pwes_jax import state as state_lib
-from pwes_jax import steps
+from pwes_jax.method import model as model_lib
+from pwes_jax.training import checks
+from pwes_jax.training import sharding
+from pwes_jax.training import state as state_lib
+from pwes_jax.training import steps
 from pwes_jax.data import layout
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -258,7 +258,7 @@ def main(argv):
     raise app.UsageError("--steps >= 1, --length >= 2 and --batch_size >= 1 are needed")
   config = (casme2_config if _MODEL.value == "casme2" else synthetic_config).get_config()
   config.optim.batch_size = _BATCH_SIZE.value
-  config_checks.check_run_config(config)
+  checks.check_run_config(config)
   feature_dim = config.data.synthetic_feature_dim
   bank = 97  # CAS(ME)^2: the largest fold trains on 97 of the 98 videos
   model = model_lib.build_model(config.model)

@@ -46,16 +46,16 @@ import numpy as np
 
 from benchmarks import machine
 from launch import quiet
-from pwes_jax import compile_cache
-from pwes_jax import config_checks
-from pwes_jax import host_memory
-from pwes_jax import objective
-from pwes_jax import progress as progress_lib
-from pwes_jax import state as state_lib
-from pwes_jax import steps
-from pwes_jax import model as model_lib
+from pwes_jax import runtime
+from pwes_jax.training import checks
+from pwes_jax.method import objective
+from pwes_jax.training import progress as progress_lib
+from pwes_jax.training import state as state_lib
+from pwes_jax.training import steps
+from pwes_jax.method import model as model_lib
 from pwes_jax import train
-from pwes_jax import trainer
+from pwes_jax.training import context
+from pwes_jax.training import loop
 from pwes_jax.data import folds as folds_lib
 from pwes_jax.data import source
 
@@ -91,14 +91,14 @@ def run_job(config, workdir: str) -> None:
   print(f"| other | {other:.1f} | {100 * other / wall:.1f} % |\n| **total** | {wall:.1f} | |")
   per_fold = [s for _, s in progress.fold_seconds]
   if per_fold:
-    width = trainer.concurrent_folds(config)
+    width = loop.concurrent_folds(config)
     median = float(np.median(per_fold[1:] or per_fold))
     shared = (f" each, {width} folds at a time (so ~{median / width:.1f} s of wall time per "
               "fold)" if width > 1 and len(per_fold) > 2 else "")
     print(f"per fold (training + outputs): first {per_fold[0]:.1f} s (alone; pays the "
           f"compiles), then median {median:.1f} s{shared}, max {max(per_fold):.1f} s")
-  c = compile_cache.counts()
-  print(f"compiles over the process: {compile_cache.describe(c)}")
+  c = runtime.counts()
+  print(f"compiles over the process: {runtime.describe(c)}")
 
 
 def _time(fn, *args, steps: int) -> float:
@@ -116,14 +116,14 @@ def profile_step(config, workdir: str) -> None:
   """Prints the split of one default train step (see the module docstring)."""
   dataset = source.prepare_dataset(config, workdir)
   all_folds = folds_lib.loso_folds(dataset)
-  ctx = trainer.make_context(config, workdir, dataset, all_folds)
+  ctx = context.make_context(config, workdir, dataset, all_folds)
   fold = all_folds[0]
   lengths = [v.length for v in ctx.videos.values()]
   bucket = _BUCKET.value or min(b for b in ctx.buckets if b >= np.mean(lengths))
   if bucket not in ctx.buckets:
     raise app.UsageError(f"--bucket={bucket}: the run's buckets are {ctx.buckets}")
   bucket_index = ctx.buckets.index(bucket)
-  sampler = trainer.fold_sampler(ctx, fold)
+  sampler = context.fold_sampler(ctx, fold)
   step_index = config.mplg.pretrain_steps  # mining and DFCL switched on
   t0 = time.perf_counter()
   reps = 50
@@ -136,7 +136,7 @@ def profile_step(config, workdir: str) -> None:
     c = config.copy_and_resolve_references()
     c.mplg.variant = miner
     c.dfcl.enabled = dfcl
-    config_checks.check_run_config(c)
+    checks.check_run_config(c)
     model = model_lib.build_model(c.model)
     tx = state_lib.make_optimizer(c)
     state = state_lib.init_state(model, tx, c, state_lib.fold_key(c, 0),
@@ -185,9 +185,9 @@ def profile_step(config, workdir: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  quiet.quiet_logging()
-  cache = compile_cache.enable(_COMPILE_CACHE.value)
-  host_memory.keep_freed_memory()
+  runtime.set_up_process()
+  cache = runtime.enable(_COMPILE_CACHE.value)
+  runtime.keep_freed_memory()
   print(f"machine: {machine.cpu_model()}, {jax.device_count()} "
         f"{jax.default_backend()} device(s), jax {jax.__version__}; compilation cache: "
         f"{cache or 'off'}", flush=True)

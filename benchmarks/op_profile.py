@@ -54,7 +54,7 @@ from benchmarks import machine
 from benchmarks import step_inputs
 from launch import common
 from launch import quiet
-from pwes_jax import host_memory
+from pwes_jax import runtime
 from pwes_jax.data import batching
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/synthetic.py",
@@ -381,8 +381,8 @@ def tables(times: Mapping, ops: Mapping, runs: int) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  quiet.quiet_logging()
-  host_memory.keep_freed_memory()
+  runtime.set_up_process()
+  runtime.keep_freed_memory()
   with common.errors("benchmarks.op_profile"):
     _profile(_CONFIG.value)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from pwes_jax import config_checks
-from pwes_jax import model as model_lib
-from pwes_jax import state as state_lib
-from pwes_jax import steps
+from pwes_jax.training import checks
+from pwes_jax.method import model as model_lib
+from pwes_jax.training import state as state_lib
+from pwes_jax.training import steps
 from pwes_jax.data import batching
 from pwes_jax.data import layout
 from pwes_jax.data import points as points_lib
@@ -73,7 +73,7 @@ def variant_config(config, variant: str):
   if variant == "baseline":
     c.mplg.variant = "none"
     c.dfcl.enabled = False
-  config_checks.check_run_config(c)
+  checks.check_run_config(c)
   return c
 
 

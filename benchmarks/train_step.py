@@ -44,7 +44,7 @@ import numpy as np
 
 from benchmarks import machine
 from benchmarks import step_inputs
-from pwes_jax import host_memory
+from pwes_jax import runtime
 from pwes_jax.data import batching
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/casme2.py",
@@ -121,7 +121,7 @@ def bucket_weights(lengths, buckets) -> np.ndarray:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  host_memory.keep_freed_memory()  # as launch.main does
+  runtime.keep_freed_memory()  # as launch.main does
   config = _CONFIG.value
   feature_dim = config.data.synthetic_feature_dim
   lengths, points, labels, bank_videos = step_inputs.preset_videos(config)

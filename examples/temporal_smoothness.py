@@ -19,7 +19,7 @@ line without editing the package::
 
 import jax.numpy as jnp
 
-from pwes_jax import objective
+from pwes_jax.method import objective
 
 
 @objective.register_loss_term("smoothness", default_weight=0.1)

@@ -25,7 +25,7 @@ from typing import Iterator
 from absl import flags
 import ml_collections
 
-from pwes_jax import metrics_log
+from pwes_jax.training import metrics_log
 from pwes_jax.data import layout
 from pwes_jax.extraction import video as video_lib
 

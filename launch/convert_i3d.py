@@ -34,9 +34,10 @@ from absl import app
 from absl import flags
 
 from launch import quiet  # before OpenCV is imported
+from pwes_jax import runtime
 from pwes_jax.extraction import convert
 from pwes_jax.extraction import i3d
-from pwes_jax import output_paths
+from pwes_jax.workdir import output_guard
 from pwes_jax.extraction import weights
 
 from launch import common
@@ -58,10 +59,10 @@ flags.mark_flags_as_required(["input", "output"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  quiet.quiet_logging()
+  runtime.set_up_process()
   try:
     inputs = {} if _INPUT.value == "kinetics400" else {"input": _INPUT.value}
-    output_paths.check_file_outputs({"output": _OUTPUT.value}, inputs,
+    output_guard.check_file_outputs({"output": _OUTPUT.value}, inputs,
                                     overwrite=_OVERWRITE.value)
     variables, info = weights.load_variables(_INPUT.value, fmt=_FORMAT.value,
                                              allow_pickle=_ALLOW_PICKLE.value)

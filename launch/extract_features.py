@@ -28,7 +28,8 @@ from absl import logging
 from ml_collections import config_flags
 
 from launch import quiet  # before OpenCV is imported
-from pwes_jax import output_paths
+from pwes_jax import runtime
+from pwes_jax.workdir import output_guard
 from pwes_jax.extraction import extract
 from pwes_jax.extraction import video
 
@@ -72,10 +73,10 @@ def _say(line: str) -> None:
 
 def main(argv):
   del argv
-  quiet.quiet_logging()
+  runtime.set_up_process()
   c = _apply_flags(_CONFIG.value)
   try:
-    output_paths.check_dir_output(
+    output_guard.check_dir_output(
         "output_dir", _OUTPUT_DIR.value,
         {"videos_dir": _VIDEOS_DIR.value,
          **{f: c.i3d[f] for f in ("rgb_weights", "flow_weights")

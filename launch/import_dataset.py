@@ -40,7 +40,8 @@ from absl import app
 from absl import flags
 
 from launch import quiet
-from pwes_jax import output_paths
+from pwes_jax import runtime
+from pwes_jax.workdir import output_guard
 from pwes_jax.data import conventions
 from pwes_jax.data import importers
 
@@ -177,7 +178,7 @@ def _arguments(argv) -> dict:
 
 
 def main(argv):
-  quiet.quiet_logging()
+  runtime.set_up_process()
   try:
     args = _arguments(argv)
   except _Usage as e:
@@ -185,7 +186,7 @@ def main(argv):
   table = args.pop("table")
   try:
     tables = table if isinstance(table, list) else [table]
-    output_paths.check_dir_output(
+    output_guard.check_dir_output(
         "output_dir", _OUTPUT_DIR.value,
         [("annotations", t) for t in tables] + [("features", _FEATURES.value),
                                                  ("num_frames_csv", _NUM_FRAMES_CSV.value)])

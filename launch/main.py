@@ -15,9 +15,8 @@ import jax
 from ml_collections import config_flags
 
 from launch import quiet
-from pwes_jax import compile_cache
-from pwes_jax import host_memory
-from pwes_jax import output_paths
+from pwes_jax import runtime
+from pwes_jax.workdir import output_guard
 from pwes_jax import train
 
 from launch import common
@@ -46,9 +45,7 @@ _CPU_COLLECTIVES = flags.DEFINE_string("cpu_collectives", None,
 
 def main(argv):
   del argv
-  quiet.quiet_logging()  # Orbax's checkpoint internals and JAX's backend lines: --verbosity=0
-  compile_cache.enable()  # reruns, sweeps and launch.spot reuse the compiled programs
-  host_memory.keep_freed_memory()  # no page-fault churn from XLA's per-step buffers
+  runtime.set_up_process(compile_cache=True, allocator=True)
   if _CPU_COLLECTIVES.value:
     jax.config.update("jax_cpu_collectives_implementation", _CPU_COLLECTIVES.value)
   if _COORDINATOR.value:
@@ -70,7 +67,7 @@ def main(argv):
     with config.unlocked():
       config.loso.folds = _FOLDS.value
   with common.errors("launch.main"):
-    output_paths.check_dir_output("workdir", _WORKDIR.value,
+    output_guard.check_dir_output("workdir", _WORKDIR.value,
                                   {"config.data.dataset_dir": config.data.dataset_dir},
                                   run_ok=True)
     train.train_and_evaluate(config, _WORKDIR.value)

@@ -15,7 +15,8 @@ from absl import app
 from absl import flags
 
 from launch import quiet
-from pwes_jax import output_paths
+from pwes_jax import runtime
+from pwes_jax.workdir import output_guard
 from pwes_jax.data import synthetic
 
 from launch import common
@@ -33,11 +34,11 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False,
 
 
 def main(argv):
-  quiet.quiet_logging()
+  runtime.set_up_process()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
-    output_paths.check_dir_output("output_dir", _OUTPUT_DIR.value)
+    output_guard.check_dir_output("output_dir", _OUTPUT_DIR.value)
     summary = synthetic.generate(_PRESET.value, _OUTPUT_DIR.value, seed=_SEED.value,
                                  feature_dim=_FEATURE_DIM.value, overwrite=_OVERWRITE.value)
   except common.USER_ERRORS as e:

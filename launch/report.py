@@ -21,8 +21,9 @@ from absl import app
 from absl import flags
 
 from launch import quiet
-from pwes_jax import fileio
-from pwes_jax import output_paths
+from pwes_jax import runtime
+from pwes_jax.workdir import fileio
+from pwes_jax.workdir import output_guard
 from pwes_jax import report
 
 from launch import common
@@ -43,7 +44,7 @@ flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
-  quiet.quiet_logging()
+  runtime.set_up_process()
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   workdirs = _WORKDIRS.value
@@ -51,7 +52,7 @@ def main(argv):
   if names is not None and len(names) != len(workdirs):
     raise app.UsageError(f"--names has {len(names)} entries for {len(workdirs)} --workdir")
   with common.errors("report"):
-    out = output_paths.check_file_outputs(
+    out = output_guard.check_file_outputs(
         {"output": _OUTPUT.value}, [("workdir", w) for w in workdirs],
         overwrite=_OVERWRITE.value).get("output")
     # The plots' paths are checked before any work, like --output; each run's config and
@@ -61,7 +62,7 @@ def main(argv):
                for w in workdirs}
     for w in workdirs:
       for _, _, path in targets[w]:
-        output_paths.check_file_outputs({"plots": path}, overwrite=_OVERWRITE.value,
+        output_guard.check_file_outputs({"plots": path}, overwrite=_OVERWRITE.value,
                                         derived=True)
     results = [report.load_results(w, recompute=_RECOMPUTE.value, run=runs.get(w))
                for w in workdirs]

@@ -44,18 +44,16 @@ import time
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from launch import quiet  # before OpenCV is imported
-from pwes_jax import compile_cache
-from pwes_jax import output_paths
-from pwes_jax import run_dir
-from pwes_jax import spotting
-from pwes_jax.data import layout
+from pwes_jax import runtime
+from pwes_jax.workdir import output_guard
+from pwes_jax.workdir import run_files
+from pwes_jax import spot
 from pwes_jax.extraction import extract
 from pwes_jax.extraction import from_video
-from pwes_jax.extraction import video as video_lib
+from pwes_jax.extraction import settings
 
 from launch import common
 
@@ -87,47 +85,26 @@ def _stage(i: int, text: str) -> None:
   print(f"spot: [{i}/3] {text}", file=sys.stderr, flush=True)
 
 
-def _check_width() -> None:
-  """The run's models take 1024-wide rgb and flow features (what --video extracts), or exit."""
-  indices = run_dir.select_folds(_WORKDIR.value, _FOLD.value)
-  width = spotting.checkpoint_shapes(_WORKDIR.value, indices[0])["feature_dim"]
-  if width != extract.FEATURE_DIM:
-    raise SystemExit(
-        f"spot: the run {_WORKDIR.value} takes features {width} wide per stream (fold "
-        f"{indices[0]}'s checkpoint), but --video extracts two-stream I3D features "
-        f"{extract.FEATURE_DIM} wide per stream (rgb and flow): spot this run with --features of "
-        f"its own kind, or train a run on features from launch.extract_features")
-
-
 def _features_from_video(features_dir: str) -> tuple:
-  """Stages 1 and 2 of --video: the settings, then the feature file.
+  """Stages 1 and 2 of --video: the settings (``settings.video_settings``), then the feature
+  file (``from_video.extract_file``) in ``features_dir``, with progress lines.
 
-  Returns ``(path, fps, snippet stride, video_fps)``.
+  Returns:
+    ``(path, fps, snippet stride, video_fps)``.
+
+  Raises:
+    extract.ExtractionError: the run does not take the extracted features, or bad settings.
+    layout.DatasetError, video_lib.VideoReadError, ValueError, OSError: as
+      ``settings.video_settings`` and ``from_video.extract_file`` (each a one-line message).
   """
-  _check_width()
-  run_config = run_dir.load_config(_WORKDIR.value)
-  root = run_dir.dataset_root(run_config, _WORKDIR.value)
-  run_info = layout.read_info(root)
-  source = from_video.video_source(_VIDEO.value)
-  if _EXTRACTION.value is not None:
-    c = _EXTRACTION.value
-    for field, value in (("rgb_weights", _RGB_WEIGHTS.value),
-                         ("flow_weights", _FLOW_WEIGHTS.value)):
-      if value is not None:
-        c.i3d[field] = value
-    config = extract.from_config_dict(c)
-    _stage(1, "extraction settings from --extraction_config")
-    recorded = run_info.extras.get("extraction")
-    if isinstance(recorded, dict):
-      for field, run_value, given in from_video.setting_differences(recorded, config):
-        logging.warning("--extraction_config differs from the run's extraction settings "
-                        "(%s/dataset.json): %s is %r, the run's %r", root, field, given,
-                        run_value)
-  else:
-    config, _ = from_video.run_settings(root, rgb_weights=_RGB_WEIGHTS.value,
-                                        flow_weights=_FLOW_WEIGHTS.value)
-    _stage(1, f"extraction settings of the run's dataset {root}/dataset.json")
-  config, fps, video_fps = from_video.match_rate(config, source, run_info.fps)
+  fold = run_files.select_folds(_WORKDIR.value, _FOLD.value)[0]
+  settings.check_feature_width(_WORKDIR.value,
+                               spot.checkpoint_shapes(_WORKDIR.value, fold)["feature_dim"], fold)
+  chosen = settings.video_settings(_WORKDIR.value, _VIDEO.value, extraction=_EXTRACTION.value,
+                                   rgb_weights=_RGB_WEIGHTS.value,
+                                   flow_weights=_FLOW_WEIGHTS.value,
+                                   announce=lambda text: _stage(1, text))
+  config, source = chosen.config, chosen.source
   path = os.path.join(features_dir, f"{source.name}.npz")
   _stage(2, f"extracting features from {source.path} (face {config.face.mode}, "
          f"{config.frames.size}x{config.frames.size}, {config.snippet_length}-frame snippets)")
@@ -143,34 +120,33 @@ def _features_from_video(features_dir: str) -> tuple:
   result = from_video.extract_file(source, config, path, progress=progress)
   print(f"spot:       {result.num_frames} frames -> {result.rgb.shape[0]} snippets in "
         f"{time.perf_counter() - t0:.1f} s -> {path}", file=sys.stderr, flush=True)
-  return path, fps, config.stride, video_fps
+  return path, chosen.fps, config.stride, chosen.video_fps
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  quiet.quiet_logging()  # Orbax logs every restore step at INFO, JAX its backend probing.
-  compile_cache.enable()  # the forward programs compiled by training or an earlier spot
+  runtime.set_up_process(compile_cache=True)
   if (_FEATURES.value is None) == (_VIDEO.value is None):
     raise app.UsageError("give exactly one of --features and --video")
   inputs = {"workdir": _WORKDIR.value, "features": _FEATURES.value, "video": _VIDEO.value}
   with common.errors("spot"):
-    out = output_paths.check_file_outputs({"output": _OUTPUT.value}, inputs,
+    out = output_guard.check_file_outputs({"output": _OUTPUT.value}, inputs,
                                           overwrite=_OVERWRITE.value)["output"]
     if _FEATURES_DIR.value:
-      output_paths.check_dir_output("features_dir", _FEATURES_DIR.value,
+      output_guard.check_dir_output("features_dir", _FEATURES_DIR.value,
                                     {"workdir": _WORKDIR.value, "video": _VIDEO.value})
   try:
     if _VIDEO.value is None:
-      result = spotting.spot(_WORKDIR.value, _FEATURES.value, fold=_FOLD.value, fps=_FPS.value,
-                             snippet_length=_SNIPPET.value)
+      result = spot.spot(_WORKDIR.value, _FEATURES.value, fold=_FOLD.value, fps=_FPS.value,
+                         snippet_length=_SNIPPET.value)
     else:
       with tempfile.TemporaryDirectory(prefix="pwes_spot_") as tmp:
         features_dir = _FEATURES_DIR.value or tmp
         path, fps, length, video_fps = _features_from_video(features_dir)
         _stage(3, f"spotting with the run {_WORKDIR.value} (fold {_FOLD.value})")
-        result = spotting.spot(_WORKDIR.value, path, fold=_FOLD.value, fps=_FPS.value or fps,
-                               snippet_length=_SNIPPET.value or length)
+        result = spot.spot(_WORKDIR.value, path, fold=_FOLD.value, fps=_FPS.value or fps,
+                           snippet_length=_SNIPPET.value or length)
       result["video"] = os.path.abspath(_VIDEO.value)
       result["video_fps"] = video_fps
       result["videos"] = {name: from_video.with_source_frames(props, result["fps"], video_fps)
@@ -180,11 +156,11 @@ def main(argv):
   except common.USER_ERRORS as e:
     raise SystemExit(f"spot: {common.one_line(e)}") from None
   with common.errors("spot"):
-    out = spotting.write_json(out, result)
+    out = spot.write_json(out, result)
   n = sum(len(p) for p in result["videos"].values())
   print(f"{n} proposals for {len(result['videos'])} videos from fold(s) {result['folds']} "
         f"({result['combine']}) written to {out}", file=sys.stderr)
-  print(f"compiles: {compile_cache.describe(compile_cache.counts())}", file=sys.stderr)
+  print(f"compiles: {runtime.describe(runtime.counts())}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """From a run's per-fold outputs to proposals, MEGC metrics, paper-style tables and plots.
 
-Reads only what a run leaves on disk (``run_dir``: its config, fold records and outputs); it
-never imports the trainer.
+Reads only what a run leaves on disk (``workdir.run_files``: its config, fold records and
+outputs); it never imports the training loop.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from typing import Mapping, Optional, Sequence
 from absl import logging
 import numpy as np
 
-from pwes_jax import evaluation
-from pwes_jax import fileio
-from pwes_jax import inference
-from pwes_jax import mplg
-from pwes_jax import objective
-from pwes_jax import run_dir
+from pwes_jax.evaluation import scoring
+from pwes_jax.evaluation import operating_points
+from pwes_jax.workdir import fileio
+from pwes_jax.evaluation import inference
+from pwes_jax.method import mplg
+from pwes_jax.method import objective
+from pwes_jax.workdir import run_files
 from pwes_jax.data import layout
 from pwes_jax.data import source
 
@@ -73,12 +74,12 @@ def evaluate_run(workdir: str, dataset: layout.Dataset, config,
   Raises:
     FileNotFoundError: if a fold of ``fold_indices`` has not finished.
   """
-  gt = evaluation.ground_truth_from_annotations(dataset.videos, dataset.annotations,
+  gt = scoring.ground_truth_from_annotations(dataset.videos, dataset.annotations,
                                                 dataset.info.fps, source=dataset.root)
   inside = source.snippet_ground_truth(dataset)
   train_preds, test_preds, folds = {}, {}, {}
   for i in fold_indices:
-    record, outputs = run_dir.load_fold_outputs(workdir, i)
+    record, outputs = run_files.load_fold_outputs(workdir, i)
     test = {n: outputs[n] for n in record["test_videos"]}
     train = {n: outputs[n] for n in record["train_videos"] if n in outputs}
     test_preds[i] = video_proposals(test, dataset.info, config)
@@ -88,7 +89,7 @@ def evaluate_run(workdir: str, dataset: layout.Dataset, config,
     folds[i] = {"test_subject": record["test_subject"], "attention_auc": attention_auc(att, lab),
                 "train_seconds": record.get("train_seconds"),
                 "train_summary": record.get("train_summary", {})}
-  by_protocol = {p: evaluation.honest_operating_point(train_preds, test_preds, gt, protocol=p,
+  by_protocol = {p: operating_points.honest_operating_point(train_preds, test_preds, gt, protocol=p,
                                                       **eval_settings(config))
                  for p in dict.fromkeys(["paper", config.eval.protocol])}
   result = by_protocol["paper"]  # the paper's columns (Section 4.2) are the authors' scorer's
@@ -112,16 +113,16 @@ def print_result(out: Mapping) -> None:
   print(markdown_table([out]), flush=True)
   n = sum(np.isfinite(s["attention_auc"]) for s in out["folds"].values())
   print(f"\nmean attention AUC over {n} folds: {out['mean_attention_auc']:.3f}")
-  print(f"\nNOTE: {evaluation.TUNED_WARNING}", flush=True)
+  print(f"\nNOTE: {scoring.TUNED_WARNING}", flush=True)
 
 
 def eval_settings(config) -> dict:
   """The evaluator's settings from a run's ``config.eval`` (defaults for older runs)."""
   e = config.eval
-  return dict(me_seconds=e.get("me_seconds", evaluation.ME_SECONDS),
-              me_long_seconds=e.get("me_long_seconds", evaluation.ME_LONG_SECONDS),
-              max_per_video=e.get("max_per_video", evaluation.MAX_PER_VIDEO),
-              default=e.get("honest_point", evaluation.DEFAULT_HONEST_POINT))
+  return dict(me_seconds=e.get("me_seconds", scoring.ME_SECONDS),
+              me_long_seconds=e.get("me_long_seconds", scoring.ME_LONG_SECONDS),
+              max_per_video=e.get("max_per_video", scoring.MAX_PER_VIDEO),
+              default=e.get("honest_point", operating_points.DEFAULT_HONEST_POINT))
 
 
 def _result(workdir, dataset, config, folds, result) -> dict:
@@ -139,10 +140,10 @@ def _result(workdir, dataset, config, folds, result) -> dict:
 
 def _write_json_files(workdir: str, pooled: Mapping, out: Mapping) -> None:
   # Atomic: a kill leaves the old file or the new one, never a half-written one.
-  with fileio.atomic_open(os.path.join(workdir, run_dir.PREDICTIONS_FILE)) as f:
+  with fileio.atomic_open(os.path.join(workdir, run_files.PREDICTIONS_FILE)) as f:
     json.dump({"videos": {n: [{k: _jsonable(v) for k, v in p.items()} for p in ps]
                           for n, ps in pooled.items()}}, f)
-  with fileio.atomic_open(os.path.join(workdir, run_dir.RESULTS_FILE)) as f:
+  with fileio.atomic_open(os.path.join(workdir, run_files.RESULTS_FILE)) as f:
     json.dump(out, f, indent=1, default=_jsonable)
 
 
@@ -257,15 +258,6 @@ def plot_video(path: str, name: str, output: Mapping, annotations: Sequence[layo
 # Reports over finished runs (launch/report.py).
 
 
-def finished_folds(workdir: str) -> list:
-  """Sorted indices of the run's finished folds.
-
-  Raises:
-    FileNotFoundError: if ``workdir`` does not exist or has no finished fold.
-  """
-  return list(run_dir.require_finished_folds(workdir))
-
-
 def load_run(workdir: str) -> tuple:
   """``(config, dataset)`` of a run: the config from ``config.json``, the dataset from
   ``config.data.dataset_dir`` or the synthetic cache (regenerated if it was deleted).
@@ -273,8 +265,8 @@ def load_run(workdir: str) -> tuple:
   Raises:
     FileNotFoundError: if the run has no finished fold (before anything is loaded).
   """
-  run_dir.require_finished_folds(workdir)
-  config = run_dir.load_config(workdir)
+  run_files.require_finished_folds(workdir)
+  config = run_files.load_config(workdir)
   return config, source.prepare_dataset(config, workdir)
 
 
@@ -287,8 +279,8 @@ def load_results(workdir: str, *, recompute: bool = False, verbose: bool = False
   some finished folds is used as it is, with a warning. ``run`` is the run's
   ``(config, dataset)`` as :func:`load_run` returned it (loaded here when needed and None).
   """
-  folds = finished_folds(workdir)
-  path = os.path.join(workdir, "results.json")
+  folds = sorted(run_files.require_finished_folds(workdir))
+  path = os.path.join(workdir, run_files.RESULTS_FILE)
   if os.path.isfile(path) and not recompute:
     res = fileio.read_json(path)
     covered = {int(k) for k in res.get("folds", {})}
@@ -322,11 +314,11 @@ def render_report(results: Sequence[Mapping], *, per_fold: bool = False,
     folds = sorted(int(k) for k in res.get("folds", {}))
     lines.append(f"- {label}: {res.get('workdir')} ({len(folds)} folds {folds}, protocol "
                  f"{res.get('protocol')})")
-  lines += ["", f"NOTE (tuned rows): {evaluation.TUNED_WARNING}",
+  lines += ["", f"NOTE (tuned rows): {scoring.TUNED_WARNING}",
             "Honest rows: each fold's threshold is the best-F1 one on the pooled held-out "
             "predictions of the other folds (cross-fold), or on the fold model's predictions "
             "for its own training subjects (train subjects); the paper's columns use the "
-            "authors' scorer (protocol paper, docs/evaluation.md)."]
+            "authors' scorer (protocol paper, docs/scoring.md)."]
   return "\n".join(lines) + "\n"
 
 
@@ -341,7 +333,7 @@ def plot_targets(workdir: str, num_videos: int, *, out_dir: Optional[str] = None
   Raises:
     FileNotFoundError: if the run has no finished fold.
   """
-  records = run_dir.require_finished_folds(workdir)
+  records = run_files.require_finished_folds(workdir)
   _, dataset = run or load_run(workdir)
   out_dir = out_dir or os.path.join(workdir, "plots")
   held_out = []
@@ -368,7 +360,7 @@ def plot_run(workdir: str, num_videos: int, *, out_dir: Optional[str] = None,
   paths, loaded = [], {}
   for i, name, path in targets:
     if i not in loaded:
-      loaded[i] = run_dir.load_fold_outputs(workdir, i)[1]
+      loaded[i] = run_files.load_fold_outputs(workdir, i)[1]
     out = loaded[i][name]
     props = video_proposals({name: out}, dataset.info, config)[name]
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Mapping, Sequence
+import os
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
 
 from pwes_jax import report
+from pwes_jax.workdir import fileio
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,3 +164,47 @@ def markdown(runs: Mapping[str, Sequence[Mapping]],
             for c in columns)
         lines.append(f"| {b} - {a} | {label} | {cells} |")
   return "\n".join(lines)
+
+
+def load_runs(sweep: str, entries: Sequence, workdirs: Sequence[str], *,
+              entry_dir: Callable[[str, str], str]) -> dict:
+  """``{row: [results.json of each workdir]}`` of every row of a sweep.
+
+  Args:
+    sweep: the sweep's name (for messages).
+    entries: its ``(row name, overrides)`` entries, in order (``configs.sweeps.get_sweep``).
+    workdirs: the sweep's workdirs, one per seed.
+    entry_dir: ``(workdir, row name) -> the row's run directory`` (``configs.sweeps.entry_dir``).
+
+  Raises:
+    FileNotFoundError: naming the first ``results.json`` missing (a row not run for a seed).
+    ValueError: on an unreadable results file (naming it), no workdir, a
+      workdir given twice, or two workdirs whose row was run with the same seeds.
+  """
+  workdirs = [w for w in workdirs if w.strip()]
+  if not workdirs:
+    raise ValueError("--workdirs is empty; give the sweep's workdirs, one per seed")
+  real = [os.path.realpath(w) for w in workdirs]
+  twice = sorted({w for w in real if real.count(w) > 1})
+  if twice:
+    raise ValueError(f"--workdirs names {twice[0]} more than once; each workdir is one seed")
+  runs = {}
+  for name, _ in entries:
+    paths = [os.path.join(entry_dir(w, name), "results.json") for w in workdirs]
+    for p in paths:
+      if not os.path.isfile(p):
+        raise FileNotFoundError(f"{p}: no results for row {name!r} of sweep {sweep!r}; run "
+                                f"that seed's sweep to the end (launch.sweep --only={name})")
+    runs[name] = [fileio.read_json(p) for p in paths]
+    seeds = {}
+    for w in workdirs:
+      cfg = os.path.join(entry_dir(w, name), "config.json")
+      if os.path.isfile(cfg):
+        c = fileio.read_json(cfg)
+        key = (c.get("seed"), (c.get("data") or {}).get("point_seed"))
+        if key in seeds:
+          raise ValueError(f"{cfg}: row {name!r} has seed {key[0]} and point_seed {key[1]}, as "
+                           f"in {seeds[key]}: the same seed twice is no spread (run each "
+                           "workdir with its own --config.seed and --config.data.point_seed)")
+        seeds[key] = cfg
+  return runs

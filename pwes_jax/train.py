@@ -1,10 +1,10 @@
 """LOSO training and evaluation of a config in a workdir: checks, folds, report.
 
 :func:`train_run` checks the config and the workdir, prepares the dataset, trains every selected
-fold that has not finished (``trainer.train_folds``) and waits for all processes;
+fold that has not finished (``loop.train_folds``) and waits for all processes;
 :func:`train_and_evaluate` then evaluates every finished fold of the workdir
-(``report.evaluate_run``). The method lives in ``objective.py``, the loop in ``trainer.py``, the
-run's files in ``run_dir.py``.
+(``report.evaluate_run``). The method lives in ``method/objective.py``, the loop in
+``training/loop.py``, the run's files in ``workdir/run_files.py``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ from typing import Optional
 
 import jax
 
-from pwes_jax import config_checks
-from pwes_jax import metrics_log
-from pwes_jax import progress as progress_lib
+from pwes_jax.training import checks
+from pwes_jax.training import metrics_log
+from pwes_jax.training import progress as progress_lib
 from pwes_jax import report
-from pwes_jax import run_dir
-from pwes_jax import sharding
-from pwes_jax import trainer
+from pwes_jax.workdir import lock
+from pwes_jax.workdir import run_files
+from pwes_jax.training import sharding
+from pwes_jax.training import context
+from pwes_jax.training import loop
 from pwes_jax.data import folds as folds_lib
 from pwes_jax.data import layout
 from pwes_jax.data import source
@@ -45,7 +47,7 @@ class TrainedRun:
   lead: bool
 
 
-def train_run(config, workdir: str, *, programs: Optional[trainer.Programs] = None,
+def train_run(config, workdir: str, *, programs: Optional[context.Programs] = None,
               progress: Optional[progress_lib.RunProgress] = None) -> TrainedRun:
   """Trains every selected LOSO fold of ``config`` that ``workdir`` has not finished.
 
@@ -54,9 +56,9 @@ def train_run(config, workdir: str, *, programs: Optional[trainer.Programs] = No
 
   Args:
     config: the run's config (``config.loso.folds`` selects folds).
-    workdir: the run directory (created; see ``run_dir`` for its files).
+    workdir: the run directory (created; see ``workdir.run_files`` for its files).
     programs: compiled programs to reuse from an earlier run in this process whose config has
-      the same ``config_checks.trace_key`` (sweeps, repeated runs); built when None.
+      the same ``context.trace_key`` (sweeps, repeated runs); built when None.
     progress: the run's phase timer and progress lines (``data`` and the trainer's phases are
       added to it); a fresh one when None.
 
@@ -89,40 +91,40 @@ def _train_run(config, workdir, programs, stack: contextlib.ExitStack,
   error, dataset = None, None
   with progress.phase("data"):
     try:
-      config_checks.check_run_config(config)
+      checks.check_run_config(config)
       os.makedirs(workdir, exist_ok=True)
       if lead:
-        stack.enter_context(run_dir.workdir_lock(workdir))
-        config_checks.check_workdir_config(config, workdir)
+        stack.enter_context(lock.workdir_lock(workdir))
+        checks.check_workdir_config(config, workdir)
       # Every process at once: a synthetic dataset is generated beside its target and renamed
       # into place, so concurrent processes never see a half-written one.
       dataset = source.prepare_dataset(config, workdir)
     except _START_ERRORS as e:
       error = e
     sharding.agree("start (config, workdir and dataset checks)", error,
-                   fingerprint=config_checks.config_hash(config))
+                   fingerprint=checks.config_hash(config))
     all_folds = folds_lib.loso_folds(dataset)
     selected = folds_lib.select_folds(all_folds, config.loso.folds)
-    ctx = trainer.make_context(config, workdir, dataset, all_folds, programs)
+    ctx = context.make_context(config, workdir, dataset, all_folds, programs)
   if lead:
     # Written once, after the config is checked and the dataset loaded: a failed start (a
     # wrong dataset_dir) leaves no config.json behind to refuse the corrected run.
-    run_dir.write_config(workdir, config)
-    config_checks.warn_unannotated_folds(dataset, selected)
-  finished = run_dir.finished_folds(workdir, training=True, set_aside_damaged=lead)
+    run_files.write_config(workdir, config)
+    checks.warn_unannotated_folds(dataset, selected)
+  finished = run_files.finished_folds(workdir, training=True, set_aside_damaged=lead)
   skipped = [f.index for f in selected if f.index in finished]
   if skipped:
     progress.line(f"folds {skipped} already finished in {workdir}; skipping them")
   todo = [f for f in selected if f.index not in finished]
   if todo:
     progress.total_folds = len(todo)
-    trainer.train_folds(ctx, todo, metrics_log.MetricsLog(workdir, config.tensorboard),
+    loop.train_folds(ctx, todo, metrics_log.MetricsLog(workdir, config.tensorboard),
                         progress)
   sharding.sync("folds finished")
-  return TrainedRun(dataset=dataset, finished=list(run_dir.finished_folds(workdir)), lead=lead)
+  return TrainedRun(dataset=dataset, finished=list(run_files.finished_folds(workdir)), lead=lead)
 
 
-def train_and_evaluate(config, workdir: str, *, programs: Optional[trainer.Programs] = None,
+def train_and_evaluate(config, workdir: str, *, programs: Optional[context.Programs] = None,
                        progress: Optional[progress_lib.RunProgress] = None) -> dict:
   """:func:`train_run`, then the evaluation of every finished fold of the workdir.
 

@@ -11,6 +11,7 @@ import pytest
 
 from configs import synthetic
 from pwes_jax import report
+from pwes_jax.evaluation import prediction_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = ("| run | operating point | F1(0.5) | F1(1.0) | F1(p) | REC | PRE | F1 | "
@@ -171,7 +172,7 @@ def test_recompute_on_a_one_fold_run_counts_every_prediction_at_the_cross_fold_p
     tiny_run, tmp_path):
   # One fold: no other fold's held-out predictions to choose a threshold on, so the
   # cross-fold point counts every prediction; an unmatched ground truth is never a hit.
-  from pwes_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from pwes_jax.evaluation import scoring  # pylint: disable=g-import-not-at-top
   copy = str(tmp_path / "run")
   shutil.copytree(tiny_run, copy, ignore=shutil.ignore_patterns("plots"))
   with open(os.path.join(copy, "results.json")) as f:
@@ -189,10 +190,10 @@ def test_recompute_on_a_one_fold_run_counts_every_prediction_at_the_cross_fold_p
     res = json.load(f)
   with open(os.path.join(copy, "fold_00", "fold.json")) as f:
     test_videos = json.load(f)["test_videos"]
-  preds = evaluation.load_predictions(os.path.join(copy, "predictions.json"))
-  gt = evaluation.load_ground_truth(res["dataset"])
+  preds = prediction_files.load_predictions(os.path.join(copy, "predictions.json"))
+  gt = scoring.load_ground_truth(res["dataset"])
   lowest = min((float(p.score.min()) for p in preds.values() if p.score.size), default=0.0)
-  want = evaluation.evaluate(preds, gt, protocol="paper", videos=test_videos,
+  want = scoring.evaluate(preds, gt, protocol="paper", videos=test_videos,
                              threshold=lowest - 1.0)
   point = res["honest_cross_fold"]
   assert point["per_fold"]["0"]["threshold"] is None

@@ -1,4 +1,4 @@
-"""pwes_jax/seed_spread.py and launch/spread.py: mean ± sd over seeds, paired t-tests."""
+"""pwes_jax/seed_spread.py and launch/seed_spread.py: mean ± sd over seeds, paired t-tests."""
 
 import json
 import math
@@ -77,7 +77,7 @@ def _write(workdir, name, result):
 
 
 def _cli(*args):
-  return subprocess.run([sys.executable, "-m", "launch.spread", *args], cwd=REPO,
+  return subprocess.run([sys.executable, "-m", "launch.seed_spread", *args], cwd=REPO,
                         capture_output=True, text=True, timeout=120)
 
 

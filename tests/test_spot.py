@@ -1,4 +1,4 @@
-"""Tests of spotting with a trained run (pwes_jax/spotting.py and launch/spot.py)."""
+"""Tests of spotting with a trained run (pwes_jax/spot.py and launch/spot.py)."""
 
 import json
 import os
@@ -11,9 +11,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from pwes_jax import inference
-from pwes_jax import run_dir
-from pwes_jax import spotting
+from pwes_jax.evaluation import inference
+from pwes_jax.workdir import run_files
+from pwes_jax import spot
 from pwes_jax.data import batching
 from pwes_jax.data import layout
 from pwes_jax.data import source
@@ -23,12 +23,12 @@ FEATURE_DIM = 32  # the tiny config's synthetic feature width
 
 
 def _features_dir(workdir):
-  config = run_dir.load_config(workdir)
+  config = run_files.load_config(workdir)
   return os.path.join(source.synthetic_dir(config, workdir), "features")
 
 
 def _held_out(workdir):
-  return run_dir.read_fold_record(workdir, 0)["test_videos"]
+  return run_files.read_fold_record(workdir, 0)["test_videos"]
 
 
 def _predictions(workdir):
@@ -48,7 +48,7 @@ def test_spot_with_the_held_out_fold_reproduces_the_runs_predictions(tiny_run, t
   feats.mkdir()
   for name in _held_out(tiny_run):
     shutil.copy(os.path.join(_features_dir(tiny_run), f"{name}.npz"), feats / f"{name}.npz")
-  result = spotting.spot(tiny_run, str(feats), fold=0)
+  result = spot.spot(tiny_run, str(feats), fold=0)
   preds = _predictions(tiny_run)
   assert sorted(result["videos"]) == sorted(_held_out(tiny_run))
   for name, props in result["videos"].items():
@@ -65,7 +65,7 @@ def test_spot_with_the_held_out_fold_reproduces_the_runs_predictions(tiny_run, t
 def test_fold_all_with_one_finished_fold_is_that_fold(tiny_run):
   name = _held_out(tiny_run)[0]
   path = os.path.join(_features_dir(tiny_run), f"{name}.npz")
-  result = spotting.spot(tiny_run, path, fold="all")
+  result = spot.spot(tiny_run, path, fold="all")
   assert result["folds"] == [0]
   _assert_same_proposals(result["videos"][name], _predictions(tiny_run)[name])
 
@@ -73,7 +73,7 @@ def test_fold_all_with_one_finished_fold_is_that_fold(tiny_run):
 def test_a_fold_that_has_not_finished_is_refused(tiny_run):
   path = os.path.join(_features_dir(tiny_run), f"{_held_out(tiny_run)[0]}.npz")
   with pytest.raises(FileNotFoundError, match=r"fold\(s\) \[2\] have not finished"):
-    spotting.spot(tiny_run, path, fold=2)
+    spot.spot(tiny_run, path, fold=2)
 
 
 def _bad_arrays(kind):
@@ -112,7 +112,7 @@ def test_bad_feature_files_name_the_file_and_the_field(tiny_run, tmp_path, kind)
   path = str(tmp_path / "bad_video.npz")
   np.savez(path, **arrays)
   with pytest.raises(layout.DatasetError) as err:
-    spotting.spot(tiny_run, path, fold=0)
+    spot.spot(tiny_run, path, fold=0)
   text = str(err.value)
   assert f"file {path}" in text and "video 'bad_video'" in text
   assert f"field '{field}'" in text and message in text
@@ -187,7 +187,7 @@ def test_spotted_types_follow_the_fields_duration_rule():
   attention[10:12] = 1.0
   suppressed = np.zeros((20, 2), np.float32)
   suppressed[10:12] = [0.6, 0.4]
-  props = spotting.with_seconds(inference.to_proposals(
+  props = spot.with_seconds(inference.to_proposals(
       {"attention": attention, "suppressed": suppressed}, config, fps=30.0, snippet_length=8),
       30.0)
   top = props[0]
@@ -195,7 +195,7 @@ def test_spotted_types_follow_the_fields_duration_rule():
 
 
 def test_a_second_spot_loads_its_programs_from_the_compilation_cache(tiny_run, tmp_path):
-  """Issue 16: spot reuses the compiled forward of an earlier spot (the count is shown)."""
+  """spot reuses the compiled forward of an earlier spot (the count is shown)."""
   name = _held_out(tiny_run)[0]
   path = os.path.join(_features_dir(tiny_run), f"{name}.npz")
   env = dict(os.environ, PWES_COMPILE_CACHE=str(tmp_path / "xla"),

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from configs import synthetic
-from pwes_jax import run_dir
-from pwes_jax import spotting
+from pwes_jax.workdir import run_files
+from pwes_jax import spot
 from pwes_jax import train
 from pwes_jax.extraction import extract
 from pwes_jax.extraction import from_video
@@ -87,7 +87,7 @@ def test_spot_video_equals_extract_features_then_spot(run_1024, tmp_path):
        f"--videos_dir={tmp_path / 'videos'}", f"--output_dir={dataset}", "--snippet_length=8",
        # The I3D batch of launch.spot (a run setting, not recorded): the same compiled programs.
        "--config.i3d.batch_snippets=16")
-  want = spotting.spot(run_1024, os.path.join(dataset, "features"), fold=0)["videos"]
+  want = spot.spot(run_1024, os.path.join(dataset, "features"), fold=0)["videos"]
   assert list(want) == ["s01_clip"] and want["s01_clip"]
 
   # The run's recorded settings: a copy of the run whose dataset is the extracted one.
@@ -118,7 +118,7 @@ def test_given_extraction_settings_replace_the_runs(run_1024, tmp_path):
   """The synthetic run has no recorded settings: --extraction_config supplies them."""
   video = _clip(str(tmp_path / "clip.avi"))
   with pytest.raises(extract.ExtractionError, match="no 'extraction' settings"):
-    from_video.run_settings(run_dir.dataset_root(run_dir.load_config(run_1024), run_1024))
+    from_video.run_settings(run_files.dataset_root(run_files.load_config(run_1024), run_1024))
   out = tmp_path / "spots.json"
   proc = _cli("launch.spot", f"--workdir={run_1024}", f"--video={video}", f"--output={out}",
               "--fold=0", "--extraction_config=configs/extraction.py:tiny",

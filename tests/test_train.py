@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 
 from configs import synthetic
-from pwes_jax import checkpointing
-from pwes_jax import metrics_log
-from pwes_jax import model as model_lib
-from pwes_jax import run_dir
-from pwes_jax import state as state_lib
-from pwes_jax import steps
+from pwes_jax.workdir import checkpointing
+from pwes_jax.training import metrics_log
+from pwes_jax.method import model as model_lib
+from pwes_jax.workdir import run_files
+from pwes_jax.training import state as state_lib
+from pwes_jax.training import steps
 from pwes_jax import train
-from pwes_jax import trainer
+from pwes_jax.training import context
+from pwes_jax.training import loop
 from pwes_jax.data import folds as folds_lib
 from pwes_jax.data import source
 
@@ -49,7 +50,7 @@ def run(tmp_path, data_cache, name="run", **overrides):
 
 def fold_params(workdir, fold):
   manager = checkpointing.make_manager(
-      os.path.join(run_dir.fold_dir(workdir, fold), "checkpoints"))
+      os.path.join(run_files.fold_dir(workdir, fold), "checkpoints"))
   step = manager.latest_step()
   restored = manager.restore(step)
   manager.close()
@@ -60,10 +61,10 @@ def test_tiny_run_writes_outputs_metrics_and_checkpoints(tmp_path, data_cache):
   c, workdir, result = run(tmp_path, data_cache)
   assert set(result["folds"]) == {"0", "1"}
   for fold in (0, 1):
-    fdir = run_dir.fold_dir(workdir, fold)
+    fdir = run_files.fold_dir(workdir, fold)
     record = json.load(open(os.path.join(fdir, "fold.json")))
     assert record["finished"] and record["steps"] == c.optim.steps
-    outputs = run_dir.load_outputs(os.path.join(fdir, "outputs.npz"))
+    outputs = run_files.load_outputs(os.path.join(fdir, "outputs.npz"))
     assert set(outputs) == set(record["test_videos"]) | set(record["train_videos"])
     for out in outputs.values():
       t = out["attention"].shape[0]
@@ -84,11 +85,11 @@ def test_tiny_run_writes_outputs_metrics_and_checkpoints(tmp_path, data_cache):
 
 def test_rerun_skips_finished_folds(tmp_path, data_cache):
   _, workdir, first = run(tmp_path, data_cache)
-  mtime = os.path.getmtime(os.path.join(run_dir.fold_dir(workdir, 0), "outputs.npz"))
+  mtime = os.path.getmtime(os.path.join(run_files.fold_dir(workdir, 0), "outputs.npz"))
   c = tiny_config()
   c.data.cache_dir = data_cache
   second = train.train_and_evaluate(c, workdir)
-  assert os.path.getmtime(os.path.join(run_dir.fold_dir(workdir, 0), "outputs.npz")) == mtime
+  assert os.path.getmtime(os.path.join(run_files.fold_dir(workdir, 0), "outputs.npz")) == mtime
   assert second["tuned"]["rows"] == first["tuned"]["rows"]
 
 
@@ -97,15 +98,15 @@ def test_resume_after_kill_gives_identical_results(tmp_path, data_cache):
   # Simulate a kill after the step-8 checkpoint: drop the later checkpoint and the outputs.
   killed = str(tmp_path / "killed")
   shutil.copytree(full_dir, killed)
-  fdir = run_dir.fold_dir(killed, 1)
+  fdir = run_files.fold_dir(killed, 1)
   os.remove(os.path.join(fdir, "fold.json"))
   os.remove(os.path.join(fdir, "outputs.npz"))
   shutil.rmtree(os.path.join(fdir, "checkpoints", "12"))
   c = tiny_config(**{"loso.folds": "1"})
   c.data.cache_dir = data_cache
   resumed = train.train_and_evaluate(c, killed)
-  a = run_dir.load_outputs(os.path.join(run_dir.fold_dir(full_dir, 1), "outputs.npz"))
-  b = run_dir.load_outputs(os.path.join(fdir, "outputs.npz"))
+  a = run_files.load_outputs(os.path.join(run_files.fold_dir(full_dir, 1), "outputs.npz"))
+  b = run_files.load_outputs(os.path.join(fdir, "outputs.npz"))
   for name in a:
     np.testing.assert_array_equal(a[name]["attention"], b[name]["attention"])
   assert resumed["tuned"]["rows"] == full["tuned"]["rows"]
@@ -132,16 +133,16 @@ def test_nan_loss_names_fold_and_step(tmp_path, data_cache):
 
 
 def test_train_step_compiles_once_per_bucket(tmp_path, data_cache):
-  """The production step (``Programs.train_step`` in ``trainer.train_folds``) compiles one
+  """The production step (``Programs.train_step`` in ``loop.train_folds``) compiles one
   program per length bucket, never more, over a fold and a second fold run after it."""
   c = tiny_config()
   c.data.cache_dir = data_cache
   dataset = source.prepare_dataset(c, str(tmp_path))
   all_folds = folds_lib.loso_folds(dataset)
-  ctx = trainer.make_context(c, str(tmp_path), dataset, all_folds)
-  drawn = {trainer.shared_bucket(ctx, s) for s in range(c.optim.steps)}
+  ctx = context.make_context(c, str(tmp_path), dataset, all_folds)
+  drawn = {context.shared_bucket(ctx, s) for s in range(c.optim.steps)}
   assert len(drawn) == len(ctx.buckets) == 2  # every bucket is used, so each must compile
-  records = trainer.train_folds(ctx, all_folds[:2], metrics_log.MetricsLog(str(tmp_path), False))
+  records = loop.train_folds(ctx, all_folds[:2], metrics_log.MetricsLog(str(tmp_path), False))
   assert [r["fold"] for r in records] == [0, 1]
   compiled = ctx.programs.train_step._cache_size()  # pylint: disable=protected-access
   assert compiled == len(ctx.buckets)
@@ -158,11 +159,11 @@ def test_donated_step_updates_the_bank_in_place(tmp_path, data_cache):
   c.data.cache_dir = data_cache
   dataset = source.prepare_dataset(c, str(tmp_path))
   all_folds = folds_lib.loso_folds(dataset)
-  ctx = trainer.make_context(c, str(tmp_path), dataset, all_folds)
+  ctx = context.make_context(c, str(tmp_path), dataset, all_folds)
   bank_videos = 37  # a shape no other buffer has
   state = state_lib.init_state(ctx.model, ctx.tx, c, state_lib.fold_key(c, 0),
                                dataset.info.feature_dim, bank_videos)
-  batch = trainer.fold_sampler(ctx, all_folds[0]).sample(0, bucket=0)
+  batch = context.fold_sampler(ctx, all_folds[0]).sample(0, bucket=0)
   shape = f"f32[{bank_videos},{sum(c.dfcl.regions)},{c.model.embed_dim}]"
   step = lambda s, b: steps.train_step(s, b, model=ctx.model, tx=ctx.tx, config=c)
   hlo = jax.jit(step, donate_argnums=0).lower(state, batch).compile().as_text()
@@ -190,7 +191,7 @@ def test_learns_planted_expressions_on_the_casme2_preset(tmp_path):
   learned = result["folds"]["0"]["attention_auc"]
   dataset = source.prepare_dataset(c, str(tmp_path / "run"))
   inside = source.snippet_ground_truth(dataset)
-  record = run_dir.read_fold_record(str(tmp_path / "run"), 0)
+  record = run_files.read_fold_record(str(tmp_path / "run"), 0)
   naive, labels = [], []
   for name in record["test_videos"]:
     _, flow = layout.load_features(dataset, [v for v in dataset.videos if v.video == name][0])
@@ -245,7 +246,7 @@ def test_launcher_reports_a_missing_dataset_without_a_traceback(tmp_path):
 def test_programs_are_reused_explicitly_and_refused_for_another_config(tmp_path, data_cache):
   c = tiny_config(**{"loso.folds": "0"})
   c.data.cache_dir = data_cache
-  programs = trainer.build_programs(c)
+  programs = context.build_programs(c)
   train.train_and_evaluate(c, str(tmp_path / "a"), programs=programs)
   compiled = programs.train_step._cache_size()  # pylint: disable=protected-access
   assert compiled >= 1

@@ -7,7 +7,8 @@ when it lasts at most ``0.5 * fps`` frames, a macro-expression (MaE) otherwise; 
 (paper Section 4.2, F1(1.0)) uses ``1.0 * fps``. At 30 fps an interval ``0 .. 15`` (16 frames
 inclusive) is an ME, ``0 .. 16`` is not; at 200 fps the bound is 100.
 
-Proposals (:mod:`pwes_jax.proposals`), the evaluator's rows, ``launch.spot``'s ``type`` and the
+Proposals (:mod:`pwes_jax.evaluation.proposals`), the evaluator's rows, ``launch.spot``'s
+``type`` and the
 synthetic generator all call :func:`is_me`.
 """
 

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from pwes_jax import fileio
+from pwes_jax.workdir import fileio
 from pwes_jax.extraction import i3d
 
 CONVERTER_VERSION = 1

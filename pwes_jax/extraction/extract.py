@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pwes_jax import fileio
+from pwes_jax.workdir import fileio
 from pwes_jax.data import layout
 from pwes_jax.extraction import convert
 from pwes_jax.extraction import face as face_lib

@@ -37,7 +37,7 @@ def run_settings(dataset_dir: str, *, rgb_weights: Optional[str] = None,
   """``(ExtractionConfig, DatasetInfo)`` from the ``extraction`` record of a run's dataset.
 
   Args:
-    dataset_dir: the run's dataset directory (``run_dir.dataset_root``).
+    dataset_dir: the run's dataset directory (``run_files.dataset_root``).
     rgb_weights: the RGB weights file; default ``kinetics400`` when that is what was recorded.
     flow_weights: the flow weights file.
     **run: run settings passed to :func:`extract.from_recorded` (``batch_snippets``, ...).
