@@ -9,11 +9,18 @@ then one table of every entry with results is printed and written to DIR/report.
 
 import os
 
+# Eq. 18 without the snippet loss: what video-level labels alone train.
+VIDEO_LEVEL_TERMS = ("mil", "mil_suppressed", "guide", "sparsity", "mutual")
+
 # name -> list of (row name, {config path: value}).
 SWEEPS = {
-    # Table I: main components.
+    # Table I: main components. "Video-level" is the paper's Baseline (MC-WES style: MIL with
+    # video-level labels, guide, sparsity, mutual; no snippet loss); "+points" trains the
+    # snippet loss on the point labels alone.
     "table1": [
-        ("Baseline", {"mplg.variant": "none", "dfcl.enabled": False}),
+        ("Video-level", {"mplg.variant": "none", "dfcl.enabled": False,
+                         "loss.terms": VIDEO_LEVEL_TERMS}),
+        ("+points", {"mplg.variant": "none", "dfcl.enabled": False}),
         ("+PPLM", {"mplg.variant": "pplm", "dfcl.enabled": False}),
         ("+MPLG", {"mplg.variant": "full", "dfcl.enabled": False}),
         ("+MPLG+DFCL", {"mplg.variant": "full", "dfcl.enabled": True}),
@@ -37,6 +44,26 @@ SWEEPS = {
     "table7": [(f"bg_regions={n}", {"dfcl.regions": (2, 3, n)}) for n in (5, 8, 10, 12, 15)],
     # Table VIII: apex versus random point labels.
     "table8": [("Apex", {"data.point_mode": "apex"}), ("Random", {"data.point_mode": "random"})],
+    # Readings of the paper where it is ambiguous (docs/mplg.md, docs/dfcl.md), each against
+    # the full method with the defaults.
+    "readings": [
+        ("defaults", {}),
+        ("absolute_threshold", {"mplg.threshold_mode": "absolute"}),
+        ("absent_classes_labelled", {"mplg.point_classes_only": False}),
+        ("features_before_dropout", {"mplg.features_before_dropout": True,
+                                     "dfcl.features_before_dropout": True}),
+        ("dfcl_main_region", {"dfcl.main_region": True}),
+    ],
+    # ME proposals: the paper's single class-agnostic NMS, class-wise NMS without caps, the
+    # defaults (class-wise NMS, 2 ME + 12 MaE per video), and MIL's ME top-k tied to an ME's
+    # length. The proposal choices act after training: benchmarks/proposal_choices.py rescores
+    # a finished run under them without retraining.
+    "me_proposals": [
+        ("paper_nms", {"inference.class_wise_nms": False, "inference.max_per_class": (0, 0)}),
+        ("class_wise_nms", {"inference.max_per_class": (0, 0)}),
+        ("defaults", {}),
+        ("mil_k_me_2", {"loss.mil_k_snippets": (2, 0, 0)}),
+    ],
 }
 
 

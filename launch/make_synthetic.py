@@ -5,7 +5,8 @@
       --feature_dim=128
   python -m launch.make_synthetic --preset=tiny --output_dir=/tmp/syn_tiny --overwrite
 
-Presets: tiny, casme2, samm_lv, casme3 (pwes_jax/data/synthetic.py; model in docs/synthetic.md).
+Presets: tiny, casme2, samm_lv, casme3, mechanism (pwes_jax/data/synthetic.py; model in
+docs/synthetic.md).
 """
 
 import json

@@ -3,7 +3,8 @@ r"""Spots micro- and macro-expressions in feature files, or in a raw video, with
 Usage::
 
   python -m launch.spot --workdir=/tmp/pwes --features=features/ --output=spots.json \
-      [--fold=all | --fold=N | --fold=0,2] [--fps=30] [--snippet_length=8]
+      [--fold=all | --fold=N | --fold=0,2] [--fps=30] [--snippet_length=8] \
+      [--snippet_window=8]
   python -m launch.spot --workdir=RUN --video=clip.mp4 --output=spots.json \
       --rgb_weights=kinetics400 --flow_weights=weights/flow_i3d.npz [--features_dir=DIR] \
       [--extraction_config=configs/extraction.py --extraction_config.face.mode=detect]
@@ -23,12 +24,20 @@ proposal also gives ``onset_source_frame``/``offset_source_frame``, the video's 
 the feature path below. Progress is printed per stage, and inside a long video at least every
 15 s (frames processed, processing rate).
 
+The output also says what the extraction found: ``face`` (with a face crop: the boxes and the
+source-video frames without a face, which are reported, never cropped silently) and
+``decoding`` (a file that stopped decoding before its container's frame count: both counts and
+the first missing frame).
+
 ``--features`` is one ``.npz`` file or a directory of them (every ``*.npz``; the video name is
 the file stem), each with float ``rgb`` and ``flow`` arrays ``[T, F]`` as in the dataset layout.
 ``--fold=all`` (the default) uses every finished fold and averages their attention and
 suppressed TCAM before generating proposals; ``--fold=N`` uses that fold's model only (for a
-video of the run's dataset, the fold that held it out reproduces the run's predictions). fps and
-snippet length default to the run's ``dataset.json``. The output is::
+video of the run's dataset, the fold that held it out reproduces the run's predictions). fps,
+snippet length (stride) and window default to the run's ``dataset.json``; a feature file that
+records other settings (``launch.extract_features`` and ``launch.import_dataset`` write them
+into every file) stops spotting with one line naming both values and the flag to pass, and a
+file's recorded ``num_frames`` must fit its snippet count. The output is::
 
   {"videos": {name: [{onset, offset, score, type, onset_seconds, offset_seconds}]},
    "folds": [...], "source": ..., ...}
@@ -73,8 +82,10 @@ _OUTPUT = flags.DEFINE_string("output", None, "Where to write the proposals JSON
 _FOLD = flags.DEFINE_string("fold", "all", "'all' (average every finished fold), a fold index "
                             "or a spec like '0,2-3'.")
 _FPS = flags.DEFINE_float("fps", None, "Frames per second (default: the run's dataset.json).")
-_SNIPPET = flags.DEFINE_integer("snippet_length", None, "Frames per snippet (default: the "
-                                "run's dataset.json).")
+_SNIPPET = flags.DEFINE_integer("snippet_length", None, "Frames per snippet, the stride "
+                                "between snippets (default: the run's dataset.json).")
+_WINDOW = flags.DEFINE_integer("snippet_window", None, "Frames per window when the features' "
+                               "windows overlap (default: the run's dataset.json).")
 
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output.")
 
@@ -90,7 +101,9 @@ def _features_from_video(features_dir: str) -> tuple:
   file (``from_video.extract_file``) in ``features_dir``, with progress lines.
 
   Returns:
-    ``(path, fps, snippet stride, video_fps)``.
+    ``(path, fps, snippet stride, video_fps, report)``, ``report`` what the extraction found
+    (``face``: boxes and frames without a face, source frames; ``decoding`` when the video
+    stopped decoding early), for the output.
 
   Raises:
     extract.ExtractionError: the run does not take the extracted features, or bad settings.
@@ -120,7 +133,7 @@ def _features_from_video(features_dir: str) -> tuple:
   result = from_video.extract_file(source, config, path, progress=progress)
   print(f"spot:       {result.num_frames} frames -> {result.rgb.shape[0]} snippets in "
         f"{time.perf_counter() - t0:.1f} s -> {path}", file=sys.stderr, flush=True)
-  return path, chosen.fps, config.stride, chosen.video_fps
+  return path, chosen.fps, config.stride, chosen.video_fps, from_video.extraction_report(result)
 
 
 def main(argv):
@@ -139,16 +152,18 @@ def main(argv):
   try:
     if _VIDEO.value is None:
       result = spot.spot(_WORKDIR.value, _FEATURES.value, fold=_FOLD.value, fps=_FPS.value,
-                         snippet_length=_SNIPPET.value)
+                         snippet_length=_SNIPPET.value, snippet_window=_WINDOW.value)
     else:
       with tempfile.TemporaryDirectory(prefix="pwes_spot_") as tmp:
         features_dir = _FEATURES_DIR.value or tmp
-        path, fps, length, video_fps = _features_from_video(features_dir)
+        path, fps, length, video_fps, extracted = _features_from_video(features_dir)
         _stage(3, f"spotting with the run {_WORKDIR.value} (fold {_FOLD.value})")
         result = spot.spot(_WORKDIR.value, path, fold=_FOLD.value, fps=_FPS.value or fps,
-                           snippet_length=_SNIPPET.value or length)
+                           snippet_length=_SNIPPET.value or length,
+                           snippet_window=_WINDOW.value)
       result["video"] = os.path.abspath(_VIDEO.value)
       result["video_fps"] = video_fps
+      result.update(extracted)
       result["videos"] = {name: from_video.with_source_frames(props, result["fps"], video_fps)
                           for name, props in result["videos"].items()}
       if not _FEATURES_DIR.value:

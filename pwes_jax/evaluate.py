@@ -7,7 +7,7 @@ the videos, scores them (``scoring.evaluate``) and adds what the file itself say
 frame base, clipped onsets, the submitted types against the duration rule, subject names that do
 not match the dataset's). :func:`write_metrics` writes the metrics as JSON, :func:`summary_lines`
 summarises them, and :func:`export_csv` writes the predictions a protocol counts as MEGC CSV
-with :func:`export_description` saying which. The rules are in docs/scoring.md.
+with :func:`export_description` saying which. The rules are in docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Evaluation:
 def evaluate(dataset_dir: str, predictions: str, *, fmt: str = "auto",
              frame_base: Optional[int] = None, frame_rounding: Optional[str] = None,
              protocol: str = "megc", threshold: Optional[float] = None,
-             me_seconds: float = scoring.ME_SECONDS,
+             me_seconds: Optional[float] = None,
              me_long_seconds: float = scoring.ME_LONG_SECONDS,
              max_per_video: int = scoring.MAX_PER_VIDEO) -> Evaluation:
   """The metrics of a predictions file or folder in any format.
@@ -55,7 +55,9 @@ def evaluate(dataset_dir: str, predictions: str, *, fmt: str = "auto",
     protocol: one of ``scoring.PROTOCOLS``.
     threshold: count only predictions with score ``>=`` this (``>`` for ``paper``); None tries
       every score (tuned on these very predictions; the metrics' ``warning`` says so).
-    me_seconds: an interval is ME when ``offset - onset <= me_seconds * fps``.
+    me_seconds: an interval is ME when ``offset - onset <= me_seconds * fps``; None: the
+      protocol's bound on the dataset (``scoring.evaluate``; the metrics' ``me_seconds`` and
+      ``me_bound_rule`` say which).
     me_long_seconds: the ``me_1.0`` row's bound (seconds).
     max_per_video: ``paper``: predictions kept per video.
 
@@ -82,7 +84,7 @@ def evaluate(dataset_dir: str, predictions: str, *, fmt: str = "auto",
                 predictions_format=pf.format)
   if pf.format != "json":
     result.update(clipped_onsets=pf.clipped_onsets, frame_base=pf.frame_base)
-  submitted = prediction_files.submitted_type_report(pf, gt.fps, me_seconds)
+  submitted = prediction_files.submitted_type_report(pf, gt.fps, result["me_seconds"])
   if submitted:
     result["submitted_types"] = submitted
   mismatched = prediction_files.subject_mismatches(pf, gt.subjects)
@@ -109,7 +111,8 @@ def write_metrics(path: str, metrics: Mapping) -> None:
 
 def summary_lines(metrics: Mapping) -> list:
   """The terminal summary of :attr:`Evaluation.metrics`: the protocol and threshold, one line
-  per row, the three F1 scores, the submitted types and the warning.
+  per row, the three F1 scores, what ``strs`` left unscored, the submitted types and the
+  warning.
 
   Args:
     metrics: :attr:`Evaluation.metrics`.
@@ -130,6 +133,11 @@ def summary_lines(metrics: Mapping) -> list:
                  f"{r['precision']:7.4f} {r['f1']:7.4f}")
   lines.append(f"F1(0.5) {metrics['f1_0.5']:.4f}  F1(1.0) {metrics['f1_1.0']:.4f}  "
                f"F1(p) {metrics['f1_p']:.4f}")
+  if "strs_scored_videos" in metrics:
+    lines.append(f"strs scored {metrics['strs_scored_videos']} videos; not scored: "
+                 f"{metrics['strs_unscored_predictions']} counted predictions (videos without "
+                 f"ground truth), {metrics['strs_unscored_ground_truths']} ground truths "
+                 "(subjects without a counted prediction)")
   sub = metrics.get("submitted_types")
   if sub:
     lines.append(f"submitted types: {sub['ME']} me, {sub['MaE']} mae; "
@@ -170,7 +178,7 @@ def export_description(everything: Mapping, chosen: Mapping, protocol: str,
 
 def export_csv(path: str, evaluation: Evaluation, *, protocol: str, threshold: Optional[float],
                max_per_video: int = scoring.MAX_PER_VIDEO, frame_base: int = 0,
-               me_seconds: float = scoring.ME_SECONDS) -> tuple:
+               me_seconds: Optional[float] = None) -> tuple:
   """Writes the predictions ``protocol`` counts at ``threshold`` as MEGC CSV.
 
   Args:
@@ -181,7 +189,7 @@ def export_csv(path: str, evaluation: Evaluation, *, protocol: str, threshold: O
     threshold: keep those counted at this score; None keeps every one (within ``paper``'s cap).
     max_per_video: ``paper``'s per-video cap.
     frame_base: the first frame number written.
-    me_seconds: the duration rule of the ``type`` column.
+    me_seconds: the duration rule of the ``type`` column (None: the evaluation's).
 
   Returns:
     ``(rows written, what was written as one phrase)`` (:func:`export_description`).
@@ -192,6 +200,8 @@ def export_csv(path: str, evaluation: Evaluation, *, protocol: str, threshold: O
   everything = evaluation.predictions.videos
   chosen = prediction_files.select(everything, protocol, threshold, max_per_video=max_per_video)
   os.makedirs(os.path.dirname(path), exist_ok=True)
+  if me_seconds is None:
+    me_seconds = evaluation.metrics["me_seconds"]
   n = prediction_files.write_csv(path, chosen, evaluation.ground_truth, frame_base=frame_base,
                                  me_seconds=me_seconds)
   return n, export_description(everything, chosen, protocol, threshold, max_per_video)

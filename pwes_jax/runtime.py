@@ -21,6 +21,12 @@ the backend, the devices and the jax/jaxlib versions, so a stale entry is never 
   in under ``MIN_COMPILE_SECONDS`` are not written unless JAX's own
   ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` is set, which then wins. A cache directory set
   before (a test session, the user's own ``JAX_COMPILATION_CACHE_DIR``) is left as it is.
+* A cache that cannot be used (a read-only home, a file where the directory should be) is one
+  warning and a run without the cache, never a traceback (:func:`usable_dir`).
+* A damaged entry (a truncated file from a killed or full-disk write) is set aside as
+  ``<entry>.damaged`` the first time JAX fails to read it, with one line saying so, and the
+  program is compiled and written again (:func:`set_aside_damaged`); JAX itself would warn and
+  recompile on every later run without ever replacing it.
 * :func:`counts` reads how many programs XLA compiled in this process and for how long, and how
   many were loaded from the cache (JAX's ``jax.monitoring`` events).
 
@@ -38,14 +44,22 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import dataclasses
+import errno
 import logging as std_logging
 import os
+import tempfile
 import threading
+import warnings
 from typing import Optional
 
 from absl import flags
 from absl import logging
 import jax
+
+try:  # JAX's own reader of cache entries (private), to tell a damaged entry from a good one
+  from jax._src import compilation_cache as _jax_cache
+except ImportError:
+  _jax_cache = None
 
 ENV = "PWES_COMPILE_CACHE"
 # Programs that compile faster than this are not written to the cache (reading one back is
@@ -127,6 +141,25 @@ def default_dir() -> str:
   return os.path.join(base, "pwes_jax", "xla")
 
 
+def usable_dir(directory: str) -> Optional[str]:
+  """Why ``directory`` cannot hold the cache (created if missing), or None when it can.
+
+  The directory must exist (or be creatable) and take a new file: a read-only file system, a
+  directory without write permission or a file in the way each give the reason in words.
+  """
+  try:
+    os.makedirs(directory, exist_ok=True)
+    probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".pwes_probe_", delete=True)
+    probe.close()
+  except OSError as e:
+    reason = {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+              errno.EPERM: "permission denied", errno.ENOTDIR: "a path component is a file",
+              errno.EEXIST: "a file is in the way", errno.ENOSPC: "the disk is full"}.get(
+                  e.errno, e.strerror or type(e).__name__)
+    return f"{reason} ({e.filename or directory})"
+  return None
+
+
 def enable(directory: Optional[str] = None) -> Optional[str]:
   """Turns JAX's persistent compilation cache on (call before the first compile).
 
@@ -135,22 +168,97 @@ def enable(directory: Optional[str] = None) -> Optional[str]:
       ``"off"`` (or ``PWES_COMPILE_CACHE=off``) leaves the cache off.
 
   Returns:
-    The cache directory in use, or None when the cache is off. A directory configured before
-    (``jax_compilation_cache_dir``) is kept and returned.
+    The cache directory in use, or None when the cache is off, or unusable: then one warning
+    says why and how to choose another (:func:`usable_dir`), and the run goes on without it. A
+    directory configured before (``jax_compilation_cache_dir``) is kept and returned.
   """
   listen()
   current = jax.config.jax_compilation_cache_dir
   if current:
+    watch_damaged_entries()
     return current
   directory = directory or os.environ.get(ENV) or default_dir()
   if directory.lower() == "off":
     return None
-  os.makedirs(directory, exist_ok=True)
+  problem = usable_dir(directory)
+  if problem is not None:
+    logging.warning("compilation cache %s cannot be used: %s; running without it (set %s to a "
+                    "writable directory, or to off)", directory, problem, ENV)
+    return None
+  watch_damaged_entries()
   jax.config.update("jax_compilation_cache_dir", directory)
   if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:  # the user's own wins
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   return directory
+
+
+_DAMAGED = "Error reading persistent compilation cache entry for '"
+_watching = False
+
+
+def set_aside_damaged(directory: str, module: str) -> list:
+  """Renames the damaged cache entries of ``module`` in ``directory`` to ``<entry>.damaged``.
+
+  An entry (``<module>-<key>-cache``) is damaged when it cannot be decompressed as JAX wrote it
+  (a truncated or overwritten file). JAX then compiles the program and, the name being free,
+  writes a fresh entry.
+
+  Returns:
+    The entries set aside (file names).
+  """
+  if _jax_cache is None:  # another JAX layout: leave the cache as it is
+    return []
+  moved = []
+  try:
+    names = os.listdir(directory)
+  except OSError:
+    return []
+  for name in names:
+    if not (name.startswith(module + "-") and name.endswith("-cache")):
+      continue
+    path = os.path.join(directory, name)
+    try:
+      with open(path, "rb") as f:
+        _jax_cache.extract_executable_and_time(_jax_cache.decompress_executable(f.read()))
+    except OSError:
+      continue
+    except Exception:  # noqa: BLE001 - anything JAX's reader would fail on is damage.
+      try:
+        os.replace(path, path + ".damaged")
+        moved.append(name)
+      except OSError:
+        pass
+  return moved
+
+
+def watch_damaged_entries() -> None:
+  """Sets damaged cache entries aside when JAX reports one (:func:`set_aside_damaged`).
+
+  JAX warns (``warnings.warn``) when an entry cannot be read and then compiles the program; at
+  that warning the entry is renamed, so the compiled program is written afresh, and the warning
+  becomes one line naming the entry. Idempotent.
+  """
+  global _watching
+  if _watching:
+    return
+  _watching = True
+  previous = warnings.showwarning
+
+  def showwarning(message, category, filename, lineno, file=None, line=None):
+    text = str(message)
+    directory = jax.config.jax_compilation_cache_dir
+    if text.startswith(_DAMAGED) and directory:
+      module = text[len(_DAMAGED):].split("'", 1)[0]
+      moved = set_aside_damaged(directory, module)
+      if moved:
+        logging.warning("compilation cache: damaged entr%s %s set aside (.damaged) in %s; the "
+                        "program is compiled and cached again", "y" if len(moved) == 1 else "ies",
+                        ", ".join(moved), directory)
+        return
+    previous(message, category, filename, lineno, file, line)
+
+  warnings.showwarning = showwarning
 
 
 def describe(c: Counts) -> str:

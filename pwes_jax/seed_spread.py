@@ -163,6 +163,33 @@ def markdown(runs: Mapping[str, Sequence[Mapping]],
             f"{_pm(diffs[c].mean, diffs[c].sd)}{' *' if diffs[c].distinguishable else ''}"
             for c in columns)
         lines.append(f"| {b} - {a} | {label} | {cells} |")
+  quality = label_quality_markdown(runs)
+  if quality:
+    lines += ["", "Pseudo labels (the miner's labels of the last logged window against the "
+              "ground truth, pooled over folds; mean ± sd over seeds):", "", quality]
+  return "\n".join(lines)
+
+
+_QUALITY_CLASSES = ("me", "mae", "bg")
+
+
+def label_quality_markdown(runs: Mapping[str, Sequence[Mapping]]) -> str:
+  """Mean ± sample sd over seeds of each row's pseudo-label precision and recall per class
+  (``results.json``'s ``pseudo_labels``, ``report.pseudo_label_quality``); '' when no run has
+  them (runs made before they were logged)."""
+  if not any(res.get("pseudo_labels") for results in runs.values() for res in results):
+    return ""
+  head = "| row | " + " | ".join(f"{c} precision | {c} recall" for c in _QUALITY_CLASSES) + " |"
+  lines = [head, "|" + "---|" * (2 * len(_QUALITY_CLASSES) + 1)]
+  for name, results in runs.items():
+    cells = []
+    for c in _QUALITY_CLASSES:
+      for key in ("precision", "recall"):
+        v = np.array([float(((res.get("pseudo_labels") or {}).get(c) or {}).get(key, np.nan))
+                      for res in results])
+        sd = float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
+        cells.append(_pm(float(np.mean(v)), sd))
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 

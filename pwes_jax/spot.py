@@ -8,9 +8,17 @@ proposals exactly as the run's evaluation does (``proposals.generate_proposals``
 
 Feature files follow the dataset layout: ``.npz`` with float ``rgb`` and ``flow`` arrays of shape
 ``[T, F]`` (one row per snippet of ``snippet_length`` frames, ``F`` the model's input width).
-Snippets ``s .. e`` map to frames ``s * L .. (e + 1) * L - 1``; seconds are given as
+Snippets ``s .. e`` map to frames ``s * L .. (e + 1) * L - 1`` (with overlapping windows, the
+frames around the windows' centres: :mod:`pwes_jax.data.snippet_time`); seconds are given as
 ``onset_seconds = onset / fps`` (start of the first frame) and
 ``offset_seconds = (offset + 1) / fps`` (end of the last frame).
+
+The frame rate, stride and window are the run's dataset's unless given. What a feature file
+records about how it was made (:mod:`pwes_jax.data.feature_settings`: ``fps``, stride, window,
+``num_frames``) is checked against them before anything runs: features at another rate or
+stride stop with one line naming both values and the flag that tells spot theirs (``--fps``,
+``--snippet_length``, ``--snippet_window``), and a file's ``num_frames`` must fit its snippet
+count (proposals are clipped to its last frame).
 
 Several folds (``fold="all"`` or a spec such as ``"0,2"``): the folds' ``attention [T]`` and
 ``suppressed [T, C]`` are averaged element-wise (an ensemble of the fold models) and proposals
@@ -36,7 +44,9 @@ from pwes_jax.workdir import fileio
 from pwes_jax.evaluation import inference
 from pwes_jax.method import model as model_lib
 from pwes_jax.workdir import run_files
+from pwes_jax.data import feature_settings
 from pwes_jax.data import layout
+from pwes_jax.data import snippet_time
 
 
 # ------------------------------------------------------------------------------------------------
@@ -177,26 +187,67 @@ def with_seconds(proposals: Sequence[Mapping], fps: float) -> list:
           for p in proposals]
 
 
-def _timing(config, workdir: str, fps: Optional[float], snippet_length: Optional[int]) -> tuple:
-  """``(fps, snippet_length)``: the given values, else the run's ``dataset.json``."""
-  if fps is None or snippet_length is None:
-    root = run_files.dataset_root(config, workdir)
-    try:
-      info = layout.read_info(root)
-    except layout.DatasetError as e:
+# The flags of launch.spot that say at which settings feature files were made.
+SPOT_REMEDY = {"fps": "--fps={}", "snippet_stride": "--snippet_length={}",
+               "snippet_window": "--snippet_window={}"}
+
+
+def _timing(config, workdir: str, fps: Optional[float], snippet_length: Optional[int],
+            snippet_window: Optional[int] = None) -> tuple:
+  """``(fps, snippet_length, window, run)``: the given values, else the run's ``dataset.json``;
+  ``run`` is that dataset's ``{"fps", "snippet_stride", "snippet_window"}`` (None when it cannot
+  be read and every value was given)."""
+  run = None
+  try:
+    info = layout.read_info(run_files.dataset_root(config, workdir))
+    run = {"fps": info.fps, "snippet_stride": info.snippet_length,
+           "snippet_window": snippet_time.window_of(info)}
+  except layout.DatasetError as e:
+    if fps is None or snippet_length is None:
       raise layout.DatasetError(f"{e}; cannot default fps/snippet_length to the run's dataset: "
                                 "pass them explicitly") from None
-    fps = info.fps if fps is None else fps
-    snippet_length = info.snippet_length if snippet_length is None else snippet_length
+  fps = run["fps"] if fps is None else fps
+  if snippet_window is None:
+    snippet_window = (run["snippet_window"] if snippet_length is None or
+                      (run and snippet_length == run["snippet_stride"]) else snippet_length)
+  snippet_length = run["snippet_stride"] if snippet_length is None else snippet_length
   if not (np.isfinite(fps) and fps > 0):
     raise ValueError(f"fps must be a positive number, got {fps!r}")
   if int(snippet_length) != snippet_length or snippet_length < 1:
     raise ValueError(f"snippet_length must be a positive integer, got {snippet_length!r}")
-  return float(fps), int(snippet_length)
+  if int(snippet_window) != snippet_window or snippet_window < snippet_length:
+    raise ValueError(f"snippet_window must be an integer >= snippet_length {snippet_length}, "
+                     f"got {snippet_window!r}")
+  return float(fps), int(snippet_length), int(snippet_window), run
+
+
+def feature_file_settings(path: str) -> dict:
+  """What a feature file records about how it was made (:func:`feature_settings.read`)."""
+  with np.load(path, allow_pickle=False) as z:
+    return feature_settings.read({k: z[k] for k in z.files if k in feature_settings.KEYS})
+
+
+def check_feature_file(path: str, video: str, num_snippets: int, made: dict, *, fps: float,
+                       snippet_length: int, window: int, against: str) -> None:
+  """Refuses a feature file made at other settings than spotting assumes.
+
+  Raises:
+    feature_settings.MismatchError: one line naming the file, both values and the flag of
+      ``launch.spot`` that tells spot the file's own (``--fps``, ``--snippet_length``,
+      ``--snippet_window``); or a recorded ``num_frames`` that ``num_snippets`` snippets do not
+      fit at ``snippet_length`` (naming the stride they imply).
+  """
+  where = f"file {path}, video {video!r}"
+  feature_settings.check(made, {"fps": fps, "snippet_stride": snippet_length,
+                                "snippet_window": window},
+                         where=where, against=against, remedy=SPOT_REMEDY)
+  if "num_frames" in made:
+    feature_settings.check_count(num_snippets, made["num_frames"], snippet_length, where=where)
 
 
 def spot(workdir: str, features: str, *, fold: Union[int, str] = "all",
-         fps: Optional[float] = None, snippet_length: Optional[int] = None) -> dict:
+         fps: Optional[float] = None, snippet_length: Optional[int] = None,
+         snippet_window: Optional[int] = None) -> dict:
   """Runs a trained run's model on feature files and returns its proposals.
 
   Args:
@@ -204,20 +255,41 @@ def spot(workdir: str, features: str, *, fold: Union[int, str] = "all",
     features: one ``.npz`` feature file or a directory of them (video name = file stem).
     fold: ``"all"`` (every finished fold, outputs averaged), a fold index or a spec ``"0,2"``.
     fps: frames per second; default the run's ``dataset.json``.
-    snippet_length: frames per snippet; default the run's ``dataset.json``.
+    snippet_length: frames per snippet (the stride); default the run's ``dataset.json``.
+    snippet_window: frames per window when windows overlap; default the run's, or
+      ``snippet_length`` when that is given and differs from the run's.
 
   Returns:
     ``{"videos": {name: [{onset, offset, score, type, onset_seconds, offset_seconds}]},
     "folds": [fold indices], "source": features path, ...}`` (proposals highest score first,
     frames 0-based inclusive).
+
+  Raises:
+    feature_settings.MismatchError: a feature file made at another frame rate, stride or
+      window (module docstring).
   """
   config = run_files.load_config(workdir)
   indices = run_files.select_folds(workdir, fold)
-  fps, snippet_length = _timing(config, workdir, fps, snippet_length)
+  fps, snippet_length, window, run = _timing(config, workdir, fps, snippet_length,
+                                             snippet_window)
   files = feature_files(features)
   shapes = checkpoint_shapes(workdir, indices[0])
   arrays = {name: load_feature_file(path, shapes["feature_dim"], name)
             for name, path in files.items()}
+  made = {name: feature_file_settings(path) for name, path in files.items()}
+  given = [flag for flag, key, value in (("--fps", "fps", fps),
+                                         ("--snippet_length", "snippet_stride", snippet_length))
+           if run is None or value != run[key]]  # settings other than the run's
+  against = (f"spotting with {' and '.join(given)}" if given else
+             f"the run's dataset ({run_files.dataset_root(config, workdir)}/dataset.json)")
+  for name, path in files.items():
+    check_feature_file(path, name, arrays[name][0].shape[0], made[name], fps=fps,
+                       snippet_length=snippet_length, window=window, against=against)
+  if run is not None and (fps, snippet_length) != (run["fps"], run["snippet_stride"]):
+    logging.warning("spotting features at %g fps and a stride of %d frames with a run trained "
+                    "at %g fps and %d frames: the frames and seconds are the features' own, but "
+                    "the model sees expressions at another pace than it learnt", fps,
+                    snippet_length, run["fps"], run["snippet_stride"])
   records = run_files.finished_folds(workdir)
   trained = [n for n in arrays
              if any(n in records[i].get("train_videos", ()) for i in indices)]
@@ -247,13 +319,14 @@ def spot(workdir: str, features: str, *, fold: Union[int, str] = "all",
       per_video[name].append(outputs[name])
   result_videos = {
       name: with_seconds(inference.to_proposals(inference.average_outputs(outs), config, fps=fps,
-                                                snippet_length=snippet_length), fps)
+                                                snippet_length=snippet_length, window=window,
+                                                num_frames=made[name].get("num_frames")), fps)
       for name, outs in per_video.items()}
   return {"videos": result_videos, "folds": indices, "source": os.path.abspath(features),
           "workdir": os.path.abspath(workdir), "checkpoint_steps": steps,
           "combine": "single fold" if len(indices) == 1 else
                      "mean of the folds' attention and suppressed TCAM",
-          "fps": fps, "snippet_length": snippet_length,
+          "fps": fps, "snippet_length": snippet_length, "snippet_window": window,
           "feature_dim": shapes["feature_dim"]}
 
 

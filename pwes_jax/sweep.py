@@ -94,6 +94,8 @@ def _write_table(workdir: str, sweep: str, names: Iterable[str],
       results.append(fileio.read_json(path))
       shown.append(name)
   table = report.markdown_table(results, names=shown)
+  if any(res.get("pseudo_labels") for res in results):  # the miners' label quality
+    table += "\n\n" + report.pseudo_label_table(results, shown)
   with fileio.atomic_open(report_path) as f:
     f.write(f"# Sweep {sweep}\n\n{table}\n")
   return table

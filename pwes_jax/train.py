@@ -85,7 +85,7 @@ def _train_run(config, workdir, programs, stack: contextlib.ExitStack,
 
   Every process checks the config, the workdir and the dataset before the first collective;
   one all-gather then shares any failure (every process exits with the failing process's
-  message) and compares the config's hash with process 0's.
+  message) and compares the config with process 0's (naming the first field that differs).
   """
   lead = jax.process_index() == 0
   error, dataset = None, None
@@ -95,6 +95,7 @@ def _train_run(config, workdir, programs, stack: contextlib.ExitStack,
       os.makedirs(workdir, exist_ok=True)
       if lead:
         stack.enter_context(lock.workdir_lock(workdir))
+        run_files.remove_stale_temp_files(workdir)  # what runs killed mid-write left
         checks.check_workdir_config(config, workdir)
       # Every process at once: a synthetic dataset is generated beside its target and renamed
       # into place, so concurrent processes never see a half-written one.
@@ -102,7 +103,7 @@ def _train_run(config, workdir, programs, stack: contextlib.ExitStack,
     except _START_ERRORS as e:
       error = e
     sharding.agree("start (config, workdir and dataset checks)", error,
-                   fingerprint=checks.config_hash(config))
+                   settings=checks.config_fields(config))
     all_folds = folds_lib.loso_folds(dataset)
     selected = folds_lib.select_folds(all_folds, config.loso.folds)
     ctx = context.make_context(config, workdir, dataset, all_folds, programs)
@@ -116,10 +117,10 @@ def _train_run(config, workdir, programs, stack: contextlib.ExitStack,
   if skipped:
     progress.line(f"folds {skipped} already finished in {workdir}; skipping them")
   todo = [f for f in selected if f.index not in finished]
+  log = metrics_log.MetricsLog(workdir, config.tensorboard)  # repairs it, even with no fold left
   if todo:
     progress.total_folds = len(todo)
-    loop.train_folds(ctx, todo, metrics_log.MetricsLog(workdir, config.tensorboard),
-                        progress)
+    loop.train_folds(ctx, todo, log, progress)
   sharding.sync("folds finished")
   return TrainedRun(dataset=dataset, finished=list(run_files.finished_folds(workdir)), lead=lead)
 

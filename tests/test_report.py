@@ -11,7 +11,10 @@ import pytest
 
 from configs import synthetic
 from pwes_jax import report
+from pwes_jax import train
 from pwes_jax.evaluation import prediction_files
+from pwes_jax.evaluation import scoring
+from pwes_jax.workdir import run_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = ("| run | operating point | F1(0.5) | F1(1.0) | F1(p) | REC | PRE | F1 | "
@@ -103,9 +106,14 @@ def test_cli_on_a_tiny_run_writes_the_table_and_a_png(tiny_run, tmp_path):
   with open(os.path.join(tiny_run, "results.json")) as f:
     results = json.load(f)
   assert text.startswith(report.markdown_table([results], per_fold=True, names=["tiny"]))
-  rows = [_cells(l)[:2] for l in text.splitlines() if l.startswith("| tiny")]
+  paper_table, quality_table = text.split("\n\n")[:2]
+  rows = [_cells(l)[:2] for l in paper_table.splitlines() if l.startswith("| tiny")]
   assert rows == [["tiny", "tuned"], ["tiny", "honest (cross-fold)"],
                   ["tiny", "honest (train subjects)"], ["tiny fold 0 (s01)", "honest"]]
+  # The pseudo-label table: one row per run, precision and recall of each class in [0, 1].
+  assert quality_table == report.pseudo_label_table([results], ["tiny"])
+  (row,) = [_cells(l) for l in quality_table.splitlines() if l.startswith("| tiny")]
+  assert len(row) == 8 and all(0.0 <= float(v) <= 1.0 for v in row[1:7])
   assert results["protocol"] == "paper" and results["tuned"]["protocol"] == "paper"
   pngs = os.listdir(os.path.join(tiny_run, "plots"))
   assert pngs == ["s01_v01.png"]
@@ -126,6 +134,35 @@ def test_missing_results_are_recomputed_from_the_finished_folds(tiny_run, tmp_pa
   assert list(res["folds"]) == ["0"]
   auc, auc0 = res["mean_attention_auc"], original["mean_attention_auc"]
   assert (math.isnan(auc) and math.isnan(auc0)) or auc == pytest.approx(auc0)
+
+
+def test_a_scoring_failure_after_training_keeps_every_fold_and_names_where(tiny_run, tmp_path,
+                                                                            monkeypatch):
+  copy = str(tmp_path / "run")
+  shutil.copytree(tiny_run, copy, ignore=shutil.ignore_patterns("plots"))
+  for name in ("results.json", "predictions.json"):
+    os.remove(os.path.join(copy, name))
+
+  def broken(tp, n_pred, n_gt):
+    raise ZeroDivisionError("float division by zero")
+  monkeypatch.setattr(scoring, "row_metrics", broken)
+  # The trained run: train_and_evaluate finds fold 0 finished and goes straight to scoring.
+  with pytest.raises(scoring.ScoringError) as e:
+    train.train_and_evaluate(run_files.load_config(copy), copy)
+  message = str(e.value)
+  assert message.startswith("scoring failed under protocol 'paper', fold '0', row 'overall': "
+                            "ZeroDivisionError: float division by zero; every trained fold is "
+                            "kept")
+  assert os.path.join(copy, "predictions.json") in message
+  assert f"python -m launch.report --workdir={copy} --recompute" in message
+  assert not os.path.exists(os.path.join(copy, "results.json"))
+  assert os.path.isfile(os.path.join(copy, "fold_00", "outputs.npz"))
+  with open(os.path.join(copy, "predictions.json")) as f:
+    held_out = json.load(f)["videos"]
+  assert set(held_out) == set(run_files.read_fold_record(copy, 0)["test_videos"])
+  monkeypatch.undo()  # fixed: the run is scored again without training
+  res = report.load_results(copy, recompute=True)
+  assert os.path.isfile(os.path.join(copy, "results.json")) and list(res["folds"]) == ["0"]
 
 
 def test_plots_and_a_recompute_load_the_run_once(tiny_run, tmp_path, monkeypatch):
@@ -205,8 +242,9 @@ def test_recompute_on_a_one_fold_run_counts_every_prediction_at_the_cross_fold_p
 @pytest.mark.parametrize("variant,dfcl,terms,name", [
     ("full", True, None, "+MPLG+DFCL"),
     ("full", False, None, "+MPLG"),
-    ("none", False, None, "Baseline"),
-    ("none", True, None, "Baseline +DFCL"),
+    ("none", False, None, "+points"),
+    ("none", True, None, "+points +DFCL"),
+    ("none", False, ("mil", "mil_suppressed", "guide", "sparsity", "mutual"), "Video-level"),
     ("pplm", False, None, "+PPLM"),
     ("caf1", True, None, "MPLG-caf1+DFCL"),
     ("dilated_points", False, None, "+dilated_points"),
@@ -222,4 +260,28 @@ def test_method_name_follows_table_one_and_shows_changed_loss_terms(variant, dfc
     c.loss.terms = terms
   assert report.method_name(c) == name
   del c.loss["terms"]  # a run made before loss.terms existed: eq. 18's terms
-  assert report.method_name(c) == name.split(" +smoothness")[0].split(" -guide")[0]
+  old = "+points" if name == "Video-level" else name
+  assert report.method_name(c) == old.split(" +smoothness")[0].split(" -guide")[0]
+
+
+def test_rescore_reproduces_the_run_and_applies_proposal_choices(tiny_run):
+  """Rescoring with no override gives the run's own rows; class-wise NMS only adds proposals
+  an other-class proposal had suppressed; an unknown field is refused."""
+  with open(os.path.join(tiny_run, "results.json")) as f:
+    original = json.load(f)
+  run = report.load_run(tiny_run)
+  same = report.rescore(tiny_run, {}, run=run)
+  for point in ("tuned", "honest"):
+    assert report.paper_row(same[point]) == pytest.approx(report.paper_row(original[point]))
+  wise = report.rescore(tiny_run, {"class_wise_nms": True, "max_per_class": (0, 0)}, run=run)
+  agnostic = report.rescore(tiny_run, {"class_wise_nms": False, "max_per_class": (0, 0)},
+                            run=run)
+  agnostic_preds = sum(f["rows"]["overall"]["n_pred"] for f in agnostic["folds"].values()
+                       if f.get("rows"))
+  wise_preds = sum(f["rows"]["overall"]["n_pred"] for f in wise["folds"].values()
+                   if f.get("rows"))
+  assert agnostic_preds > 0  # the folds' rows exist and hold proposals
+  assert wise_preds >= agnostic_preds
+  assert not os.path.exists(os.path.join(tiny_run, "results.json.tmp"))
+  with pytest.raises(KeyError, match="no field 'nms_treshold'"):
+    report.rescore(tiny_run, {"nms_treshold": 0.5}, run=run)

@@ -126,3 +126,15 @@ def test_cli_refuses_a_workdir_twice_the_same_seeds_and_no_workdir(tmp_path):
   one = _cli("--sweep=table8", f"--workdirs={dirs[0]}")
   assert one.returncode == 0 and "One seed: no spread" in one.stdout, one.stderr
   assert "-0.000" not in one.stdout
+
+
+def test_pseudo_label_quality_is_summarised_over_seeds():
+  def res(p):
+    return {"pseudo_labels": {"me": {"precision": p, "recall": 0.5},
+                              "mae": {"precision": 0.4, "recall": 0.2},
+                              "bg": {"precision": 0.9, "recall": 0.3}}}
+  text = seed_spread.label_quality_markdown({"+MPLG": [res(0.2), res(0.4)]})
+  (row,) = [line for line in text.splitlines() if line.startswith("| +MPLG")]
+  cells = [c.strip() for c in row.strip("|").split("|")]
+  assert cells[1] == "0.300 ± 0.141" and cells[2] == "0.500 ± 0.000"
+  assert seed_spread.label_quality_markdown({"old": [{}, {}]}) == ""

@@ -215,3 +215,51 @@ def test_a_second_spot_loads_its_programs_from_the_compilation_cache(tiny_run, t
   assert loaded1 == 0 and compiled1 == built1 > 0, counts
   assert loaded2 == built2 and compiled2 == 0, counts  # every program came from the cache
   assert (tmp_path / "spots0.json").read_text() == (tmp_path / "spots1.json").read_text()
+
+
+# ----------------------------------------------------------------------------------------------
+# Feature files that say how they were made (the tiny run: 30 fps, 8-frame snippets).
+
+
+def _recorded_features(path, t, **settings):
+  rng = np.random.default_rng(0)
+  np.savez(path, rgb=rng.random((t, FEATURE_DIM), np.float32),
+           flow=rng.random((t, FEATURE_DIM), np.float32),
+           **{k: np.asarray(v) for k, v in settings.items()})
+  return str(path)
+
+
+@pytest.mark.parametrize("t,settings,said", [
+    (30, dict(num_frames=121, fps=30.0, snippet_stride=4, snippet_window=8),
+     ["made with a snippet stride of 4 frames", "assumes a snippet stride of 8 frames",
+      "pass --snippet_length=4 --snippet_window=8"]),
+    (7, dict(num_frames=61, fps=15.0, snippet_stride=8, snippet_window=8),
+     ["made with 15 fps", "assumes 30 fps", "pass --fps=15"]),
+    (30, dict(num_frames=121),  # a frame count only: 30 snippets of 121 frames is stride 4
+     ["30 snippets for 121 frames is a stride of 4 frames, not 8: pass --snippet_length=4"]),
+], ids=["stride4", "15fps", "frame_count_only"])
+def test_features_made_at_other_settings_stop_spotting_in_one_line(tiny_run, tmp_path, t,
+                                                                   settings, said):
+  path = _recorded_features(tmp_path / "clip.npz", t, **settings)
+  with pytest.raises(ValueError) as e:
+    spot.spot(tiny_run, path, fold=0)
+  msg = str(e.value)
+  assert "\n" not in msg and f"file {path}" in msg
+  for part in said:
+    assert part in msg, msg
+  out = tmp_path / "spots.json"
+  proc = _run_cli(f"--workdir={tiny_run}", f"--features={path}", f"--output={out}", "--fold=0")
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr and not out.exists()
+  assert proc.stderr.strip().splitlines()[-1].startswith(f"spot: file {path}")
+
+
+def test_given_their_settings_they_are_spotted_at_them_inside_the_clip(tiny_run, tmp_path):
+  path = _recorded_features(tmp_path / "clip.npz", 30, num_frames=121, fps=30.0,
+                            snippet_stride=4, snippet_window=8)
+  result = spot.spot(tiny_run, path, fold=0, snippet_length=4, snippet_window=8)
+  assert (result["snippet_length"], result["snippet_window"]) == (4, 8)
+  props = result["videos"]["clip"]
+  assert props
+  for p in props:  # frames around the windows' centres (2 frames in), never past frame 120
+    assert 0 <= p["onset"] <= p["offset"] <= 120
+    assert (p["onset"] - 2) % 4 == 0 or p["onset"] == 120

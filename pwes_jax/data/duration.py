@@ -5,7 +5,9 @@ MEGC 2020 baseline, ME 7-16 frames on CAS(ME)^2, and the PWES authors' scorer, L
 ``tools/F1_score_last.py``: ``end - start <= 15`` at 30 fps). It is a micro-expression (ME)
 when it lasts at most ``0.5 * fps`` frames, a macro-expression (MaE) otherwise; "ME(1.0)"
 (paper Section 4.2, F1(1.0)) uses ``1.0 * fps``. At 30 fps an interval ``0 .. 15`` (16 frames
-inclusive) is an ME, ``0 .. 16`` is not; at 200 fps the bound is 100.
+inclusive) is an ME, ``0 .. 16`` is not; at 200 fps the bound is 100. A scoring protocol may
+set its own bound for a dataset (``megc`` on SAMM-LV: 104 frames, as the MEGC 2020 baseline
+counts; :func:`pwes_jax.evaluation.protocols.me_bound`).
 
 Proposals (:mod:`pwes_jax.evaluation.proposals`), the evaluator's rows, ``launch.spot``'s
 ``type`` and the

@@ -8,7 +8,13 @@ A dataset directory ``DIR`` holds:
 * ``DIR/annotations.csv``: ``subject,video,onset,apex,offset,type``; frames 0-based and inclusive,
   ``apex`` may be empty, ``type`` is ``ME`` or ``MaE``.
 * ``DIR/features/<video>.npz``: float32 ``rgb`` and ``flow``, each ``[T, feature_dim]`` with
-  ``T = (num_frames - 1) // snippet_length`` (the last frame is dropped, paper Section 3.2).
+  ``T = (num_frames - 1) // snippet_length`` (the last frame is dropped, paper Section 3.2);
+  files written by the extractor or the importer also carry the settings they were made with
+  (:mod:`pwes_jax.data.feature_settings`), checked against ``dataset.json`` when loaded.
+
+``snippet_length`` is the stride between snippets; with overlapping windows ``dataset.json``'s
+``snippet_window`` is the window (:mod:`pwes_jax.data.snippet_time` places each snippet at its
+window's centre).
 
 Every reader here validates what it reads and raises :class:`DatasetError` naming the file, the
 video and the field; readers never write into the dataset directory.
@@ -25,6 +31,9 @@ from typing import Iterable, Optional, Sequence
 from absl import logging
 import numpy as np
 
+from pwes_jax.data import feature_settings
+from pwes_jax.data import snippet_time
+
 # Class indices used everywhere: foreground classes first, background last.
 CLASS_NAMES = ("ME", "MaE")
 ME, MAE, BACKGROUND = 0, 1, 2
@@ -32,6 +41,11 @@ NUM_CLASSES = len(CLASS_NAMES)  # C, without background.
 
 VIDEOS_HEADER = ("subject", "video", "num_frames")
 ANNOTATIONS_HEADER = ("subject", "video", "onset", "apex", "offset", "type")
+
+
+# The flags of launch.import_dataset that convert features made with other settings.
+IMPORT_REMEDY = {"fps": "--resample_fps={}", "snippet_stride": "--snippet_length={}",
+                 "snippet_window": "--snippet_window={}"}
 
 
 class DatasetError(ValueError):
@@ -185,13 +199,18 @@ def write_annotation_rows(f, annotations: Sequence[Annotation]) -> None:
 
 
 def write_features(root: str, video: str, rgb: np.ndarray, flow: np.ndarray,
-                   *, overwrite: bool = False) -> str:
-  """Writes ``features/<video>.npz`` (float32 ``rgb`` and ``flow``); returns the path."""
+                   *, overwrite: bool = False, settings: Optional[dict] = None) -> str:
+  """Writes ``features/<video>.npz`` (float32 ``rgb`` and ``flow``); returns the path.
+
+  ``settings`` (:func:`feature_settings.arrays`: ``num_frames``, ``fps``, ``snippet_stride``,
+  ``snippet_window``) are written beside them, so the file says how it was made.
+  """
   path = feature_path(root, video)
   if os.path.exists(path) and not overwrite:
     raise FileExistsError(f"{path} exists; refusing to overwrite it")
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  np.savez(path, rgb=np.asarray(rgb, np.float32), flow=np.asarray(flow, np.float32))
+  np.savez(path, rgb=np.asarray(rgb, np.float32), flow=np.asarray(flow, np.float32),
+           **(settings or {}))
   return path
 
 
@@ -374,6 +393,17 @@ def load_features(dataset: Dataset, video: Video) -> tuple:
   if arrays["rgb"].shape[0] != arrays["flow"].shape[0]:
     raise error(path, name, "flow", f"rgb has {arrays['rgb'].shape[0]} snippets, flow "
                 f"{arrays['flow'].shape[0]}")
+  info = dataset.info
+  try:
+    feature_settings.check(
+        feature_settings.read(arrays),
+        {"fps": info.fps, "snippet_stride": info.snippet_length,
+         "snippet_window": snippet_time.window_of(info), "num_frames": video.num_frames},
+        where=f"file {path}, video {name!r}",
+        against=f"{os.path.join(dataset.root, 'dataset.json')} (and videos.csv)",
+        remedy=IMPORT_REMEDY, then="to launch.import_dataset")
+  except feature_settings.MismatchError as e:
+    raise DatasetError(str(e)) from None
   expected_t = dataset.info.num_snippets(video.num_frames)
   out = []
   for key in ("rgb", "flow"):

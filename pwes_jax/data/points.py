@@ -4,8 +4,10 @@
 paper's arbitrary single-frame supervision; ``"apex"`` mode takes the apex frame (Section 4.5),
 falling back to the interval midpoint ``(onset + offset) // 2`` where the apex is unknown.
 
-A frame ``f`` maps to snippet ``min(f // snippet_length, T - 1)`` with
-``T = info.num_snippets(num_frames)``: the frames of the dropped tail belong to the last snippet.
+A frame ``f`` maps to the snippet whose frames hold it (:mod:`pwes_jax.data.snippet_time`):
+``min(f // snippet_length, T - 1)`` with ``T = info.num_snippets(num_frames)`` for
+non-overlapping snippets (the frames of the dropped tail belong to the last snippet); with
+overlapping windows, the snippet whose window is centred on ``f``.
 
 Each video's random draw uses its own generator seeded by ``(seed, crc32(video name))``, so a
 video's points depend only on the seed and its own annotations, never on which other videos are
@@ -15,12 +17,14 @@ in the dataset (a LOSO fold or a subset sees the same points as the full dataset
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 import zlib
 
 from absl import logging
 import numpy as np
 
 from pwes_jax.data import layout
+from pwes_jax.data import snippet_time
 
 MODES = ("random", "apex")
 
@@ -76,19 +80,23 @@ def video_rng(seed: int, video: str) -> np.random.Generator:
   return np.random.default_rng([int(seed), zlib.crc32(video.encode("utf-8"))])
 
 
-def frame_to_snippet(frames: np.ndarray, snippet_length: int, num_snippets: int) -> np.ndarray:
-  """Maps frames to snippet indices ``min(f // snippet_length, T - 1)``.
+def frame_to_snippet(frames: np.ndarray, snippet_length: int, num_snippets: int,
+                     window: Optional[int] = None) -> np.ndarray:
+  """Maps frames to snippet indices: ``min(f // snippet_length, T - 1)`` without overlap.
 
   Args:
     frames: ``[N]`` integer frames.
-    snippet_length: frames per snippet.
+    snippet_length: frames per snippet (the stride between snippets).
     num_snippets: ``T`` of the video (>= 1).
+    window: frames per window when windows overlap (``snippet_time.frame_to_snippet``: the
+      snippet whose window is centred on the frame); None for ``snippet_length``.
 
   Returns:
     ``[N]`` int32 snippet indices.
   """
-  frames = np.asarray(frames, np.int64)
-  return np.minimum(frames // int(snippet_length), int(num_snippets) - 1).astype(np.int32)
+  return snippet_time.frame_to_snippet(frames, stride=snippet_length,
+                                       window=snippet_length if window is None else window,
+                                       num_snippets=num_snippets)
 
 
 def missing_apex(dataset: layout.Dataset) -> list:
@@ -131,7 +139,8 @@ def points_of_video(dataset: layout.Dataset, video: layout.Video, annotations,
   frames = np.asarray(frames, np.int64).reshape(-1)
   labels = np.array([a.label for a in annotations], np.int32)
   t = dataset.info.num_snippets(video.num_frames)
-  return PointLabels(frames, frame_to_snippet(frames, dataset.info.snippet_length, t), labels)
+  return PointLabels(frames, frame_to_snippet(frames, dataset.info.snippet_length, t,
+                                              snippet_time.window_of(dataset.info)), labels)
 
 
 def sample_points(dataset: layout.Dataset, mode: str = "random", seed: int = 0) -> dict:

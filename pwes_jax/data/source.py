@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -11,6 +12,7 @@ import numpy as np
 from pwes_jax.data import batching
 from pwes_jax.data import layout
 from pwes_jax.data import points as points_lib
+from pwes_jax.data import snippet_time
 from pwes_jax.data import synthetic
 
 
@@ -61,17 +63,33 @@ def load_video_arrays(dataset: layout.Dataset, config) -> dict:
       raise layout.error(os.path.join(dataset.root, "annotations.csv"), name, None,
                          f"{len(p)} annotated intervals exceed the {config.data.max_points} "
                          "point slots per video; raise --config.data.max_points")
-  return {v.name: v for v in batching.load_video_arrays(dataset, pts)}
+  truth = snippet_classes(dataset)
+  return {v.name: dataclasses.replace(v, truth=truth[v.name])
+          for v in batching.load_video_arrays(dataset, pts)}
+
+
+def snippet_classes(dataset: layout.Dataset) -> dict:
+  """Per-video ground-truth class of every snippet: ``{name: int8 [T]}``.
+
+  A snippet ``i`` covers frames ``[i * L, (i + 1) * L)`` (with overlapping windows, the frames
+  around its window's centre: :mod:`pwes_jax.data.snippet_time`); it takes the class index
+  (``layout.CLASS_NAMES``: 0 = ME, 1 = MaE) of an annotated interval that overlaps it, and
+  ``C`` (background) otherwise. Where intervals of both classes cover a snippet, ME wins (the
+  shorter, rarer class). Only for measuring pseudo labels and attention; never a training label.
+  """
+  out = {}
+  stride, window = dataset.info.snippet_length, snippet_time.window_of(dataset.info)
+  for v in dataset.videos:
+    t = dataset.info.num_snippets(v.num_frames)
+    m = np.full(t, layout.NUM_CLASSES, np.int8)
+    for a in sorted(dataset.annotations_of(v.video), key=lambda a: -a.label):  # ME written last
+      m[snippet_time.snippet_slice(a.onset, a.offset, stride=stride, window=window,
+                                   num_snippets=t)] = a.label
+    out[v.video] = m
+  return out
 
 
 def snippet_ground_truth(dataset: layout.Dataset) -> dict:
   """Per-video snippet masks of the annotated intervals: ``{name: int8 [T]}`` (1 = inside)."""
-  out = {}
-  L = dataset.info.snippet_length
-  for v in dataset.videos:
-    t = dataset.info.num_snippets(v.num_frames)
-    m = np.zeros(t, np.int8)
-    for a in dataset.annotations_of(v.video):
-      m[a.onset // L:min(a.offset // L, t - 1) + 1] = 1
-    out[v.video] = m
-  return out
+  return {name: (c < layout.NUM_CLASSES).astype(np.int8)
+          for name, c in snippet_classes(dataset).items()}

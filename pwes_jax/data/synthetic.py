@@ -6,6 +6,11 @@ subjects, interval counts and durations follow CAS(ME)^2, SAMM-LV or CAS(ME)^3 (
 micro- and macro-expression signals among subject offsets, slow drift, noise and unlabelled
 distractor events (blinks, head motion). ``docs/synthetic.md`` states the generative model.
 
+The ``mechanism`` preset keeps ``casme2``'s plan and adds the failure modes the paper names
+(:class:`Mechanisms`): context events beside the expressions, multi-phase macro-expressions with a
+long weak plateau, many class patterns through a fixed random non-linear map, and context events
+in the negative videos.
+
 Two stages, both deterministic in ``seed``:
 
 * :func:`plan` draws videos, subjects, annotated intervals and distractor events (no features);
@@ -36,8 +41,11 @@ MIN_FEATURE_DIM = 16
 STREAMS = ("rgb", "flow")
 DISTRACTOR_KINDS = ("blink", "head")
 
-# Random-stream tags (the first entropy word after the seed).
-_PLAN_STREAM, _LATENT_STREAM, _VIDEO_STREAM = 0, 1, 2
+MECHANISM_VERSION = 1  # of the mechanism preset's model; in its dataset.json only.
+
+# Random-stream tags (the first entropy word after the seed). The mechanism preset draws its
+# additions from streams of their own, so its plan shares casme2's videos and intervals.
+_PLAN_STREAM, _LATENT_STREAM, _VIDEO_STREAM, _MECHANISM_STREAM = 0, 1, 2, 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +75,36 @@ class FeatureModel:
 
 
 @dataclasses.dataclass(frozen=True)
+class Mechanisms:
+  """The failure modes of the ``mechanism`` preset (docs/synthetic.md, "Mechanism preset").
+
+  Ranges ``(lo, hi)`` are drawn uniformly; integer ranges include both ends.
+  """
+  # 1. Context events: the common expression direction without a class pattern, beside an
+  # expression and never annotated.
+  context_fraction: float = 0.5            # share of expressions given a context event.
+  context_gap_s: tuple = (0.5, 2.0)        # time between the two events' nearest ends.
+  context_seconds: tuple = (0.3, 1.0)      # duration of a context event.
+  context_amplitude: float = 1.0           # times the neighbouring expression's class amplitude.
+  negative_context_per_min: float = 1.0    # lone context events in a video with no expression.
+  # 2. Multi-phase macro-expressions: a short strong onset, then a long weak plateau.
+  multiphase_fraction: float = 0.5         # share of MaEs that are multi-phase.
+  onset_seconds: tuple = (0.2, 0.5)        # the strong phase (rise to the apex, fall to plateau),
+  onset_max_share: float = 0.4             # at most this share of the interval.
+  plateau_level: tuple = (0.2, 0.3)        # plateau intensity, as a share of the apex's.
+  release_share: float = 0.1               # the final fall to 0 (>= 2 frames).
+  # 3. Many class patterns through a fixed random non-linear map.
+  patterns_per_class: tuple = (10, 20)     # P_k, drawn once per class.
+  patterns_per_subject: tuple = (3, 6)     # per class: the subject's subset of the P_k.
+  patterns_per_video: tuple = (1, 2)       # per class: drawn from the subject's subset.
+  latent_dim: int = 8                      # r: the patterns lie on a loop in R^r per class,
+  loop_radius: float = 2.0                 #   of this radius,
+  class_separation: float = 0.25           #   centred this far apart (std) between classes,
+  map_hidden: int = 512                    # H: phi(z) = W2 cos(omega W1 z + b1), random Fourier
+  map_frequency: float = 1.0               #   features: W1 [H, r], W2 [F, H], b1, fixed per seed.
+
+
+@dataclasses.dataclass(frozen=True)
 class Preset:
   """Dataset statistics of one benchmark.
 
@@ -90,6 +128,7 @@ class Preset:
   feature_dim: int = 1024
   gap_snippets: int = 1             # minimum gap between intervals and to the video's ends.
   model: FeatureModel = FeatureModel()
+  mechanism: Optional[Mechanisms] = None  # the failure modes; None: the real statistics only.
 
   @property
   def gap_frames(self) -> int:
@@ -124,6 +163,9 @@ PRESETS = {
         mae_frames=(17, 28, 55, 100, 120), max_intervals_per_video=20,
         empty_fraction=199 / 956),
 }
+# casme2's statistics and plan (same seed, same videos and intervals) with the failure modes.
+PRESETS["mechanism"] = dataclasses.replace(PRESETS["casme2"], name="mechanism",
+                                           mechanism=Mechanisms())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +180,38 @@ class Distractor:
 
 
 @dataclasses.dataclass(frozen=True)
+class ContextEvent:
+  """A context event of the mechanism preset: unannotated; frames 0-based and inclusive."""
+  subject: str
+  video: str
+  onset: int
+  apex: int
+  offset: int
+  label: int   # the class whose amplitude it takes (its neighbour's; random in a negative video)
+  anchor: int  # index in Plan.annotations of the expression beside it; -1 in a negative video
+
+
+@dataclasses.dataclass(frozen=True)
+class Phases:
+  """The phases of a multi-phase expression (frames): rise to the apex, fall to the plateau at
+  ``plateau_start``, hold ``level`` until ``release_start``, fall to 0 at the offset."""
+  plateau_start: int
+  release_start: int
+  level: float
+
+
+@dataclasses.dataclass(frozen=True)
+class MechanismPlan:
+  """The mechanism preset's additions to a plan."""
+  pattern_counts: tuple     # P_k per class (ME, MaE)
+  subject_patterns: dict    # subject -> per class, the sorted pattern indices it may show
+  video_patterns: dict      # video -> per class, the 1-2 its expressions draw from (or ())
+  patterns: tuple           # per annotation (aligned with Plan.annotations): its pattern index
+  phases: tuple             # per annotation: Phases, or None for a single-phase expression
+  context: tuple            # tuple[ContextEvent, ...], by video then onset
+
+
+@dataclasses.dataclass(frozen=True)
 class Plan:
   """Everything about a synthetic dataset except its features."""
   preset: Preset
@@ -145,6 +219,7 @@ class Plan:
   videos: tuple       # tuple[layout.Video, ...], grouped by subject
   annotations: tuple  # tuple[layout.Annotation, ...], by video then onset
   distractors: tuple  # tuple[Distractor, ...], by video then onset
+  mechanism: Optional[MechanismPlan] = None  # the mechanism preset's additions
 
   @property
   def subjects(self) -> list:
@@ -153,14 +228,16 @@ class Plan:
 
 @dataclasses.dataclass(frozen=True)
 class Latents:
-  """The planted directions, all unit vectors; stream axis 0 = rgb, 1 = flow."""
+  """The planted directions, unit vectors (but padding); stream axis 0 = rgb, 1 = flow."""
   common: np.ndarray            # [2, F]        the shared "expression" direction u
-  classes: np.ndarray           # [2, K, F]     class directions v_k
+  classes: np.ndarray           # [2, K, F]     class directions v_k (mechanism: mean w_{k,j})
   patterns: np.ndarray          # [2, K, J, F]  global class patterns d_{k,j}
   subject_patterns: np.ndarray  # [S, 2, K, J, F] per-subject rotated patterns
   subject_offsets: np.ndarray   # [S, 2, F]     per-subject offsets b_s (not unit)
   blink: np.ndarray             # [2, F]
   head: np.ndarray              # [2, F]
+  # Mechanism preset: P_k per class; patterns j >= P_k are zero. None: all J are used.
+  pattern_counts: Optional[np.ndarray] = None  # [K]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,6 +293,40 @@ def check_preset(p: Preset) -> None:
                f"videos with 1..{p.max_intervals_per_video} each")
   if min(p.frame_quantiles) < 2 or p.mean_frames < 2 * p.snippet_length:
     raise _bad(p, "mean_frames", "videos are too short")
+  if p.mechanism is not None:
+    _check_mechanism(p)
+
+
+def _check_mechanism(p: Preset) -> None:
+  mech = p.mechanism
+  if not isinstance(mech, Mechanisms):
+    raise _bad(p, "mechanism", f"expected Mechanisms or None, got {type(mech).__name__}")
+  for field in ("context_fraction", "multiphase_fraction", "onset_max_share", "release_share"):
+    if not 0 <= getattr(mech, field) <= 1:
+      raise _bad(p, f"mechanism.{field}", f"must be in [0, 1], got {getattr(mech, field)}")
+  for field in ("context_gap_s", "context_seconds", "onset_seconds", "plateau_level",
+                "patterns_per_class", "patterns_per_subject", "patterns_per_video"):
+    lo, hi = getattr(mech, field)
+    if not 0 < lo <= hi:
+      raise _bad(p, f"mechanism.{field}", f"need 0 < lo <= hi, got {(lo, hi)}")
+  if mech.plateau_level[1] >= 1:
+    raise _bad(p, "mechanism.plateau_level", "the plateau must be weaker than the apex")
+  if mech.context_gap_s[0] * p.fps <= p.gap_frames:
+    raise _bad(p, "mechanism.context_gap_s", f"a context event must sit more than the "
+               f"{p.gap_frames}-frame gap away from its expression")
+  if not (mech.patterns_per_video[1] <= mech.patterns_per_subject[0]
+          and mech.patterns_per_subject[1] <= mech.patterns_per_class[0]):
+    raise _bad(p, "mechanism.patterns_per_subject", "need patterns per video <= per subject "
+               "<= per class")
+  n = p.mae_frames[0] - 1  # the shortest MaE must hold a strong phase, a plateau and a release
+  if n - int(mech.onset_max_share * n) - max(2, round(mech.release_share * n)) < 1:
+    raise _bad(p, "mechanism.onset_max_share", f"MaEs of {p.mae_frames[0]} frames leave no "
+               "room for a plateau")
+  if int(mech.onset_max_share * n) < 2:
+    raise _bad(p, "mechanism.onset_max_share", "the strong phase needs >= 2 frames")
+  for field in ("latent_dim", "map_hidden"):
+    if int(getattr(mech, field)) < 2:
+      raise _bad(p, f"mechanism.{field}", f"must be >= 2, got {getattr(mech, field)}")
 
 
 def _num_nonempty(p: Preset) -> int:
@@ -350,6 +461,7 @@ def plan(preset: Union[str, Preset], seed: int = 0) -> Plan:
   Totals are exact: ``preset.num_videos`` videos, ``num_subjects`` subjects, ``num_me`` ME and
   ``num_mae`` MaE rows, and ``round(mean_frames * num_videos)`` frames in all. Intervals lie
   inside the snippet-covered frames with at least ``gap_frames`` between them and to the ends.
+  A preset with ``mechanism`` adds :class:`MechanismPlan` to the plan its statistics give.
   """
   p = get_preset(preset)
   seed = _check_seed(seed)
@@ -389,7 +501,140 @@ def plan(preset: Union[str, Preset], seed: int = 0) -> Plan:
                                              int(off), layout.CLASS_NAMES[t]))
         busy[max(on - gap, 0):off + gap + 1] = 1
     distractors += _distractors(rng, p, video, busy, int(num_snippets[i]))
-  return Plan(p, int(seed), videos, tuple(annotations), tuple(distractors))
+  base = Plan(p, int(seed), videos, tuple(annotations), tuple(distractors))
+  return base if p.mechanism is None else _add_mechanisms(base)
+
+
+# ----------------------------------------------------------------------------------------------
+# Mechanism preset: the plan's additions (docs/synthetic.md, "Mechanism preset").
+
+
+def pattern_counts(preset: Union[str, Preset], seed: int = 0) -> tuple:
+  """``(P_ME, P_MaE)``: how many patterns each class has in a mechanism preset."""
+  p = get_preset(preset)
+  if p.mechanism is None:
+    raise ValueError(f"synthetic preset {p.name!r} has no mechanism (one pattern set per class)")
+  lo, hi = p.mechanism.patterns_per_class
+  counts = _rng(_check_seed(seed), _MECHANISM_STREAM, 0).integers(lo, hi + 1,
+                                                                    size=layout.NUM_CLASSES)
+  return tuple(int(c) for c in counts)
+
+
+def _add_mechanisms(base: Plan) -> Plan:
+  """The mechanism preset's plan: ``base``'s videos and intervals (multi-phase MaEs' apexes
+  moved to their strong phase), each expression's pattern, its phases and the context events."""
+  p, mech = base.preset, base.preset.mechanism
+  rng = _rng(base.seed, _MECHANISM_STREAM, 1)
+  counts = pattern_counts(p, base.seed)
+  subject_sets, video_sets = _pattern_sets(rng, mech, base, counts)
+  annotations, patterns, phases = list(base.annotations), [], []
+  for i, a in enumerate(annotations):
+    patterns.append(int(rng.choice(video_sets[a.video][a.label])))
+    phase = None
+    if a.label == layout.MAE and rng.random() < mech.multiphase_fraction:
+      apex, phase = _phases(rng, p, a.onset, a.offset)
+      annotations[i] = dataclasses.replace(a, apex=apex)
+    phases.append(phase)
+  context = _context_events(rng, p, base.videos, annotations)
+  extra = MechanismPlan(counts, subject_sets, video_sets, tuple(patterns), tuple(phases), context)
+  return dataclasses.replace(base, annotations=tuple(annotations), mechanism=extra)
+
+
+def _draw_subset(rng, pool, size_range) -> tuple:
+  n = min(int(rng.integers(size_range[0], size_range[1] + 1)), len(pool))
+  return tuple(sorted(int(j) for j in rng.choice(pool, size=n, replace=False)))
+
+
+def _pattern_sets(rng, mech: Mechanisms, base: Plan, counts) -> tuple:
+  """Each subject's subset of every class's patterns, and each video's 1-2 of its subject's
+  (empty for a class the video does not show)."""
+  subject_sets = {s: tuple(_draw_subset(rng, np.arange(n), mech.patterns_per_subject)
+                           for n in counts) for s in base.subjects}
+  shown = {}
+  for a in base.annotations:
+    shown.setdefault(a.video, set()).add(a.label)
+  video_sets = {}
+  for v in base.videos:
+    drawn = [_draw_subset(rng, pool, mech.patterns_per_video) for pool in subject_sets[v.subject]]
+    video_sets[v.video] = tuple(d if k in shown.get(v.video, ()) else ()
+                                for k, d in enumerate(drawn))
+  return subject_sets, video_sets
+
+
+def _phases(rng, p: Preset, onset: int, offset: int) -> tuple:
+  """``(apex, Phases)`` of a multi-phase interval: a strong phase of ``onset_seconds`` (at most
+  ``onset_max_share`` of it) peaking at the apex, a plateau, a release of ``release_share``."""
+  mech, n = p.mechanism, offset - onset
+  strong = int(round(rng.uniform(*mech.onset_seconds) * p.fps))
+  strong = max(2, min(strong, int(mech.onset_max_share * n)))
+  apex = onset + int(np.clip(round(rng.uniform(0.3, 0.6) * strong), 1, strong - 1))
+  release = max(2, int(round(mech.release_share * n)))
+  level = float(rng.uniform(*mech.plateau_level))
+  return apex, Phases(onset + strong, offset - release, level)
+
+
+def _context_events(rng, p: Preset, videos, annotations) -> tuple:
+  """Context events: beside ``context_fraction`` of the expressions, ``context_gap_s`` away, and
+  Poisson ``negative_context_per_min`` of them in each negative video; never within
+  ``gap_frames`` of an interval nor overlapping each other."""
+  mine = {}
+  for i, a in enumerate(annotations):
+    mine.setdefault(a.video, []).append(i)
+  out = []
+  for video in videos:
+    frames = (video.num_frames - 1) // p.snippet_length * p.snippet_length  # snippet-covered
+    busy = np.zeros(frames, bool)
+    for a in (annotations[i] for i in mine.get(video.video, [])):
+      busy[max(a.onset - p.gap_frames, 0):a.offset + p.gap_frames + 1] = True
+    if video.video in mine:
+      events = [e for i in mine[video.video] for e in _beside(rng, p, annotations[i], i, busy)]
+    else:
+      events = _lone(rng, p, video, busy)
+    events.sort()
+    if events:
+      onsets = np.array([e[0] for e in events])
+      apexes = _apexes(rng, onsets, np.array([e[1] - e[0] + 1 for e in events]), (0.3, 0.7))
+      out += [ContextEvent(video.subject, video.video, int(on), int(ap), int(off), int(k), int(i))
+              for (on, off, k, i), ap in zip(events, apexes)]
+  return tuple(out)
+
+
+def _fits(busy, on: int, length: int) -> bool:
+  """Places ``[on, on + length)`` in ``busy`` (in place) if it is free; says whether it was."""
+  if on < 0 or on + length > len(busy) or busy[on:on + length].any():
+    return False
+  busy[on:on + length] = True
+  return True
+
+
+def _beside(rng, p: Preset, a: layout.Annotation, index: int, busy) -> list:
+  """With probability ``context_fraction``, one context event ``context_gap_s`` before or after
+  the expression (a random side; the other when it does not fit): ``[(on, off, label, index)]``."""
+  mech = p.mechanism
+  if rng.random() >= mech.context_fraction:
+    return []
+  away = int(round(rng.uniform(*mech.context_gap_s) * p.fps))
+  length = max(3, int(round(rng.uniform(*mech.context_seconds) * p.fps)))
+  first = 1 if rng.random() < 0.5 else -1
+  for side in (first, -first):
+    on = a.offset + away if side > 0 else a.onset - away - length + 1
+    if _fits(busy, on, length):
+      return [(on, on + length - 1, a.label, index)]
+  return []
+
+
+def _lone(rng, p: Preset, video: layout.Video, busy) -> list:
+  """Context events of a video with no expression, placed uniformly; each takes the amplitude of
+  a class drawn in the dataset's ME/MaE proportions: ``[(on, off, label, -1)]``."""
+  mech, out = p.mechanism, []
+  me_share = p.num_me / max(p.num_me + p.num_mae, 1)
+  for _ in range(rng.poisson(mech.negative_context_per_min * video.num_frames / p.fps / 60)):
+    length = max(3, int(round(rng.uniform(*mech.context_seconds) * p.fps)))
+    on = int(rng.integers(0, max(len(busy) - length, 0) + 1))
+    label = layout.ME if rng.random() < me_share else layout.MAE
+    if _fits(busy, on, length):
+      out.append((on, on + length - 1, label, -1))
+  return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -412,6 +657,8 @@ def make_latents(preset: Union[str, Preset], feature_dim: int, seed: int = 0,
   p = get_preset(preset)
   m, f = p.model, _check_feature_dim(feature_dim)
   s = p.num_subjects if num_subjects is None else int(num_subjects)
+  if p.mechanism is not None:
+    return _mechanism_latents(p, f, seed, s)
   k, j = layout.NUM_CLASSES, m.num_patterns
   rng = _rng(seed, _LATENT_STREAM, f)
   nb = 1 + k + k * j + 2
@@ -477,13 +724,17 @@ def video_features(the_plan: Plan, latents: Latents, index: int) -> tuple:
     ``(rgb, flow)``, float32 ``[T, F]`` each with ``T = (num_frames - 1) // snippet_length``.
   """
   name = the_plan.videos[index].video
+  context = the_plan.mechanism.context if the_plan.mechanism else ()
   return _video_features(the_plan, latents, index, the_plan.subjects,
-                         [a for a in the_plan.annotations if a.video == name],
-                         [d for d in the_plan.distractors if d.video == name])
+                         [i for i, a in enumerate(the_plan.annotations) if a.video == name],
+                         [d for d in the_plan.distractors if d.video == name],
+                         [c for c in context if c.video == name])
 
 
 def _video_features(the_plan: Plan, latents: Latents, index: int, subjects: list,
-                    annotations: list, distractors: list) -> tuple:
+                    rows: list, distractors: list, context: list) -> tuple:
+  """Features of one video from its annotations (indices ``rows`` in the plan), distractors and
+  context events (mechanism preset)."""
   p, m = the_plan.preset, the_plan.preset.model
   video = the_plan.videos[index]
   s = subjects.index(video.subject)
@@ -491,26 +742,23 @@ def _video_features(the_plan: Plan, latents: Latents, index: int, subjects: list
   t_len = (video.num_frames - 1) // p.snippet_length
   rng = _rng(the_plan.seed, _VIDEO_STREAM, index, f)
 
-  # Events: (onset, apex, offset, amplitudes [2], directions [2, F]).
-  events = []
-  for a in annotations:
-    k = a.label
-    j = rng.integers(m.num_patterns)
-    amp = np.asarray(m.amplitude[k]) * rng.lognormal(0.0, m.amplitude_spread)
-    d = _perturb(rng, latents.subject_patterns[s, :, k, j], m.event_jitter)
-    events.append((a.onset, a.apex, a.offset, amp, d))
+  # Events: (onset, (intensity, motion) frame profiles, amplitudes [2], directions [2, F]).
+  if p.mechanism is None:
+    events = _expression_events(rng, m, latents, s, [the_plan.annotations[i] for i in rows])
+  else:
+    events = _mechanism_events(rng, the_plan, latents, s, rows, context)
   for e in distractors:
     base, amp = ((latents.blink, m.blink_amplitude) if e.kind == "blink"
                  else (latents.head, m.head_amplitude))
     amp = np.asarray(amp) * rng.lognormal(0.0, m.amplitude_spread)
-    events.append((e.onset, e.apex, e.offset, amp, _perturb(rng, base, m.event_jitter)))
+    events.append((e.onset, profile(e.onset, e.apex, e.offset), amp,
+                   _perturb(rng, base, m.event_jitter)))
 
   # Intensity (rgb) and motion (flow) per snippet: [T, E] each.
   n_ev = len(events)
   coef = np.zeros((len(STREAMS), t_len, n_ev), np.float64)
   dirs = np.zeros((len(STREAMS), n_ev, f), np.float32)
-  for e, (on, ap, off, amp, d) in enumerate(events):
-    intensity, motion = profile(on, ap, off)
+  for e, (on, (intensity, motion), amp, d) in enumerate(events):
     coef[0, :, e] = amp[0] * _snippet_mean(intensity, on, t_len, p.snippet_length)
     coef[1, :, e] = amp[1] * _snippet_mean(motion, on, t_len, p.snippet_length)
     dirs[:, e] = d
@@ -536,21 +784,148 @@ def _video_features(the_plan: Plan, latents: Latents, index: int, subjects: list
   return out[0], out[1]
 
 
+def _expression_events(rng, m: FeatureModel, latents: Latents, s: int, annotations) -> list:
+  """The expressions of a real-statistics preset: one of J patterns each, unimodal profile."""
+  events = []
+  for a in annotations:
+    k = a.label
+    j = rng.integers(m.num_patterns)
+    amp = np.asarray(m.amplitude[k]) * rng.lognormal(0.0, m.amplitude_spread)
+    d = _perturb(rng, latents.subject_patterns[s, :, k, j], m.event_jitter)
+    events.append((a.onset, profile(a.onset, a.apex, a.offset), amp, d))
+  return events
+
+
 def iter_features(the_plan: Plan, feature_dim: int) -> Iterator[tuple]:
   """Yields ``(video, rgb [T, F], flow [T, F])`` for every video of the plan, in order."""
   latents = make_latents(the_plan.preset, feature_dim, the_plan.seed,
                          num_subjects=len(the_plan.subjects))
   subjects = the_plan.subjects
-  annotations = {v.video: [] for v in the_plan.videos}
+  rows = {v.video: [] for v in the_plan.videos}
   distractors = {v.video: [] for v in the_plan.videos}
-  for a in the_plan.annotations:
-    annotations[a.video].append(a)
+  context = {v.video: [] for v in the_plan.videos}
+  for i, a in enumerate(the_plan.annotations):
+    rows[a.video].append(i)
   for d in the_plan.distractors:
     distractors[d.video].append(d)
+  for c in (the_plan.mechanism.context if the_plan.mechanism else ()):
+    context[c.video].append(c)
   for i, video in enumerate(the_plan.videos):
-    rgb, flow = _video_features(the_plan, latents, i, subjects, annotations[video.video],
-                                distractors[video.video])
+    rgb, flow = _video_features(the_plan, latents, i, subjects, rows[video.video],
+                                distractors[video.video], context[video.video])
     yield video, rgb, flow
+
+
+# ----------------------------------------------------------------------------------------------
+# Mechanism preset: directions and events (docs/synthetic.md, "Mechanism preset").
+
+
+def pattern_latents(preset: Union[str, Preset], seed: int = 0) -> tuple:
+  """The latent side of the mechanism preset's patterns; independent of F.
+
+  Returns:
+    ``(z, w1, b1)``: pattern latents ``z [K, J, r]`` (zero for ``j >= P_k``; class k's lie on a
+    loop of radius ``loop_radius`` in a random plane about a class centre) and the first layer
+    of the fixed map, ``w1 [H, r] ~ N(0, 1)`` and ``b1 [H] ~ U[0, 2 pi)``.
+  """
+  p = get_preset(preset)
+  counts = pattern_counts(p, seed)
+  mech = p.mechanism
+  r, h = int(mech.latent_dim), int(mech.map_hidden)
+  rng = _rng(seed, _MECHANISM_STREAM, 2)
+  w1 = rng.standard_normal((h, r))
+  b1 = rng.uniform(0, 2 * np.pi, h)
+  centre = rng.standard_normal(r)
+  z = np.zeros((layout.NUM_CLASSES, max(counts), r))
+  for k, n in enumerate(counts):
+    shift = mech.class_separation * rng.standard_normal(r)
+    plane = np.linalg.qr(rng.standard_normal((r, 2)))[0]  # [r, 2], orthonormal columns
+    theta = 2 * np.pi * (np.arange(n) + rng.uniform(-0.2, 0.2, n)) / n + rng.uniform(0, 2 * np.pi)
+    z[k, :n] = centre + shift + mech.loop_radius * (np.cos(theta)[:, None] * plane[:, 0]
+                                                    + np.sin(theta)[:, None] * plane[:, 1])
+  return z, w1, b1
+
+
+def _mechanism_latents(p: Preset, f: int, seed: int, num_subjects: int) -> Latents:
+  """Directions of the mechanism preset: ``u``, blink and head as in the other presets; each
+  class's P_k patterns ``c u + sqrt(1 - c^2) w_{k,j}`` with ``w_{k,j}`` the fixed random map of
+  the pattern's latent, centred over all patterns, orthogonal to u, blink and head, unit."""
+  m, mech = p.model, p.mechanism
+  counts = np.asarray(pattern_counts(p, seed))
+  z, w1, b1 = pattern_latents(p, seed)
+  valid = np.arange(z.shape[1])[None, :] < counts[:, None]  # [K, J]
+  rng = _rng(seed, _LATENT_STREAM, f)
+  basis = np.stack([np.linalg.qr(rng.standard_normal((f, 3)))[0].T for _ in STREAMS])  # [2, 3, F]
+  u = basis[:, 0]
+  hidden = np.cos(mech.map_frequency * z @ w1.T + b1)  # [K, J, H]
+  w2 = rng.standard_normal((len(STREAMS), f, hidden.shape[-1])) / np.sqrt(hidden.shape[-1])
+  w = np.einsum("kjh,mfh->mkjf", hidden, w2)  # [2, K, J, F]
+  w -= w[:, valid].mean(axis=1)[:, None, None]
+  w -= np.einsum("mkjb,mbf->mkjf", np.einsum("mkjf,mbf->mkjb", w, basis), basis)
+  w = _unit(w)
+  c = m.common_share
+  patterns = np.where(valid[None, :, :, None], c * u[:, None, None] + np.sqrt(1 - c * c) * w, 0.0)
+  classes = _unit(np.einsum("mkjf,kj->mkf", w, valid.astype(np.float64)))
+  blink = m.blink_alignment * u + np.sqrt(1 - m.blink_alignment ** 2) * basis[:, 1]
+  subject_patterns = _perturb(rng, np.broadcast_to(patterns, (num_subjects,) + patterns.shape),
+                              m.subject_rotation) * valid[None, None, :, :, None]
+  sigma = np.asarray(m.subject_offset, np.float64)[None, :, None]
+  offsets = (sigma * rng.standard_normal((num_subjects, len(STREAMS), f))).astype(np.float32)
+  f32 = lambda x: np.ascontiguousarray(x, np.float32)  # noqa: E731
+  return Latents(common=f32(u), classes=f32(classes), patterns=f32(patterns),
+                 subject_patterns=f32(subject_patterns), subject_offsets=offsets,
+                 blink=f32(blink), head=f32(basis[:, 2]), pattern_counts=counts)
+
+
+def multiphase_profile(onset: int, apex: int, offset: int, phases: Phases) -> tuple:
+  """Frame-level intensity and motion of a multi-phase event over frames ``onset..offset``.
+
+  Returns:
+    ``(intensity, motion)``, each ``[offset - onset + 1]``: the intensity rises as
+    ``1 - (1 - x)^2`` to 1 at the apex, falls as ``1 - (1 - level) y^2`` to ``level`` at
+    ``plateau_start``, holds ``level`` until ``release_start`` and falls as ``level (1 - z^2)``
+    to 0 at the offset; the motion is ``|intensity[n] - intensity[n-1]|`` scaled to peak at 1,
+    so it is 0 on the plateau.
+  """
+  n = np.arange(onset, offset + 1, dtype=np.float64)
+  p0, r0, level = phases.plateau_start, phases.release_start, phases.level
+  x = np.clip((n - onset) / max(apex - onset, 1), 0.0, 1.0)
+  y = np.clip((n - apex) / max(p0 - apex, 1), 0.0, 1.0)
+  z = np.clip((n - r0) / max(offset - r0, 1), 0.0, 1.0)
+  intensity = np.where(n <= apex, 1.0 - (1.0 - x) ** 2,
+                       np.where(n <= p0, 1.0 - (1.0 - level) * y ** 2,
+                                np.where(n <= r0, level, level * (1.0 - z ** 2))))
+  motion = np.abs(np.diff(intensity, prepend=0.0))
+  return intensity, motion / max(motion.max(), 1e-12)
+
+
+def _context_direction(rng, u: np.ndarray, common_share: float) -> np.ndarray:
+  """``c u + sqrt(1 - c^2) q``: q a random unit vector orthogonal to u, one per stream."""
+  q = rng.standard_normal(u.shape)
+  q = _unit(q - np.sum(q * u, axis=-1, keepdims=True) * u)
+  c = common_share
+  return (c * u + np.sqrt(1 - c * c) * q).astype(np.float32)
+
+
+def _mechanism_events(rng, the_plan: Plan, latents: Latents, s: int, rows: list,
+                      context: list) -> list:
+  """A mechanism video's expressions (their planned pattern and phases) and context events."""
+  m, mech = the_plan.preset.model, the_plan.preset.mechanism
+  events = []
+  for i in rows:
+    a, phases = the_plan.annotations[i], the_plan.mechanism.phases[i]
+    k, j = a.label, the_plan.mechanism.patterns[i]
+    amp = np.asarray(m.amplitude[k]) * rng.lognormal(0.0, m.amplitude_spread)
+    d = _perturb(rng, latents.subject_patterns[s, :, k, j], m.event_jitter)
+    shape = (profile(a.onset, a.apex, a.offset) if phases is None
+             else multiphase_profile(a.onset, a.apex, a.offset, phases))
+    events.append((a.onset, shape, amp, d))
+  for e in context:
+    amp = (mech.context_amplitude * np.asarray(m.amplitude[e.label])
+           * rng.lognormal(0.0, m.amplitude_spread))
+    d = _context_direction(rng, latents.common, m.common_share)
+    events.append((e.onset, profile(e.onset, e.apex, e.offset), amp, d))
+  return events
 
 
 # ----------------------------------------------------------------------------------------------
@@ -561,6 +936,8 @@ def dataset_info(the_plan: Plan, feature_dim: int) -> layout.DatasetInfo:
   p = the_plan.preset
   extras = {"source": "synthetic", "preset": p.name, "seed": the_plan.seed,
             "generator": GENERATOR, "generator_version": GENERATOR_VERSION}
+  if p.mechanism is not None:
+    extras["mechanism_version"] = MECHANISM_VERSION
   return layout.DatasetInfo(f"synthetic_{p.name}", float(p.fps), int(p.snippet_length),
                             int(feature_dim), extras)
 
@@ -611,6 +988,21 @@ def summarize(the_plan: Plan, feature_dim: int, root: Optional[str] = None) -> d
       "foreground_frame_share": float(fg / frames.sum()),
       "num_blinks": kinds.count("blink"), "num_head_motions": kinds.count("head"),
       "generator_version": GENERATOR_VERSION,
+  } | _mechanism_summary(the_plan)
+
+
+def _mechanism_summary(the_plan: Plan) -> dict:
+  """The mechanism preset's counts (empty for the other presets)."""
+  mech = the_plan.mechanism
+  if mech is None:
+    return {}
+  anchors = {c.anchor for c in mech.context if c.anchor >= 0}
+  return {
+      "num_context_events": len(mech.context),
+      "expressions_with_context": len(anchors) / max(len(the_plan.annotations), 1),
+      "num_multiphase": sum(ph is not None for ph in mech.phases),
+      "pattern_counts": list(mech.pattern_counts),
+      "mechanism_version": MECHANISM_VERSION,
   }
 
 

@@ -13,7 +13,7 @@ proposals) and by spotting new videos (``spot.spot``):
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import jax
 import numpy as np
@@ -22,6 +22,7 @@ from pwes_jax.evaluation import proposals as proposals_lib
 from pwes_jax.data import batching
 from pwes_jax.data import layout
 from pwes_jax.data import points as points_lib
+from pwes_jax.data import snippet_time
 
 # What the forward returns and ``outputs.npz`` stores per video: attention [T],
 # probs [T, C+1] (background last), suppressed [T, C].
@@ -91,21 +92,28 @@ def average_outputs(outputs: Sequence[Mapping]) -> dict:
           for k in ("attention", "suppressed")}
 
 
-def to_proposals(output: Mapping, config, *, fps: float, snippet_length: int) -> list:
+def to_proposals(output: Mapping, config, *, fps: float, snippet_length: int,
+                 window: Optional[int] = None, num_frames: Optional[int] = None) -> list:
   """Proposals of one video (paper Section 3.6) with the settings of ``config.inference``.
 
   Args:
     output: ``{"attention": [T], "suppressed": [T, C]}`` of the video.
     config: a run's config (its ``inference`` section).
     fps: the video's frame rate.
-    snippet_length: frames per snippet.
+    snippet_length: frames per snippet (the stride between snippets).
+    window: frames per window when windows overlap (``snippet_time``: a snippet's frames are
+      those around its window's centre); None for ``snippet_length``.
+    num_frames: the video's frame count, when known: frames are clipped to the last one.
 
   Returns:
     ``proposals.generate_proposals``'s list: ``[{onset, offset, score, type, start_snippet,
     end_snippet}]``, highest score first, 0-based inclusive frames.
   """
   inf = config.inference
-  return proposals_lib.generate_proposals(
+  return snippet_time.place(proposals_lib.generate_proposals(
       output["attention"], output["suppressed"], snippet_length=snippet_length, fps=fps,
       top_ratio=inf.top_ratio, nms_threshold=inf.nms_threshold,
-      me_max_seconds=inf.me_max_seconds, flank_ratio=inf.flank_ratio)
+      me_max_seconds=inf.me_max_seconds, flank_ratio=inf.flank_ratio,
+      class_wise_nms=inf.get("class_wise_nms", False),
+      max_per_class=tuple(inf.get("max_per_class", (0, 0)))),
+      stride=snippet_length, window=window, num_frames=num_frames)

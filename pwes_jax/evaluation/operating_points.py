@@ -8,7 +8,7 @@ held-out predictions (``cross_fold``) or on the fold's own training subjects
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Optional
 
 from absl import logging
 import numpy as np
@@ -25,7 +25,8 @@ def _pool(rows_by_fold) -> dict:
   for rows in rows_by_fold:
     for r, (tp, n, g) in rows.items():
       pooled[r] = [pooled[r][0] + int(tp[0]), pooled[r][1] + int(n[0]), pooled[r][2] + int(g[0])]
-  rows = {r: scoring.row_metrics(*pooled[r]) for r in scoring.ROWS}
+  with scoring.failing_as(fold="pooled"):
+    rows = scoring.metrics_of({r: tuple([c] for c in pooled[r]) for r in scoring.ROWS})
   return {"rows": rows, "f1_0.5": rows["me"]["f1"], "f1_1.0": rows["me_1.0"]["f1"],
           "f1_p": rows["me"]["f1"]}
 
@@ -66,18 +67,47 @@ def _apply_per_fold(tests: Mapping, chosen: Mapping, gt, protocol, st, what: str
     if cut is None:
       logging.warning("fold %s: no %s predictions to choose a threshold on; every test "
                       "prediction counts", name, what)
-    prep = scoring.Prepared(test, gt, list(test), protocol, f"fold {name} test", st)
-    c = prep.counts([-np.inf if cut is None else cut])
-    fold_rows.append(c)
-    per_fold[name] = dict(threshold=prep.threshold(cut) if cut is not None else None,
-                          **info, rows={r: scoring.row_metrics(tp[0], n[0], g[0])
-                                        for r, (tp, n, g) in c.items()})
+    with scoring.failing_as(fold=name):
+      prep = scoring.Prepared(test, gt, list(test), protocol, f"fold {name} test", st)
+      c = prep.counts([-np.inf if cut is None else cut])
+      fold_rows.append(c)
+      per_fold[name] = dict(threshold=prep.threshold(cut) if cut is not None else None,
+                            **info, rows=scoring.metrics_of(c))
   return dict(_pool(fold_rows), per_fold=per_fold, threshold_from=what)
+
+
+def _points(trains: Mapping, tests: Mapping, gt, protocol: str, st, me_given) -> tuple:
+  """``({honest point: result}, tuned result)``; an error names its fold (and row)."""
+  by_train = {}
+  for name, train in trains.items():
+    with scoring.failing_as(fold=name):
+      sw = scoring.Prepared(train, gt, list(train), protocol, f"fold {name} train", st).sweep()
+    by_train[name] = (sw["cut"], {"train_f1": sw["rows"]["overall"]["f1"]})
+  by_others = {}
+  for name in tests:
+    others = {v: p for other, t in tests.items() if other != name for v, p in t.items()}
+    with scoring.failing_as(fold=name):
+      sw = scoring.Prepared(others, gt, list(others), protocol, f"folds other than {name}",
+                            st).sweep()
+    by_others[name] = (sw["cut"], {"other_folds_f1": sw["rows"]["overall"]["f1"]})
+  points = {"train_subjects": _apply_per_fold(tests, by_train, gt, protocol, st,
+                                              "training subjects"),
+            "cross_fold": _apply_per_fold(tests, by_others, gt, protocol, st,
+                                          "other folds' held-out")}
+  all_test = {v: p for t in tests.values() for v, p in t.items()}
+  with scoring.failing_as(fold="pooled"):
+    tuned = scoring.evaluate(all_test, gt, protocol=protocol, videos=list(all_test),
+                             iou_threshold=st.iou_threshold, me_seconds=me_given,
+                             me_long_seconds=st.me_long_seconds,
+                             max_per_video=st.max_per_video, source="pooled test predictions",
+                             warn_tuned=False)
+  return points, tuned
 
 
 def honest_operating_point(train_predictions_by_fold: Mapping, test_predictions_by_fold: Mapping,
                            ground_truth: scoring.GroundTruth, *, protocol: str = "megc",
-                           iou_threshold: float = scoring.IOU_THRESHOLD, me_seconds: float = scoring.ME_SECONDS,
+                           iou_threshold: float = scoring.IOU_THRESHOLD,
+                           me_seconds: Optional[float] = None,
                            me_long_seconds: float = scoring.ME_LONG_SECONDS,
                            max_per_video: int = scoring.MAX_PER_VIDEO,
                            default: str = DEFAULT_HONEST_POINT) -> dict:
@@ -101,7 +131,8 @@ def honest_operating_point(train_predictions_by_fold: Mapping, test_predictions_
     train_predictions_by_fold: ``{fold: {video: predictions}}`` on the fold's training videos.
     test_predictions_by_fold: ``{fold: {video: predictions}}`` on its held-out videos.
     ground_truth: from :func:`load_ground_truth`.
-    protocol, iou_threshold, me_seconds, me_long_seconds, max_per_video: as :func:`scoring.evaluate`.
+    protocol, iou_threshold, me_seconds, me_long_seconds, max_per_video: as
+      :func:`scoring.evaluate` (``me_seconds`` None: the protocol's bound on the dataset).
     default: which honest point is reported as ``honest`` (one of :data:`HONEST_POINTS`).
 
   Returns:
@@ -114,30 +145,13 @@ def honest_operating_point(train_predictions_by_fold: Mapping, test_predictions_
   """
   if default not in HONEST_POINTS:
     raise ValueError(f"default must be one of {HONEST_POINTS}, got {default!r}")
-  st = scoring.settings(iou_threshold=iou_threshold, me_seconds=me_seconds,
-                me_long_seconds=me_long_seconds, max_per_video=max_per_video)
   protocols.check_protocol(protocol)
+  st = scoring.settings(iou_threshold=iou_threshold,
+                        me_seconds=scoring.me_seconds_of(protocol, ground_truth, me_seconds)[0],
+                        me_long_seconds=me_long_seconds, max_per_video=max_per_video)
   trains, tests = _fold_sets(train_predictions_by_fold, test_predictions_by_fold, ground_truth)
-  by_train = {}
-  for name, train in trains.items():
-    sw = scoring.Prepared(train, ground_truth, list(train), protocol, f"fold {name} train",
-                   st).sweep()
-    by_train[name] = (sw["cut"], {"train_f1": sw["rows"]["overall"]["f1"]})
-  by_others = {}
-  for name in tests:
-    others = {v: p for other, t in tests.items() if other != name for v, p in t.items()}
-    sw = scoring.Prepared(others, ground_truth, list(others), protocol, f"folds other than {name}",
-                   st).sweep()
-    by_others[name] = (sw["cut"], {"other_folds_f1": sw["rows"]["overall"]["f1"]})
-  points = {"train_subjects": _apply_per_fold(tests, by_train, ground_truth, protocol, st,
-                                              "training subjects"),
-            "cross_fold": _apply_per_fold(tests, by_others, ground_truth, protocol, st,
-                                          "other folds' held-out")}
-  all_test = {v: p for t in tests.values() for v, p in t.items()}
-  tuned = scoring.evaluate(all_test, ground_truth, protocol=protocol, videos=list(all_test),
-                   iou_threshold=iou_threshold, me_seconds=me_seconds,
-                   me_long_seconds=me_long_seconds, max_per_video=max_per_video,
-                   source="pooled test predictions", warn_tuned=False)
+  with scoring.failing_as(protocol=protocol):
+    points, tuned = _points(trains, tests, ground_truth, protocol, st, me_seconds)
   return {"protocol": protocol, "honest": points[default], "honest_point": default,
           "honest_cross_fold": points["cross_fold"],
           "honest_train_subjects": points["train_subjects"], "tuned": tuned,

@@ -1,7 +1,7 @@
 r"""Prediction files in the field's formats: our JSON, MEGC CSV, the PWES authors' text files.
 
 * ``json``: ``{"videos": {"<video>": [{"onset": int, "offset": int, "score": float}]}}``,
-  0-based inclusive frames (:func:`pwes_jax.evaluation.load_predictions`).
+  0-based inclusive frames (:func:`load_predictions`).
 * ``csv`` (MEGC submissions): a header naming the columns ``vid`` (or ``video``), ``onset``,
   ``offset`` and optionally ``type``, ``subject``, ``score`` in any order, or no header and the
   columns ``vid,onset,offset[,type[,subject]]`` in that order. ``type`` (``me``/``mae``,

@@ -184,10 +184,38 @@ def nms(runs: np.ndarray, scores: np.ndarray, *, threshold: float = 0.01) -> np.
   return order[np.asarray(keep, np.int64)]
 
 
+def _nms_and_caps(runs: np.ndarray, score: np.ndarray, label: np.ndarray, *, threshold: float,
+                  class_wise: bool, max_per_class: Sequence[int]) -> np.ndarray:
+  """Indices of the proposals kept by NMS (class-agnostic or within each class) and the
+  per-class caps, highest score first (equal scores keep their input order)."""
+  caps = tuple(int(c) for c in max_per_class)
+  if len(caps) != layout.NUM_CLASSES or any(c < 0 for c in caps):
+    raise ValueError(f"max_per_class must hold {layout.NUM_CLASSES} counts >= 0, got "
+                     f"{max_per_class!r}")
+  if not class_wise:
+    keep = nms(runs, score, threshold=threshold)
+  else:
+    parts = [np.flatnonzero(label == c) for c in range(layout.NUM_CLASSES)]
+    keep = np.concatenate([p[nms(runs[p], score[p], threshold=threshold)] for p in parts])
+    keep = keep[np.lexsort((keep, -score[keep]))]  # by score; equal scores in input order
+  if any(caps):
+    seen = np.zeros(layout.NUM_CLASSES, np.int64)
+    out = []
+    for i in keep:
+      c = int(label[i])
+      if caps[c] and seen[c] >= caps[c]:
+        continue
+      seen[c] += 1
+      out.append(i)
+    keep = np.asarray(out, np.int64)
+  return keep
+
+
 def generate_proposals(attention: np.ndarray, suppressed: np.ndarray, *, snippet_length: int,
                        fps: float, k_range: KRange = None, top_ratio: float = 0.3,
                        nms_threshold: float = 0.01, me_max_seconds: float = 0.5,
-                       flank_ratio: float = 0.25) -> list:
+                       flank_ratio: float = 0.25, class_wise_nms: bool = False,
+                       max_per_class: Sequence[int] = (0, 0)) -> list:
   """Proposals of one video: multi-top runs, outer-inner scores, duration class, NMS.
 
   Args:
@@ -202,6 +230,11 @@ def generate_proposals(attention: np.ndarray, suppressed: np.ndarray, *, snippet
       ``offset - onset = (e - s + 1) * L - 1 <= me_max_seconds * fps`` (the field's rule,
       :mod:`pwes_jax.data.duration`); with ``L = 8`` at 30 fps runs of 1 and 2 snippets are ME.
     flank_ratio: see :func:`outer_inner_scores`.
+    class_wise_nms: NMS within each class only (an ME proposal is suppressed only by ME
+      proposals); else class-agnostic (paper Section 4.3: one NMS at 0.01), where a 1-2 snippet
+      ME run nested in a longer, higher-scored run is removed.
+    max_per_class: ``(ME, MaE)``: keep at most that many proposals of the class per video,
+      highest scores first (0 = no cap).
 
   Returns:
     ``[{onset, offset, score, type, start_snippet, end_snippet}]``, highest score first;
@@ -229,7 +262,8 @@ def generate_proposals(attention: np.ndarray, suppressed: np.ndarray, *, snippet
   me = duration.is_me(onsets, offsets, fps, me_max_seconds)
   label = np.where(me, layout.ME, layout.MAE)  # [P]
   score = contrast[np.arange(runs.shape[0]), label]
-  keep = nms(runs, score, threshold=nms_threshold)
+  keep = _nms_and_caps(runs, score, label, threshold=nms_threshold,
+                       class_wise=class_wise_nms, max_per_class=max_per_class)
   return [dict(onset=int(onsets[i]), offset=int(offsets[i]),
                score=float(score[i]), type=layout.CLASS_NAMES[int(label[i])],
                start_snippet=int(runs[i, 0]), end_snippet=int(runs[i, 1]))

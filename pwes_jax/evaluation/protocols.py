@@ -24,12 +24,16 @@ strs       MEGC 2023-2025 STRS spotting half (genbing99/STRS-Metric ``evaluate_s
            each video's predictions in file order; a prediction takes every matching ground
            truth not taken yet (a TP each), one taking nothing is an FP, a ground truth never
            taken an FN; only videos with ground truth, of subjects with at least one
-           prediction; ``n_pred = TP + FP``, ``n_gt = TP + FN``.
+           prediction counted at the threshold (the script's subjects are those of the
+           predictions it is given); ``n_pred = TP + FP``, ``n_gt = TP + FN``.
 =========  =================================================================================
 
 Rows of ``megc``, ``strict`` and ``strs``: ``overall`` (everything), ``me`` (predictions with
 ``offset - onset <= me_seconds * fps``, ME ground truths by annotated type), ``mae`` (the
 others), ``me_1.0`` (predictions up to ``me_long_seconds * fps``, ME ground truths).
+
+The ME bound ``me_seconds`` is the field's 0.5 s unless a protocol's source sets another one
+for a dataset (:data:`ME_BOUNDS`, :func:`me_bound`); a bound the user gives replaces it.
 """
 
 from __future__ import annotations
@@ -50,6 +54,27 @@ STRICTLY_ABOVE = frozenset({"paper"})  # protocols that count ``score > k`` (oth
 
 # The authors' scorer keeps at most this many predictions per video (highest scores first).
 MAX_PER_VIDEO = 14
+
+# The ME bound of every protocol on every dataset, unless :data:`ME_BOUNDS` says otherwise.
+ME_BOUND_RULE = ("the field's rule: offset - onset <= 0.5 s * fps (the MEGC 2020 baseline on "
+                 "CAS(ME)^2, ME 7-16 frames inclusive at 30 fps; the PWES authors' scorer)")
+# ``(protocol, dataset) -> (me_seconds, source)``: a protocol's own ME bound on a dataset
+# (``dataset`` is the name in ``dataset.json``, the importer's). The MEGC 2020 baseline types
+# a SAMM-LV prediction by its inclusive length ``offset - onset + 1``: ME from 47 to 105
+# frames, MaE from 106 (its evaluation_all_p.py and gen_MEGC2020_log_file.py), so ME is
+# ``offset - onset <= 104`` frames, 0.52 s at 200 fps, not 0.5 s (100 frames).
+ME_BOUNDS = {
+    ("megc", "samm_lv"): (0.52, "MEGC 2020 baseline, SAMM-LV: a prediction is ME when it lasts "
+                                "at most 105 frames inclusive, offset - onset <= 104 at 200 fps "
+                                "(0.52 s)"),
+}
+
+
+def me_bound(protocol: str, dataset: str = "") -> tuple:
+  """``(me_seconds, source)`` of ``protocol``'s ME bound on ``dataset`` (a ``dataset.json``
+  name: ``samm_lv``, ``casme2``, ...): :data:`ME_BOUNDS`, else 0.5 s (:data:`ME_BOUND_RULE`)."""
+  check_protocol(protocol)
+  return ME_BOUNDS.get((protocol, dataset), (duration.ME_MAX_SECONDS, ME_BOUND_RULE))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,15 +301,24 @@ def count_paper(m: Matched, cuts: np.ndarray, s: Settings) -> dict:
           "me_1.0": (me_hits, _at_or_above(m.p_score[p_me_long], cuts), _const(n_me, cuts))}
 
 
-def strs_scored(m: Matched) -> tuple:
-  """``(pred mask [N], gt mask [M])`` of what STRS scores: videos with ground truth, of
-  subjects with at least one prediction (before any threshold)."""
-  n_videos = m.v_subject.size
-  has_gt = np.bincount(m.g_video, minlength=n_videos) > 0
+def strs_scored(m: Matched, cut: float) -> tuple:
+  """``(pred mask [N], gt mask [M])`` of what STRS scores at ``cut``: as its script is run on
+  the predictions with ``score >= cut``, the videos with ground truth of the subjects that
+  have at least one of those predictions (in any evaluated video)."""
+  counted = m.p_score >= cut
   with_pred = np.zeros(int(m.v_subject.max(initial=-1)) + 1, bool)
-  with_pred[m.v_subject[m.p_video]] = True
-  video_ok = has_gt & with_pred[m.v_subject]
-  return video_ok[m.p_video], video_ok[m.g_video]
+  with_pred[m.v_subject[m.p_video[counted]]] = True
+  video_ok = (np.bincount(m.g_video, minlength=m.v_subject.size) > 0) & with_pred[m.v_subject]
+  return video_ok[m.p_video] & counted, video_ok[m.g_video]
+
+
+def _subject_best_score(m: Matched) -> np.ndarray:
+  """``[M]`` each ground truth's subject's highest prediction score (``NaN``: none), so that
+  the ground truth is scored at the cuts ``<= `` it (:func:`_at_or_above`)."""
+  best = np.full(int(m.v_subject.max(initial=-1)) + 1, -np.inf)
+  np.maximum.at(best, m.v_subject[m.p_video], m.p_score)
+  best = np.where(np.isneginf(best), np.nan, best)
+  return best[m.v_subject[m.g_video]]
 
 
 def _first_matcher_spans(m: Matched, q: np.ndarray) -> tuple:
@@ -324,8 +358,16 @@ def count_strs(m: Matched, cuts: np.ndarray, s: Settings) -> dict:
   predictions walked in file order each take every not-yet-taken ground truth with
   ``IoU >= iou_threshold`` (one TP per ground truth taken: a prediction covering two ground
   truths gives 2 TPs), a prediction that takes nothing is an FP, a ground truth never taken an
-  FN; so ``n_gt = TP + FN`` = the row's ground truths and ``n_pred = TP + FP``."""
-  m = subset(m, *strs_scored(m))
+  FN; so ``n_gt = TP + FN`` = the row's scored ground truths and ``n_pred = TP + FP``.
+
+  What is scored depends on the cut, as the script sees only the predictions it is given
+  (:func:`strs_scored`): a ground truth counts (as a TP or an FN) when its subject has a
+  prediction at or above the cut; a prediction counts when its video has ground truth (its own
+  subject then has a prediction at the cut: itself).
+  """
+  subject_best = _subject_best_score(m)  # [M], before predictions are left out
+  has_gt = np.bincount(m.g_video, minlength=m.v_subject.size) > 0
+  m = subset(m, has_gt[m.p_video], np.ones(m.g_on.size, bool))
   out = {}
   for row, (pm, gm) in _type_rows(m, s).items():
     q = pm[m.q_pred] & gm[m.q_gt]
@@ -333,7 +375,7 @@ def count_strs(m: Matched, cuts: np.ndarray, s: Settings) -> dict:
     upper, lower = _first_matcher_spans(m, q)
     takers = _at_or_above(upper, cuts) - _at_or_above(lower, cuts)
     fp = _at_or_above(m.p_score[pm], cuts) - takers
-    out[row] = (tp, tp + fp, _const(gm.sum(), cuts))
+    out[row] = (tp, tp + fp, _at_or_above(subject_best[gm], cuts))
   return out
 
 

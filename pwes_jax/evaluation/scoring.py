@@ -11,7 +11,9 @@ Rules (docs/evaluation.md has them in full, with their sources):
 * IoU of inclusive frame intervals: ``(min(off) - max(on) + 1) / (max(off) - min(on) + 1)``,
   0 when disjoint; a match needs ``IoU >= 0.5`` (tested exactly, in integers).
 * Duration is ``offset - onset`` (:mod:`pwes_jax.data.duration`): a prediction is ME when it
-  is ``<= 0.5 * fps``, MaE otherwise; the ``me_1.0`` row uses ``<= 1.0 * fps``.
+  is ``<= 0.5 * fps``, MaE otherwise (``megc`` on SAMM-LV: ``<= 0.52 * fps``, 104 frames, as
+  the MEGC 2020 baseline counts; :func:`protocols.me_bound`); the ``me_1.0`` row uses
+  ``<= 1.0 * fps``.
 * Four protocols over the same matched pairs (:mod:`pwes_jax.evaluation.protocols`): ``megc``,
   ``strict``, ``paper`` (the PWES authors' scorer) and ``strs`` (MEGC 2023-2025); every one
   gives rows ``overall``, ``me``, ``mae``, ``me_1.0`` of ``tp, n_pred, n_gt, recall,
@@ -23,11 +25,12 @@ Rules (docs/evaluation.md has them in full, with their sources):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
 import os
-from typing import Mapping, Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
 from absl import logging
 import numpy as np
@@ -59,6 +62,7 @@ class GroundTruth:
   subjects: Mapping[str, str]  # video -> subject
   annotations: Mapping[str, tuple]  # video -> tuple[layout.Annotation, ...]
   source: str = "<memory>"
+  dataset: str = ""  # dataset.json's name (samm_lv, casme2, ...): a protocol's ME bound on it
 
   @property
   def videos(self) -> list:
@@ -67,8 +71,9 @@ class GroundTruth:
 
 def ground_truth_from_annotations(videos: Sequence[layout.Video],
                                   annotations: Sequence[layout.Annotation], fps: float, *,
-                                  source: str = "<memory>") -> GroundTruth:
-  """Builds a :class:`GroundTruth` from in-memory layout objects."""
+                                  source: str = "<memory>", dataset: str = "") -> GroundTruth:
+  """Builds a :class:`GroundTruth` from in-memory layout objects (``dataset``: the dataset's
+  name, which picks a protocol's ME bound, :func:`protocols.me_bound`)."""
   if not (isinstance(fps, numbers.Real) and math.isfinite(fps) and fps > 0):
     raise ValueError(f"{source}: fps must be a positive finite number, got {fps!r}")
   by_video = {v.video: [] for v in videos}
@@ -78,7 +83,7 @@ def ground_truth_from_annotations(videos: Sequence[layout.Video],
     by_video[a.video].append(a)
   return GroundTruth(float(fps), {v.video: int(v.num_frames) for v in videos},
                      {v.video: v.subject for v in videos},
-                     {k: tuple(v) for k, v in by_video.items()}, source)
+                     {k: tuple(v) for k, v in by_video.items()}, source, str(dataset))
 
 
 def load_ground_truth(dataset_dir: str) -> GroundTruth:
@@ -88,7 +93,8 @@ def load_ground_truth(dataset_dir: str) -> GroundTruth:
   videos = layout.read_videos(root)
   annotations = layout.read_annotations(root, videos)
   return ground_truth_from_annotations(videos, annotations, info.fps,
-                                       source=os.path.join(root, "annotations.csv"))
+                                       source=os.path.join(root, "annotations.csv"),
+                                       dataset=info.name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -124,18 +130,59 @@ def _match(preds: dict, gt: GroundTruth, videos: Sequence[str], source: str,
 
 
 def row_metrics(tp: int, n_pred: int, n_gt: int) -> dict:
-  """One row: counts, recall, precision and ``F1 = 2 tp / (n_pred + n_gt)`` (0 when tp = 0).
+  """One row: counts, recall, precision and ``F1 = 2 tp / (n_pred + n_gt)``, for any counts.
 
-  That F1 equals the harmonic mean of precision and recall whenever either is non-zero.
+  A row with no predictions or no ground truth (``n_pred = 0`` or ``n_gt = 0``) scores 0, and
+  so does ``tp = 0``: its recall, precision and F1 are 0 and its counts are kept as they are.
+  ``paper`` can give such a row ``tp > 0`` (a hit is classed by the ground truth's length, the
+  denominators by the annotated type and the prediction's duration). Otherwise F1 is the
+  harmonic mean of precision and recall. :func:`_f1` is the same rule over arrays.
   """
   tp, n_pred, n_gt = int(tp), int(n_pred), int(n_gt)
-  return dict(tp=tp, n_pred=n_pred, n_gt=n_gt, recall=tp / n_gt if n_gt else 0.0,
-              precision=tp / n_pred if n_pred else 0.0,
-              f1=2.0 * tp / (n_pred + n_gt) if tp else 0.0)
+  scored = tp > 0 and n_pred > 0 and n_gt > 0
+  return dict(tp=tp, n_pred=n_pred, n_gt=n_gt, recall=tp / n_gt if scored else 0.0,
+              precision=tp / n_pred if scored else 0.0,
+              f1=2.0 * tp / (n_pred + n_gt) if scored else 0.0)
+
+
+class ScoringError(ValueError):
+  """Scoring failed; the message names where (protocol, fold, row, as far as known) and the
+  error that stopped it, plus ``note`` (what was kept, how to score again)."""
+
+  def __init__(self, where: Mapping, cause: BaseException, note: str = ""):
+    self.where, self.cause, self.note = dict(where), cause, note
+    place = ", ".join(f"{k} {self.where[k]!r}" for k in ("protocol", "fold", "row")
+                      if k in self.where)
+    super().__init__(f"scoring failed{' under ' + place if place else ''}: "
+                     f"{type(cause).__name__}: {cause}{'; ' + note if note else ''}")
+
+
+@contextlib.contextmanager
+def failing_as(note: str = "", **where) -> Iterator[None]:
+  """Turns an error raised in the block into a :class:`ScoringError` naming ``where``
+  (``protocol=``, ``fold=``, ``row=``); nested blocks add what they know."""
+  try:
+    yield
+  except ScoringError as e:
+    raise ScoringError({**where, **e.where}, e.cause, e.note or note) from e.cause
+  except Exception as e:  # pylint: disable=broad-except  (re-raised, named)
+    raise ScoringError(where, e, note) from e
+
+
+def metrics_of(counts: Mapping) -> dict:
+  """``{row: row_metrics}`` of ``row -> (tp [K], n_pred [K], n_gt [K])`` at the first cut; an
+  error names its row (:func:`failing_as`)."""
+  out = {}
+  for r, (tp, n, g) in counts.items():
+    with failing_as(row=r):
+      out[r] = row_metrics(tp[0], n[0], g[0])
+  return out
 
 
 def _f1(tp: np.ndarray, n_pred: np.ndarray, n_gt: np.ndarray) -> np.ndarray:
-  return np.where(tp > 0, 2.0 * tp / np.maximum(n_pred + n_gt, 1), 0.0)
+  """:func:`row_metrics`' F1 over arrays of counts (0 unless ``tp``, ``n_pred``, ``n_gt`` > 0)."""
+  scored = (tp > 0) & (n_pred > 0) & (n_gt > 0)
+  return np.where(scored, 2.0 * tp / np.maximum(n_pred + n_gt, 1), 0.0)
 
 
 class Prepared:
@@ -158,7 +205,7 @@ class Prepared:
     return protocols.counts(self.protocol, self.matched, cuts, self.settings)
 
   def rows(self, cut: float) -> dict:
-    return {r: row_metrics(tp[0], n[0], g[0]) for r, (tp, n, g) in self.counts([cut]).items()}
+    return metrics_of(self.counts([cut]))
 
   def sweep(self) -> dict:
     """Best-overall-F1 cut (ties: the highest, the smallest set) and every row's F1 maximum."""
@@ -171,17 +218,23 @@ class Prepared:
     cut = best["overall"][1]
     return dict(cut=cut, rows=self.rows(cut), best=best, num_thresholds=int(cuts.size))
 
-  def notes(self) -> dict:
-    """What the protocol left out, for the output."""
+  def notes(self, cut: Optional[float]) -> dict:
+    """What the protocol left out at ``cut`` (None: no prediction counts), for the output.
+
+    ``strs``: the scored videos, the predictions counted at the cut that are not scored (their
+    video has no ground truth) and the ground truths not scored (their subject has no
+    prediction counted at the cut).
+    """
     m = self.matched
     if self.protocol == "paper":
       kept = protocols.top_per_video(m, int(self.settings.max_per_video))
       return {"max_per_video": int(self.settings.max_per_video),
               "predictions_over_cap": int((~kept).sum())}
     if self.protocol == "strs":
-      pm, gm = protocols.strs_scored(m)
+      cut = np.inf if cut is None else cut
+      pm, gm = protocols.strs_scored(m, cut)
       return {"strs_scored_videos": int(np.unique(m.g_video[gm]).size),
-              "strs_unscored_predictions": int((~pm).sum()),
+              "strs_unscored_predictions": int((m.p_score >= cut).sum() - pm.sum()),
               "strs_unscored_ground_truths": int((~gm).sum())}
     return {}
 
@@ -216,21 +269,31 @@ def settings(*, iou_threshold: float = IOU_THRESHOLD, me_seconds: float = ME_SEC
   return protocols.Settings(iou_threshold, me_seconds, me_long_seconds, max_per_video).check()
 
 
-def _summary(gt, videos, prepared) -> dict:
+def me_seconds_of(protocol: str, ground_truth: GroundTruth,
+                  me_seconds: Optional[float] = None) -> tuple:
+  """``(me_seconds, rule)``: the user's bound (rule ``"given"``), or when None the protocol's
+  bound on the ground truth's dataset and its source (:func:`protocols.me_bound`)."""
+  if me_seconds is not None:
+    return me_seconds, "given"
+  return protocols.me_bound(protocol, ground_truth.dataset)
+
+
+def _summary(gt, videos, prepared, me_rule: str) -> dict:
   m, st = prepared.matched, prepared.settings
   return dict(protocol=prepared.protocol, iou_threshold=st.iou_threshold, fps=gt.fps,
-              me_seconds=st.me_seconds, me_long_seconds=st.me_long_seconds,
+              me_seconds=st.me_seconds, me_bound_rule=me_rule,
+              me_long_seconds=st.me_long_seconds,
               me_max_frames=duration.max_frames(gt.fps, st.me_seconds),
               me_long_max_frames=duration.max_frames(gt.fps, st.me_long_seconds),
               duration_rule="offset - onset",
               threshold_rule=">" if prepared.protocol in protocols.STRICTLY_ABOVE else ">=",
               num_videos=len(videos), num_ground_truths=int(m.g_on.size),
-              num_predictions=int(m.p_on.size), **prepared.notes())
+              num_predictions=int(m.p_on.size))
 
 
 def evaluate(predictions: Mapping, ground_truth: GroundTruth, *, protocol: str = "megc",
              threshold: Optional[float] = None, videos: Optional[Sequence[str]] = None,
-             iou_threshold: float = IOU_THRESHOLD, me_seconds: float = ME_SECONDS,
+             iou_threshold: float = IOU_THRESHOLD, me_seconds: Optional[float] = None,
              me_long_seconds: float = ME_LONG_SECONDS, max_per_video: int = MAX_PER_VIDEO,
              source: str = "<predictions>", warn_tuned: bool = True) -> dict:
   """Scores predictions against ground truth.
@@ -247,7 +310,10 @@ def evaluate(predictions: Mapping, ground_truth: GroundTruth, *, protocol: str =
     videos: the videos evaluated (default: every dataset video). A video without an entry
       in ``predictions`` has no predictions; predictions of videos outside it are ignored.
     iou_threshold: a match needs ``IoU >= iou_threshold``.
-    me_seconds: ME when ``offset - onset <= me_seconds * fps`` (frames).
+    me_seconds: ME when ``offset - onset <= me_seconds * fps`` (frames); None: the protocol's
+      bound on the ground truth's dataset (:func:`protocols.me_bound`: 0.5 s, but 0.52 s for
+      ``megc`` on ``samm_lv``, as the MEGC 2020 baseline counts). The output's
+      ``me_bound_rule`` says which.
     me_long_seconds: the ``me_1.0`` row's bound.
     max_per_video: ``paper`` only: at most this many predictions per video (highest scores).
     source: names the predictions in error messages.
@@ -262,9 +328,10 @@ def evaluate(predictions: Mapping, ground_truth: GroundTruth, *, protocol: str =
   if threshold is not None and not (isinstance(threshold, numbers.Real)
                                     and math.isfinite(threshold)):
     raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+  protocols.check_protocol(protocol)
+  me_seconds, me_rule = me_seconds_of(protocol, ground_truth, me_seconds)
   st = settings(iou_threshold=iou_threshold, me_seconds=me_seconds,
                 me_long_seconds=me_long_seconds, max_per_video=max_per_video)
-  protocols.check_protocol(protocol)
   preds, unknown = split_known(as_parsed(predictions, source), ground_truth, source)
   if videos is None:
     videos = ground_truth.videos
@@ -282,16 +349,19 @@ def evaluate(predictions: Mapping, ground_truth: GroundTruth, *, protocol: str =
                     ", ".join(missing[:5]))
   outside = set(preds) - set(videos)
   prepared = Prepared(preds, ground_truth, videos, protocol, source, st)
-  out = _summary(ground_truth, videos, prepared)
+  out = _summary(ground_truth, videos, prepared, me_rule)
   out.update(videos_without_predictions=len(missing), unknown_videos=unknown,
              predictions_outside_evaluated_videos=int(sum(preds[v].onset.size for v in outside)))
   if threshold is not None:
-    rows = prepared.rows(protocols.cut_of(protocol, float(threshold)))
+    cut = protocols.cut_of(protocol, float(threshold))
+    rows = prepared.rows(cut)
+    out.update(prepared.notes(cut))
     out.update(threshold=float(threshold), threshold_source="given", rows=rows,
                **{"f1_0.5": rows["me"]["f1"], "f1_1.0": rows["me_1.0"]["f1"],
                   "f1_p": rows["me"]["f1"]})
     return out
   sw = prepared.sweep()
+  out.update(prepared.notes(sw["cut"]))
   if warn_tuned:
     logging.warning("%s", TUNED_WARNING)
   out.update(threshold=prepared.threshold(sw["cut"]),

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pwes_jax.workdir import fileio
+from pwes_jax.data import feature_settings
 from pwes_jax.data import layout
 from pwes_jax.extraction import convert
 from pwes_jax.extraction import face as face_lib
@@ -46,6 +47,9 @@ from pwes_jax.extraction import weights as weights_lib
 
 FEATURE_DIM = i3d.FEATURE_DIM
 REPORT_FILE = "extraction_report.json"
+# What a frame number of the extracted features means (dataset.json's ``frame_numbering``).
+FRAME_NUMBERING = ("0-based positions of the decoded (resampled) frames; a numbered frame folder's "
+                   "position is its file number - first_frame_number (videos.csv)")
 PROGRESS_EVERY_S = 15.0  # a progress line inside a long video at least about this often
 
 
@@ -270,6 +274,7 @@ class VideoResult:
   flow_s: float = 0.0
   i3d_s: float = 0.0
   face: Optional[dict] = None
+  decoding: Optional[dict] = None  # a video file that stopped decoding early (Decoding.record)
 
 
 def tail_batch_size(n: int, batch: int) -> int:
@@ -352,7 +357,8 @@ class _Batcher:
 
 def extract_video(source: video_lib.VideoSource, config: ExtractionConfig, extractor: TwoStream,
                   flow_computer: flow_lib.FlowComputer, *,
-                  progress: Optional[Callable[[int], None]] = None) -> VideoResult:
+                  progress: Optional[Callable[[int], None]] = None,
+                  strict: bool = False) -> VideoResult:
   """Features of one video, streamed.
 
   Frames are read a chunk ahead in a background thread; each chunk's flows are computed (with
@@ -366,13 +372,17 @@ def extract_video(source: video_lib.VideoSource, config: ExtractionConfig, extra
     flow_computer: TV-L1 flow.
     progress: called with the number of frames processed (flow done) after each frame pair
       and each chunk; throttle it on the caller's side.
+    strict: a video file that stops decoding before its container's frame count is an error
+      (otherwise a warning naming both counts and the first missing frame, and
+      ``VideoResult.decoding``).
 
   Returns:
     The :class:`VideoResult`, ``T = (F - 1) // stride`` snippets for ``F`` frames.
 
   Raises:
     video_lib.VideoReadError: naming the file, when it cannot be read or has fewer than
-      ``snippet_length + 1`` frames.
+      ``snippet_length + 1`` frames (saying so when decoding stopped early), or with ``strict``
+      when it stopped decoding early.
   """
   length, stride, batch = config.snippet_length, config.stride, config.batch_snippets
   assembler = snippets.SnippetAssembler(length, stride)
@@ -380,7 +390,8 @@ def extract_video(source: video_lib.VideoSource, config: ExtractionConfig, extra
   batcher = _Batcher(extractor, batch, timing)
   cropper = (face_lib.FaceCropper(config.face, source.path)
              if config.face.mode == "detect" else None)
-  blocks = _prefetched(_blocks(video_lib.iter_frames(source, config.frames, cropper),
+  decoding = video_lib.Decoding()
+  blocks = _prefetched(_blocks(video_lib.iter_frames(source, config.frames, cropper, decoding),
                                max(batch * stride, length + 1)))
   last_grey = None
   while True:
@@ -403,27 +414,46 @@ def extract_video(source: video_lib.VideoSource, config: ExtractionConfig, extra
       progress(assembler.frames)
   num_frames = assembler.frames
   if num_frames < length + 1:
+    cause = f"; {decoding.shortfall(source.path)}" if decoding.stopped_early else ""
     raise video_lib.VideoReadError(
         f"video {source.path}: {num_frames} frame(s), shorter than one snippet (needs at least "
-        f"snippet_length + 1 = {length + 1} frames)")
+        f"snippet_length + 1 = {length + 1} frames){cause}")
+  if decoding.stopped_early:
+    if strict:
+      raise video_lib.VideoReadError(f"{decoding.shortfall(source.path)} (strict: not extracted)")
+    logging.warning("%s: extracted as a %d-frame video", decoding.shortfall(source.path),
+                    num_frames)
   batcher.add(assembler.finish())
   rgb, flo = batcher.result()
   expected = snippets.num_snippets(num_frames, stride)
   assert rgb.shape == flo.shape == (expected, FEATURE_DIM), (rgb.shape, flo.shape, expected)
+  if cropper is not None and cropper.frames_without_face:
+    logging.warning("video %s: %s", source.path, face_lib.no_face_text(cropper.report()))
   return VideoResult(rgb, flo, num_frames, timing["read"], timing["flow"], timing["i3d"],
-                     cropper.report() if cropper else None)
+                     cropper.report() if cropper else None,
+                     decoding.record() if decoding.stopped_early else None)
 
 
 # ----------------------------------------------------------------------------------------------
 # A dataset directory.
 
 
-def write_video_features(path: str, result: VideoResult) -> None:
-  """Writes ``rgb``, ``flow`` and ``num_frames`` to ``path`` atomically (no half-written file)."""
+def write_video_features(path: str, result: VideoResult, config: Optional[ExtractionConfig] = None,
+                         fps: Optional[float] = None) -> None:
+  """Writes ``rgb``, ``flow`` and ``num_frames`` to ``path`` atomically (no half-written file).
+
+  With ``config`` the settings the features were made with are written beside them
+  (:func:`feature_settings.arrays`: ``fps`` the rate of the extracted frames, the snippet
+  stride and window), so the file says how it was made wherever it is copied.
+  """
   os.makedirs(os.path.dirname(path), exist_ok=True)
+  settings = {"num_frames": np.int64(result.num_frames)}
+  if config is not None:
+    settings = feature_settings.arrays(num_frames=result.num_frames, fps=fps,
+                                       stride=config.stride, window=config.snippet_length)
   with fileio.atomic_open(path, "wb") as f:
     np.savez(f, rgb=result.rgb.astype(np.float32), flow=result.flow.astype(np.float32),
-             num_frames=np.int64(result.num_frames))
+             **settings)
 
 
 def read_done(path: str, stride: int) -> Optional[int]:
@@ -519,7 +549,9 @@ def _prepare_output(output_dir: str, config: ExtractionConfig, fps: float, name:
   os.makedirs(features_dir, exist_ok=True)
   if meta is None:
     meta = {"name": name, "fps": fps, "snippet_length": config.stride,
-            "feature_dim": FEATURE_DIM, "source": "extract_features", "extraction": recorded}
+            "snippet_window": config.snippet_length, "feature_dim": FEATURE_DIM,
+            "frame_numbering": FRAME_NUMBERING, "source": "extract_features",
+            "extraction": recorded}
     with fileio.atomic_open(meta_path) as f:
       json.dump(meta, f, indent=2)
   for leftover in os.listdir(features_dir):  # half-written files of a killed run (ours)
@@ -582,10 +614,30 @@ def _frame_numbering(sources: list, failed: list) -> dict:
   return out
 
 
+def numbering_summary(numbering: dict) -> str:
+  """One line stating how the frame folders are numbered: ``frame folders: 3 numbered from 1, 2
+  numbered from 0 (s02_a, s02_b), 1 with gaps ...``."""
+  groups = {}
+  for name, rec in numbering.items():
+    groups.setdefault(rec["first_frame_number"], []).append(name)
+  parts = []
+  for first in sorted(groups, key=lambda f: (-len(groups[f]), f)):
+    names = groups[first]
+    shown = (f" ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+             if len(groups) > 1 else "")
+    parts.append(f"{len(names)} numbered from {first}{shown}")
+  gaps = [f"{n}: {r['filled_frames_text']}" for n, r in numbering.items() if r["filled_frames"]]
+  if gaps:
+    parts.append(f"{len(gaps)} with gaps filled by the previous frame ({'; '.join(gaps[:3])}"
+                 f"{'; ...' if len(gaps) > 3 else ''})")
+  return ("frame folders: " + ", ".join(parts) + "; a frame's position is its number minus the "
+          "folder's first number (first_frame_number in videos.csv)")
+
+
 def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, *,
                     naming: video_lib.Naming = video_lib.Naming(), name: str = "extracted",
                     extractor: Optional[TwoStream] = None,
-                    say: Callable[[str], None] = logging.info) -> dict:
+                    say: Callable[[str], None] = logging.info, strict: bool = False) -> dict:
   """Extracts every video under ``videos_dir`` into the dataset directory ``output_dir``.
 
   Args:
@@ -598,10 +650,16 @@ def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, 
     say: where progress lines go (default ``logging.info``; the launcher prints them): one per
       video started and finished, and one at least every :data:`PROGRESS_EVERY_S` seconds inside
       a long video (frames processed and the processing rate).
+    strict: a video file that stops decoding before its container's frame count fails
+      (otherwise it is extracted as far as it decodes, with a warning, and listed under
+      ``decoding`` in the summary).
 
   Returns:
     A summary: ``videos`` found, ``extracted``, ``skipped`` (already done), ``failed`` (a list of
-    ``{"path", "error"}``), ``frames`` and the seconds spent reading, on flow and in I3D.
+    ``{"path", "error"}``), ``frames`` and the seconds spent reading, on flow and in I3D;
+    ``frame_numbering`` (numbered frame folders: first number, gaps), ``decoding`` (videos that
+    stopped decoding early: decoded and container frames, first missing frame) and ``faces``
+    (face crop: boxes, frames without a face).
 
   Raises:
     ExtractionError: when nothing can be extracted (bad settings, weights, output directory).
@@ -644,7 +702,9 @@ def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, 
                                                        "filled_frames")}
                                  for k, v in numbering.items()},
              "frames": 0, "read_s": 0.0, "flow_s": 0.0, "i3d_s": 0.0, "output_dir": output_dir,
-             "faces": {}}
+             "faces": {}, "decoding": {}}
+  if numbering:
+    say(numbering_summary(numbering))
   if todo:
     flow_computer = flow_lib.FlowComputer(config.flow)
     try:
@@ -662,20 +722,22 @@ def extract_dataset(videos_dir: str, output_dir: str, config: ExtractionConfig, 
 
         try:
           result = extract_video(source=s, config=config, extractor=extractor,
-                                 flow_computer=flow_computer, progress=progress)
+                                 flow_computer=flow_computer, progress=progress, strict=strict)
         except Exception as e:  # noqa: BLE001 - one bad video must not stop the batch.
           if not isinstance(e, video_lib.VideoReadError):
             logging.error("%s", traceback.format_exc())
           failed.append({"path": s.path, "error": str(e)})
           logging.error("[%d/%d] %s failed: %s", i + 1, len(todo), s.path, e)
           continue
-        write_video_features(layout.feature_path(output_dir, s.name), result)
+        write_video_features(layout.feature_path(output_dir, s.name), result, config, fps)
         rows[s.name] = layout.Video(s.subject, s.name, result.num_frames)
         flush()
         secs = time.perf_counter() - t0
         summary["extracted"] += 1
         if result.face is not None:
           summary["faces"][s.name] = result.face
+        if result.decoding is not None:
+          summary["decoding"][s.name] = result.decoding
         summary["frames"] += result.num_frames
         for k in ("read_s", "flow_s", "i3d_s"):
           summary[k] += getattr(result, k)

@@ -18,10 +18,17 @@ box's. Here (``FaceConfig.mode='detect'``):
    counted.
 4. Each frame is cut to its box; the caller resizes the square crops (``frames.resize``).
 
-A video where none of the first ``detect_frames`` frames shows a face fails with
-:class:`NoFaceError` naming the file; the other videos of a dataset go on. The boxes (``x``,
-``y``, ``size`` in source pixels, and the 0-based index of the first frame read that uses it)
-go to ``extraction_report.json``; the settings go to ``dataset.json``.
+Frames without a face are reported, never cropped silently: their 0-based ranges (in the
+order read, i.e. the source video's frames) go to the report (``frames_without_face_ranges``)
+and the extractor warns about them (:func:`no_face_text`). A video whose first frames show no
+face (a title, an empty chair) is searched further until a face appears (at most
+:data:`LEAD_BYTES` of frames are held meanwhile); those leading frames are cut to the first
+face's box and reported. A whole-frame search away from the box that finds a face less than half
+the tracked face's size takes it for a false detection (a pattern in the background), not a
+new box. A video where no face is found in its first frames (:data:`LEAD_BYTES`) or at all
+fails with :class:`NoFaceError` naming the file; the other videos of a dataset go on. The boxes
+(``x``, ``y``, ``size`` in source pixels, and the 0-based index of the first frame read that
+uses it) go to ``extraction_report.json``; the settings go to ``dataset.json``.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ CASCADE = "haarcascade_frontalface_default.xml"
 MODES = ("none", "detect")
 _SEARCH_SIDE = 480  # whole-frame searches run on the frame shrunk to this shorter side
 _CHECK_FACE = 48  # per-frame checks run with the expected face about this many pixels wide
+# Frames held while the first face is searched for (a video that opens without a face).
+LEAD_BYTES = 512 * 2 ** 20
+_UNSEARCHED = object()  # a frame whose whole-frame search has not been run yet
 
 
 class NoFaceError(video_lib.VideoReadError):
@@ -113,7 +123,8 @@ class FaceCropper:
     boxes: ``[{"frame", "x", "y", "size"}]``, one per box, ``frame`` the first frame (0-based,
       in the order read) it applies to.
     redetections: boxes after the first.
-    frames_without_face: frames where no face was found anywhere (their box was kept).
+    frames_without_face: frames where no face was found anywhere (cut to the last box, or before
+      the first face to the first box; listed by :meth:`report`).
     searches: whole-frame searches (the first frames', and when the per-frame check failed).
   """
 
@@ -125,6 +136,7 @@ class FaceCropper:
     self.frames_without_face = 0
     self.searches = 0
     self._frames = 0
+    self._no_face = []  # [[first, last], ...] 0-based frames without a face
 
   def _detect(self, grey: np.ndarray, scale: float, min_side: float,
               max_side: Optional[float] = None) -> list:
@@ -180,21 +192,17 @@ class FaceCropper:
     """Yields each frame ``uint8 [H, W, 3]`` cut to its box, ``uint8 [size, size, 3]``.
 
     Raises:
-      NoFaceError: no face in the first ``detect_frames`` frames (naming the video file).
+      NoFaceError: no face in the frames searched first (:meth:`_lead`), naming the video file.
     """
-    head, faces = [], []
-    for frame in frames:
-      head.append(frame)
-      face = self._search(_grey(frame))
-      if face is not None:
-        faces.append(face)
-      if len(head) == self.config.detect_frames:
-        break
+    head, hits, faces = self._lead(frames)
     if not head:
       return
     if not faces:
+      held = sum(f.nbytes for f in head)
+      where = (f"the first {len(head)} frame(s)" if held >= LEAD_BYTES else
+               f"any of its {len(head)} frame(s)")
       raise NoFaceError(
-          f"video {self.path}: no face found in the first {len(head)} frame(s) (OpenCV Haar "
+          f"video {self.path}: no face found in {where} (OpenCV Haar "
           f"cascade {CASCADE}, faces of at least {self.config.min_face:g} of the frame's "
           "shorter side); use face.mode=none for this video, or a lower face.min_face")
     med = np.median(np.array([(f[0] + f[2] / 2, f[1] + f[3] / 2, max(f[2], f[3]))
@@ -203,21 +211,54 @@ class FaceCropper:
     box = self.box_for(face, head[0].shape)
     self._set_box(box)
     face_side = med[2]
+    searched = iter(hits)  # the head's whole-frame searches are not run twice
     for frame in _chain(head, frames):
-      box, face_side = self._follow(frame, box, face_side)
+      box, face_side = self._follow(frame, box, face_side, next(searched, _UNSEARCHED))
       x, y, s = box
       self._frames += 1
       yield np.ascontiguousarray(frame[y:y + s, x:x + s])
 
-  def _follow(self, frame: np.ndarray, box: tuple, face_side: float) -> tuple:
-    """``(box, face side)`` for this frame: kept while the face stays inside, else moved."""
+  def _lead(self, frames: Iterator[np.ndarray]) -> tuple:
+    """``(head, hits, faces)``: the frames read to find the face, each one's whole-frame search,
+    and the faces giving its box.
+
+    The first ``detect_frames`` frames, when any of them shows a face; otherwise frames are read
+    (at most :data:`LEAD_BYTES` of them) until ``detect_frames`` consecutive frames of which
+    more than half show a face (an isolated detection in a face-less opening is not taken).
+    """
+    n = self.config.detect_frames
+    head, hits, held = [], [], 0
+    for frame in frames:
+      head.append(frame)
+      held += frame.nbytes
+      hits.append(self._search(_grey(frame)))
+      if len(head) == n and any(f is not None for f in hits):
+        break
+      if len(head) > n and 2 * sum(f is not None for f in hits[-n:]) > n:
+        return head, hits, [f for f in hits[-n:] if f is not None]
+      if held >= LEAD_BYTES:
+        break
+    return head, hits, [f for f in hits if f is not None]
+
+  def _follow(self, frame: np.ndarray, box: tuple, face_side: float,
+              searched=_UNSEARCHED) -> tuple:
+    """``(box, face side)`` for this frame: kept while the face stays inside, else moved.
+
+    ``searched`` is the frame's whole-frame search when it was already run (the first frames).
+    """
     grey = _grey(frame)
     face = self._check(grey, box, face_side)
     if face is not None and _inside(face, box):
       return box, face_side
-    face = self._search(grey)
+    face = self._search(grey) if searched is _UNSEARCHED else searched
+    if face is not None and not _inside(face, box) and max(face[2], face[3]) < 0.5 * face_side:
+      face = None  # far smaller than the face followed, elsewhere: a false detection
     if face is None:
       self.frames_without_face += 1
+      if self._no_face and self._no_face[-1][1] == self._frames - 1:
+        self._no_face[-1][1] = self._frames
+      else:
+        self._no_face.append([self._frames, self._frames])
       return box, face_side
     if _inside(face, box):  # Missed by the check (its size changed): the box stays.
       return box, max(face[2], face[3])
@@ -229,8 +270,23 @@ class FaceCropper:
   def report(self) -> dict:
     """What goes to ``extraction_report.json`` for this video."""
     return {"boxes": self.boxes, "redetections": self.redetections,
-            "frames_without_face": self.frames_without_face, "frames": self._frames,
-            "whole_frame_searches": self.searches}
+            "frames_without_face": self.frames_without_face,
+            "frames_without_face_ranges": [list(r) for r in self._no_face],
+            "frames": self._frames, "whole_frame_searches": self.searches}
+
+
+def ranges_text(ranges) -> str:
+  """``[[3, 5], [9, 9]]`` -> ``"3-5, 9"``."""
+  return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+
+
+def no_face_text(report: dict) -> str:
+  """The warning for a video with frames without a face (:meth:`FaceCropper.report`)."""
+  ranges = report.get("frames_without_face_ranges") or []
+  shown = ranges_text(ranges[:8]) + (", ..." if len(ranges) > 8 else "")
+  return (f"no face found in {report['frames_without_face']} of {report['frames']} frames "
+          f"(0-based: {shown}); they were cut to the nearest face box (the last one, or before "
+          "the first face the first one), so their features show no face")
 
 
 def _chain(head: list, rest: Iterator) -> Iterator:

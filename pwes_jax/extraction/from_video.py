@@ -117,6 +117,20 @@ def with_source_frames(proposals: list, fps: float, video_fps: float) -> list:
           for p in proposals]
 
 
+def extraction_report(result: extract.VideoResult) -> dict:
+  """What spotting a video reports about its extraction: ``face`` (the boxes and the frames
+  without a face, 0-based source-video frames) and ``decoding`` (a file that stopped decoding
+  early: decoded and container frames, first missing frame); ``{}`` when neither applies."""
+  out = {}
+  if result.face is not None:
+    out["face"] = {"boxes": result.face["boxes"],
+                   "frames_without_face": result.face["frames_without_face"],
+                   "source_frames_without_face": result.face["frames_without_face_ranges"]}
+  if result.decoding is not None:
+    out["decoding"] = result.decoding
+  return out
+
+
 def _flat(d: Any, prefix: str = "") -> dict:
   if not isinstance(d, dict):
     return {prefix[:-1]: d}
@@ -156,7 +170,8 @@ def extract_file(source: video_lib.VideoSource, config: extract.ExtractionConfig
     result = extract.extract_video(source, config, extractor, flow_computer, progress=progress)
   finally:
     flow_computer.close()
-  extract.write_video_features(features_path, result)
+  fps = config.frames.fps or video_lib.source_fps_of(source, config.frames)
+  extract.write_video_features(features_path, result, config, fps)
   logging.info("%s: %d frames -> %d snippets in %.1f s", source.path, result.num_frames,
                result.rgb.shape[0], time.perf_counter() - t0)
   return result

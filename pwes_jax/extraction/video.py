@@ -16,6 +16,10 @@ handled here, with OpenCV:
   importer maps the annotations' jpg numbers through them). Folders whose names carry no number
   keep the natural order of the names.
 
+A video file's decoded frames are counted against the frame count its container states
+(:class:`Decoding`): a file that stops decoding early (damaged, truncated) is caught by the
+extractor, not analysed as a shorter video.
+
 Errors are :class:`VideoReadError`, whose message names the file (for a frame folder, the frame
 file) and says what is wrong: an unreadable video, a folder without frames, a frame whose size
 differs from the first frame's, a frame image that cannot be decoded.
@@ -362,17 +366,54 @@ def _raw_folder_frames(folder: str) -> Iterator:
       yield rgb
 
 
-def _raw_file_frames(path: str) -> Iterator:
+@dataclasses.dataclass
+class Decoding:
+  """What decoding a video file found (filled while its frames are read).
+
+  Attributes:
+    decoded: frames decoded so far (all of them once the frames are exhausted).
+    container_frames: the frame count the container states (``CAP_PROP_FRAME_COUNT``), None when
+      it states none (frame folders, some streams).
+    finished: whether the reader reached the end of what could be decoded.
+  """
+  decoded: int = 0
+  container_frames: Optional[int] = None
+  finished: bool = False
+
+  @property
+  def stopped_early(self) -> bool:
+    """Decoding ended before the container's frame count (a damaged or truncated file)."""
+    return (self.finished and self.container_frames is not None
+            and self.decoded < self.container_frames)
+
+  def shortfall(self, path: str) -> str:
+    """``video X: decoding stopped after 18 of the container's 33 frames (first missing frame:
+    18, 0-based)``."""
+    return (f"video {path}: decoding stopped after {self.decoded} of the container's "
+            f"{self.container_frames} frames (first missing frame: {self.decoded}, 0-based); "
+            "the file is damaged or truncated")
+
+  def record(self) -> dict:
+    """What goes to the extraction report."""
+    return {"decoded_frames": self.decoded, "container_frames": self.container_frames,
+            "first_missing_frame": self.decoded}
+
+
+def _raw_file_frames(path: str, decoding: Optional[Decoding] = None) -> Iterator:
   if not os.path.isfile(path):
     raise VideoReadError(f"video {path}: no such file")
+  decoding = decoding if decoding is not None else Decoding()
   cap = cv2.VideoCapture(path)
   try:
     if not cap.isOpened():
       raise VideoReadError(f"video {path}: cannot be opened (unreadable file or unsupported codec)")
+    stated = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+    decoding.container_frames = int(stated) if stated and stated > 0 else None
     first, n = None, 0
     while True:
       ok, img = cap.read()
       if not ok:
+        decoding.finished = True
         break
       if first is None:
         first = img.shape
@@ -380,6 +421,7 @@ def _raw_file_frames(path: str) -> Iterator:
         raise VideoReadError(f"video {path}: frame {n} has size {img.shape[1]}x{img.shape[0]}, "
                              f"the first frame {first[1]}x{first[0]}")
       n += 1
+      decoding.decoded = n
       yield cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if n == 0:
       raise VideoReadError(f"video {path}: no frame could be decoded (unreadable file or "
@@ -389,17 +431,20 @@ def _raw_file_frames(path: str) -> Iterator:
 
 
 def iter_frames(source: VideoSource, config: FrameConfig,
-                crop: Optional[Callable[[Iterator], Iterator]] = None) -> Iterator:
+                crop: Optional[Callable[[Iterator], Iterator]] = None,
+                decoding: Optional[Decoding] = None) -> Iterator:
   """Yields the video's frames as ``uint8 [S, S, 3]`` RGB, preprocessed and resampled.
 
   ``crop`` (e.g. :class:`pwes_jax.extraction.face.FaceCropper`) maps the decoded frames to
-  cropped ones before they are resized.
+  cropped ones before they are resized. ``decoding`` (a :class:`Decoding`) is filled for a video
+  file: frames decoded against the container's count.
 
   Raises:
     VideoReadError: naming the file, when the video cannot be read (raised lazily, while
       iterating, for problems found part-way such as a frame of another size).
   """
-  raw = _raw_folder_frames(source.path) if source.is_folder else _raw_file_frames(source.path)
+  raw = (_raw_folder_frames(source.path) if source.is_folder
+         else _raw_file_frames(source.path, decoding))
   if crop is not None:
     raw = crop(raw)
   frames = (preprocess_frame(f, config) for f in raw)

@@ -56,6 +56,15 @@ def slot_classes(regions: Sequence[int] = DEFAULT_REGIONS) -> np.ndarray:
   return np.repeat(np.arange(len(regions), dtype=np.int32), regions)
 
 
+def slot_counts(regions: Sequence[int] = DEFAULT_REGIONS, main_region: bool = False
+                ) -> Tuple[int, ...]:
+  """Memory-bank slots per class: ``R_c``, plus one for the class's main region-level space
+  when ``main_region`` (paper Section 3.4: "we treat all feature set for the c-th class as a
+  main region-level space"). Pass the result as ``regions`` to :func:`slot_classes`,
+  :func:`init_bank`, :func:`bank_nbytes` and :func:`contrastive_loss`."""
+  return tuple(r + int(bool(main_region)) for r in _check_regions(regions))
+
+
 def _l2_normalize(x: jax.Array) -> jax.Array:
   """L2-normalises the last axis; all-zero vectors stay zero (finite gradient)."""
   sq = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
@@ -83,7 +92,7 @@ def _class_weights(member: jax.Array, num_regions: int) -> jax.Array:
 
 
 def region_vectors(features: jax.Array, labels: jax.Array, valid: jax.Array, *,
-                   regions: Sequence[int] = DEFAULT_REGIONS
+                   regions: Sequence[int] = DEFAULT_REGIONS, main_region: bool = False
                    ) -> Tuple[jax.Array, jax.Array, jax.Array]:
   """Region-level vectors of ONE video (DFS module, paper eqs. 10-11).
 
@@ -99,10 +108,13 @@ def region_vectors(features: jax.Array, labels: jax.Array, valid: jax.Array, *,
     labels: ``[T, C + 1]`` in {0, 1}, background last (e.g. pseudo labels of eq. 15).
     valid: ``[T]`` 1 for real snippets, 0 for padding.
     regions: static, regions per class in label-column order; ``len(regions) == C + 1``.
+    main_region: also one vector per class averaging ALL its members (the class's main
+      region-level space), placed before its ``R_c`` splits.
 
   Returns:
     ``(vectors, vector_valid, vector_class)``: float32 ``[R, D]`` (not normalised), float32
-    ``[R]``, int32 ``[R]``; ``R = sum(regions)``, slots ordered class by class.
+    ``[R]``, int32 ``[R]``; ``R = sum(slot_counts(regions, main_region))``, slots ordered class
+    by class.
   """
   regions = _check_regions(regions)
   chex.assert_rank([features, labels, valid], [2, 2, 1])
@@ -112,15 +124,19 @@ def region_vectors(features: jax.Array, labels: jax.Array, valid: jax.Array, *,
 
   valid = (valid > 0.5).astype(jnp.float32)  # [T]
   member = (labels > 0.5).astype(jnp.float32) * valid[:, None]  # [T, C+1]
-  weights = jnp.concatenate(
-      [_class_weights(member[:, c], r) for c, r in enumerate(regions)], axis=0)  # [R, T]
+  rows = []
+  for c, r in enumerate(regions):
+    if main_region:
+      rows.append(member[None, :, c])  # [1, T]: the whole class
+    rows.append(_class_weights(member[:, c], r))  # [R_c, T]
+  weights = jnp.concatenate(rows, axis=0)  # [R, T]
   counts = jnp.sum(weights, axis=1)  # [R]
   # Zero padded snippets so NaN/Inf padding cannot leak through 0 * x.
   feats = jnp.where(valid[:, None] > 0, features, 0).astype(jnp.float32)  # [T, D]
   sums = jnp.einsum("rt,td->rd", weights, feats, precision=jax.lax.Precision.HIGHEST)  # [R, D]
   vectors = sums / jnp.maximum(counts, 1.0)[:, None]  # [R, D]
   vector_valid = (counts > 0).astype(jnp.float32)  # [R]
-  vector_class = jnp.asarray(slot_classes(regions))  # [R]
+  vector_class = jnp.asarray(slot_classes(slot_counts(regions, main_region)))  # [R]
   return vectors, vector_valid, vector_class
 
 

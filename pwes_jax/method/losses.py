@@ -8,7 +8,7 @@ valid snippets of each video, then over valid videos.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import chex
 import jax
@@ -68,10 +68,13 @@ def _bce(p: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def mil_loss(scores: jax.Array, labels: jax.Array, valid: jax.Array, row_valid: jax.Array,
-             ratios: Sequence[float], k_max: int) -> jax.Array:
+             ratios: Sequence[float], k_max: int,
+             fixed_k: Optional[Sequence[int]] = None) -> jax.Array:
   """Video-level MIL loss: class-wise masked top-k mean pooling, then binary cross-entropy.
 
-  ``k_c = ceil(T_valid / r_c)`` per class (MC-WES's video-level distribution consistency).
+  ``k_c = ceil(T_valid / r_c)`` per class (MC-WES's video-level distribution consistency), or
+  ``k_c = fixed_k[c]`` snippets where that is positive (a class's typical length: an ME lasts
+  2-3 snippets, so ``ceil(T / 16)`` = 23 at T = 367 pools mostly background).
 
   Args:
     scores: [B, T, K] snippet probabilities.
@@ -79,6 +82,8 @@ def mil_loss(scores: jax.Array, labels: jax.Array, valid: jax.Array, row_valid: 
     valid: [B, T]; row_valid: [B].
     ratios: K pooling ratios r_c.
     k_max: static top-k bound (see :func:`static_max_k`).
+    fixed_k: optional K ints; ``fixed_k[c] > 0`` replaces class c's ratio by that many
+      snippets (clipped to the video's valid snippets).
 
   Returns:
     Scalar: BCE averaged over classes and valid videos.
@@ -88,10 +93,18 @@ def mil_loss(scores: jax.Array, labels: jax.Array, valid: jax.Array, row_valid: 
   chex.assert_shape(valid, (b, t))
   if len(ratios) != k_classes:
     raise ValueError(f"{len(ratios)} MIL ratios for {k_classes} classes")
+  fixed_k = tuple(fixed_k) if fixed_k is not None else (0,) * k_classes
+  if len(fixed_k) != k_classes:
+    raise ValueError(f"{len(fixed_k)} fixed MIL k for {k_classes} classes")
   n_valid = jnp.sum(valid, axis=1)
-  pooled = jnp.stack([
-      masked_topk_mean(scores[..., c], valid, topk_k(n_valid, ratios[c]), k_max)
-      for c in range(k_classes)], axis=-1)  # [B, K]
+
+  def k_of(c):
+    if fixed_k[c] > 0:
+      return jnp.full((b,), int(fixed_k[c]), jnp.int32)
+    return topk_k(n_valid, ratios[c])
+
+  pooled = jnp.stack([masked_topk_mean(scores[..., c], valid, k_of(c), k_max)
+                      for c in range(k_classes)], axis=-1)  # [B, K]
   return _row_mean(jnp.mean(_bce(pooled, labels), axis=-1), row_valid)
 
 

@@ -95,7 +95,9 @@ class PWESModel(nn.Module):
 
   Returns a dict of float32 arrays: ``attention [B, T]``, ``attention_rgb [B, T]``,
   ``attention_flow [B, T]``, ``tcam [B, T, C+1]`` (logits), ``probs [B, T, C+1]``,
-  ``suppressed [B, T, C]`` and ``features [B, T, D]`` (the fused X).
+  ``suppressed [B, T, C]``, ``features [B, T, D]`` (the fused X, after the dropout that
+  precedes the classifier) and ``features_before_dropout [B, T, D]`` (the same X before that
+  dropout; equal to ``features`` when not training).
   """
   embed_dim: int = 2048
   attention_hidden: int = 512
@@ -129,6 +131,7 @@ class PWESModel(nn.Module):
     fused = jnp.concatenate([e_rgb, e_flow], axis=-1)
     x = TemporalConv(self.embed_dim, self.fusion_kernel, self.dtype, name="fusion")(fused, valid)
     x = nn.leaky_relu(x, self.negative_slope)
+    x_before_dropout = x
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     tcam = TemporalConv(self.num_classes + 1, self.classifier_kernel, self.dtype,
                         name="classifier")(x, valid).astype(jnp.float32)
@@ -142,6 +145,7 @@ class PWESModel(nn.Module):
         "probs": probs,
         "suppressed": attention[..., None] * probs[..., :self.num_classes],
         "features": x.astype(jnp.float32),
+        "features_before_dropout": x_before_dropout.astype(jnp.float32),
     }
 
 

@@ -321,7 +321,8 @@ def apply_points(labels, point_class) -> jax.Array:
 
 def pseudo_labels(probs, attention, features, point_index, point_label, point_valid, valid, *,
                   top_ratio: float = 0.3, theta: float = 0.8, neg_ratio: float = 2.0,
-                  variant: str = "full", threshold_mode: str = "relative") -> jax.Array:
+                  variant: str = "full", threshold_mode: str = "relative",
+                  point_classes_only: bool = False) -> jax.Array:
   """MPLG pseudo labels for one video (paper Section 3.3, Algorithm 1, Table II variants).
 
   Steps: (1) ``A' = attention * m`` with the foreground-level similarity m; (2) top-k mask of A',
@@ -351,6 +352,12 @@ def pseudo_labels(probs, attention, features, point_index, point_label, point_va
     neg_ratio: background count per top-k snippet, >= 0.
     variant: one of :data:`VARIANTS`.
     threshold_mode: ``"relative"`` (default) or ``"absolute"`` (literal ``Ptil > theta``).
+    point_classes_only: ``Ptil[:, c] = 0`` for every class c that no effective point names,
+      before steps 4-5 and in every variant (paper: "if a point-level label for a particular
+      category is absent ... we assign a value of 0 to [W] for the current category"; the
+      classes a video's points name are its video-level labels): no foreground label of an
+      absent class, and a video with no point gets background labels only. Off: every class
+      may be labelled, and with no point ``m = W = 1``.
 
   Returns:
     ``# [T, C+1]`` float32 in {0, 1}; at most one 1 per row; unlabelled and padded rows are zero.
@@ -385,6 +392,8 @@ def pseudo_labels(probs, attention, features, point_index, point_label, point_va
     if variant in ("caf2", "full"):
       ptil = ptil * class_similarity_weights(features, idx, pv, point_label, c)
 
+  if point_classes_only:  # W = 0 for a category without a point, in every variant
+    ptil = ptil * point_classes(point_label, pv, c)[None, :]
   ptil = drop_low(ptil, probs_fg, valid)
   fg = foreground_labels(ptil, valid, theta=float(theta), threshold_mode=threshold_mode)
 
@@ -398,8 +407,22 @@ def pseudo_labels(probs, attention, features, point_index, point_label, point_va
   return jnp.where(valid[:, None], labels, 0.0).astype(jnp.float32)
 
 
+def point_classes(point_label, pv, num_classes: int) -> jax.Array:
+  """The classes the effective points name (the video-level labels): ``# [C]`` float32 in
+  {0, 1}; all zero for a video without an effective point.
+
+  Args:
+    point_label: ``# [N]`` int.
+    pv: ``# [N]`` bool, the effective points (:func:`effective_points`).
+    num_classes: C.
+  """
+  onehot = jax.nn.one_hot(jnp.clip(point_label, 0, num_classes - 1), num_classes) * pv[:, None]
+  return (jnp.sum(onehot, axis=0) > 0).astype(jnp.float32)
+
+
 def pplm_labels(probs, attention, point_index, point_label, point_valid, valid, *,
-                fg_threshold: float = 0.5, bg_threshold: float = 0.1) -> jax.Array:
+                fg_threshold: float = 0.5, bg_threshold: float = 0.1,
+                point_classes_only: bool = False) -> jax.Array:
   """PPLM-style pseudo labels: the "+PPLM" comparator of Table I (after CRRC-Net, ref. [37]).
 
   This is an APPROXIMATION of a method without public code: foreground class c where
@@ -416,6 +439,8 @@ def pplm_labels(probs, attention, point_index, point_label, point_valid, valid, 
     valid: ``# [T]`` float or bool.
     fg_threshold: foreground threshold on ``attention * probs``.
     bg_threshold: background threshold on ``attention``.
+    point_classes_only: foreground only for the classes the video's points name (as in
+      :func:`pseudo_labels`).
 
   Returns:
     ``# [T, C+1]`` float32, at most one 1 per row, padded rows zero.
@@ -424,9 +449,11 @@ def pplm_labels(probs, attention, point_index, point_label, point_valid, valid, 
   probs = lax.stop_gradient(jnp.asarray(probs, jnp.float32))
   attention = lax.stop_gradient(jnp.asarray(attention, jnp.float32))
   valid = _as_mask(valid)
-  _, _, _, point_class = effective_points(point_index, point_label, point_valid, valid, c)
+  pv, _, _, point_class = effective_points(point_index, point_label, point_valid, valid, c)
   score = attention[:, None] * probs[:, :c]  # [T, C]
   passes = (score > fg_threshold) & valid[:, None]
+  if point_classes_only:
+    passes = passes & (point_classes(point_label, pv, c) > 0)[None, :]
   best = jnp.argmax(jnp.where(passes, score, -jnp.inf), axis=1)
   is_fg = jnp.any(passes, axis=1)
   fg = jax.nn.one_hot(best, c, dtype=jnp.float32) * is_fg[:, None]
@@ -445,8 +472,8 @@ def label_quality(labels, gt_mask, valid: Optional[jax.Array] = None) -> dict:
 
   Returns:
     dict of ``# [C+1]`` float32 arrays: ``labelled`` (labelled snippets), ``correct`` (labelled
-    with the true class), ``precision`` (correct / labelled, 0 when none), ``coverage`` (correct /
-    true snippets of the class, 0 when none).
+    with the true class), ``true`` (snippets of the class), ``precision`` (correct / labelled, 0
+    when none), ``coverage`` and its alias ``recall`` (correct / true, 0 when none).
   """
   chex.assert_equal_shape([labels, gt_mask])
   labels = jnp.asarray(labels, jnp.float32)
@@ -460,9 +487,12 @@ def label_quality(labels, gt_mask, valid: Optional[jax.Array] = None) -> dict:
   labelled = jnp.sum(labels * w, axis=axes)
   correct = jnp.sum(labels * gt * w, axis=axes)
   truth = jnp.sum(gt * w, axis=axes)
+  coverage = correct / jnp.maximum(truth, 1.0)
   return {
       "labelled": labelled,
       "correct": correct,
+      "true": truth,
       "precision": correct / jnp.maximum(labelled, 1.0),
-      "coverage": correct / jnp.maximum(truth, 1.0),
+      "coverage": coverage,
+      "recall": coverage,
   }

@@ -103,7 +103,7 @@ def register_loss_term(name: str, *, default_weight: float = 1.0):
     ValueError: if ``name`` is already registered or is a metric name the objective uses.
   """
   def register(fn: LossTerm) -> LossTerm:
-    if name in _TERMS or name in _RESERVED:
+    if name in _TERMS or name in _RESERVED or name.startswith("pl_"):
       raise ValueError(f"loss term {name!r} is already registered or reserved")
     _TERMS[name] = _Term(fn, float(default_weight))
     return fn
@@ -173,7 +173,8 @@ def _no_mining(outputs: dict, batch: dict, config) -> jax.Array:
 def _pplm(outputs: dict, batch: dict, config) -> jax.Array:
   """The PPLM-style comparator (``mplg.pplm_labels``)."""
   fn = functools.partial(mplg.pplm_labels, fg_threshold=config.mplg.pplm_fg_threshold,
-                         bg_threshold=config.mplg.pplm_bg_threshold)
+                         bg_threshold=config.mplg.pplm_bg_threshold,
+                         point_classes_only=config.mplg.get("point_classes_only", False))
   return jax.vmap(fn)(outputs["probs"], outputs["attention"], batch["point_index"],
                       batch["point_label"], batch["point_valid"], batch["valid"])
 
@@ -191,7 +192,8 @@ def _mplg_miner(outputs: dict, batch: dict, config) -> jax.Array:
   """MPLG (Section 3.3) in the composition ``config.mplg.variant``."""
   fn = functools.partial(mplg.pseudo_labels, top_ratio=config.mplg.top_ratio,
                          theta=config.mplg.theta, neg_ratio=config.mplg.neg_ratio,
-                         variant=config.mplg.variant, threshold_mode=config.mplg.threshold_mode)
+                         variant=config.mplg.variant, threshold_mode=config.mplg.threshold_mode,
+                         point_classes_only=config.mplg.get("point_classes_only", False))
   return jax.vmap(fn)(outputs["probs"], outputs["attention"], outputs["features"],
                       batch["point_index"], batch["point_label"], batch["point_valid"],
                       batch["valid"])
@@ -201,29 +203,90 @@ for _variant in mplg.VARIANTS:
   register_label_miner(_variant, check=_check_mplg)(_mplg_miner)
 
 
-def snippet_labels(outputs: dict, batch: dict, step: jax.Array, config) -> jax.Array:
+def mined_labels(outputs: dict, batch: dict, config) -> jax.Array:
+  """The labels of the miner ``config.mplg.variant`` for a batch: ``[B, T, C+1]``.
+
+  Computed from the outputs under ``stop_gradient`` and zeroed on padded snippets; they are
+  what eq. 15 uses once pretraining is over (:func:`snippet_labels`).
+  """
+  points = point_labels(batch, outputs["suppressed"].shape[-1])
+  held = {k: jax.lax.stop_gradient(v) for k, v in outputs.items()}
+  if config.mplg.get("features_before_dropout", False) and "features_before_dropout" in held:
+    held["features"] = held["features_before_dropout"]  # similarities on X before dropout
+  mined = _MINERS[config.mplg.variant].fn(held, batch, config)
+  chex.assert_equal_shape([mined, points])
+  return mined * batch["valid"][..., None]
+
+
+def snippet_labels(outputs: dict, batch: dict, step: jax.Array, config,
+                   mined: Optional[jax.Array] = None) -> jax.Array:
   """The combined snippet labels of eq. 15 for a batch: ``[B, T, C+1]``.
 
   Before ``config.mplg.pretrain_steps`` they are the point labels alone; afterwards the labels
-  of the miner ``config.mplg.variant`` computed from the current outputs under
-  ``stop_gradient``, zeroed on padded snippets.
+  of the miner ``config.mplg.variant`` (:func:`mined_labels`).
 
   Args:
     outputs: the model's outputs of this step (gradients are stopped here).
     batch: the padded batch.
     step: scalar int, the step being taken.
     config: the run's config.
+    mined: :func:`mined_labels` of this batch when the caller has them already.
   """
   points = point_labels(batch, outputs["suppressed"].shape[-1])
-  held = {k: jax.lax.stop_gradient(v) for k, v in outputs.items()}
-  mined = _MINERS[config.mplg.variant].fn(held, batch, config)
-  chex.assert_equal_shape([mined, points])
-  mined = mined * batch["valid"][..., None]
+  if mined is None:
+    mined = mined_labels(outputs, batch, config)
   return jnp.where(step >= config.mplg.pretrain_steps, mined, points)
+
+
+# Names of the classes in the pseudo-label metrics (layout.CLASS_NAMES, then background).
+QUALITY_CLASSES = ("me", "mae", "bg")
+
+
+def pseudo_label_counts(mined: jax.Array, truth: jax.Array, valid: jax.Array) -> dict:
+  """Counts that measure mined pseudo labels against the ground truth, per class.
+
+  The ground truth never enters the loss: these are metrics only. Precision and recall of a
+  window of steps are ratios of these counts' sums (``metrics_log`` derives them).
+
+  Args:
+    mined: ``[B, T, C+1]`` mined labels in {0, 1} (background last).
+    truth: ``[B, T]`` int ground-truth class of each snippet (0..C-1, C = background), -1 where
+      unknown or padded.
+    valid: ``[B, T]`` snippet mask.
+
+  Returns:
+    ``{"pl_<class>_labelled", "pl_<class>_correct", "pl_<class>_true"}`` float32 scalars for
+    each class of :data:`QUALITY_CLASSES`: snippets labelled as the class, those of them whose
+    true class it is, and snippets whose true class it is (known, valid snippets only).
+  """
+  num = mined.shape[-1]
+  chex.assert_equal_shape([mined[..., 0], truth, valid])
+  if num != len(QUALITY_CLASSES):
+    raise ValueError(f"pseudo_label_counts: {num} label columns, expected "
+                     f"{len(QUALITY_CLASSES)} ({', '.join(QUALITY_CLASSES)})")
+  known = (truth >= 0) & (valid > 0)
+  gt = jax.nn.one_hot(truth, num, dtype=jnp.float32)  # -1 -> zero row
+  q = mplg.label_quality(mined, gt, known)
+  out = {}
+  for i, name in enumerate(QUALITY_CLASSES):
+    for key in ("labelled", "correct", "true"):
+      out[f"pl_{name}_{key}"] = q[key][i]
+  return out
 
 
 # ------------------------------------------------------------------------------------------------
 # Eq. 18: the weighted terms.
+
+
+def _mil_fixed_k(config) -> tuple:
+  """``config.loss.mil_k_snippets`` (ME, MaE, background): a fixed MIL top-k per class, 0 =
+  the ratio ``loss.mil_ratios`` (absent in configs written before the field: all ratios)."""
+  return tuple(int(k) for k in config.loss.get("mil_k_snippets", (0, 0, 0)))
+
+
+def _mil_k_max(length: int, config) -> int:
+  """The static top-k bound of a ``length``-snippet bucket under the config's MIL k rule."""
+  return max(losses.static_max_k(length, config.loss.mil_ratios), *_mil_fixed_k(config))
 
 
 @register_loss_term("mil")
@@ -232,9 +295,9 @@ def _mil(outputs: dict, batch: dict, labels, config) -> jax.Array:
   del labels
   b, t = batch["valid"].shape
   video_labels = jnp.concatenate([batch["video_label"], jnp.ones((b, 1))], axis=-1)
-  k_max = losses.static_max_k(t, config.loss.mil_ratios)
+  k_max = _mil_k_max(t, config)
   return losses.mil_loss(outputs["probs"], video_labels, batch["valid"], batch["row_valid"],
-                         config.loss.mil_ratios, k_max)
+                         config.loss.mil_ratios, k_max, _mil_fixed_k(config))
 
 
 @register_loss_term("mil_suppressed")
@@ -242,9 +305,10 @@ def _mil_suppressed(outputs: dict, batch: dict, labels, config) -> jax.Array:
   """Video-level MIL on the suppressed TCAM, foreground only (eq. 13)."""
   del labels
   t = batch["valid"].shape[1]
-  k_max = losses.static_max_k(t, config.loss.mil_ratios)
+  k_max = _mil_k_max(t, config)
   return losses.mil_loss(outputs["suppressed"], batch["video_label"], batch["valid"],
-                         batch["row_valid"], config.loss.mil_ratios[:2], k_max)
+                         batch["row_valid"], config.loss.mil_ratios[:2], k_max,
+                         _mil_fixed_k(config)[:2])
 
 
 @register_loss_term("guide")
@@ -321,7 +385,8 @@ def loss_fn(params: Any, batch: dict, rng: jax.Array, bank: Optional[dfcl.Memory
     out = model.apply({"params": params}, batch["rgb"], batch["flow"], valid, train=True,
                       rngs={"dropout": rng})
   with jax.named_scope("mplg"):
-    labels = snippet_labels(out, batch, step, config)
+    mined = mined_labels(out, batch, config)
+    labels = snippet_labels(out, batch, step, config, mined=mined)
   names = tuple(config.loss.terms)
   terms = {}
   for name in names:
@@ -331,11 +396,16 @@ def loss_fn(params: Any, batch: dict, rng: jax.Array, bank: Optional[dfcl.Memory
   region_vectors = None
   if config.dfcl.enabled:
     regions = tuple(config.dfcl.regions)
+    main = bool(config.dfcl.get("main_region", False))
+    features = out["features_before_dropout" if config.dfcl.get("features_before_dropout", False)
+                   else "features"]
     with jax.named_scope("dfcl"):
       vectors, vector_valid, _ = jax.vmap(
-          functools.partial(dfcl.region_vectors, regions=regions))(out["features"], labels, valid)
+          functools.partial(dfcl.region_vectors, regions=regions, main_region=main))(
+              features, labels, valid)
       contrast, aux = dfcl.contrastive_loss(vectors, vector_valid, batch["video_id"], row_valid,
-                                            bank, regions, tau=config.dfcl.tau)
+                                            bank, dfcl.slot_counts(regions, main),
+                                            tau=config.dfcl.tau)
     active = (step >= config.mplg.pretrain_steps).astype(jnp.float32)
     terms["contrastive"] = contrast * active
     terms["anchors"] = aux["num_anchors"] * active
@@ -344,4 +414,6 @@ def loss_fn(params: Any, batch: dict, rng: jax.Array, bank: Optional[dfcl.Memory
   terms["loss"] = total
   terms["labelled_fg"] = jnp.sum(labels[..., :-1]) / jnp.maximum(jnp.sum(row_valid), 1.0)
   terms["labelled_bg"] = jnp.sum(labels[..., -1]) / jnp.maximum(jnp.sum(row_valid), 1.0)
+  if "truth" in batch:  # metrics only: how right the miner's labels are
+    terms.update(pseudo_label_counts(mined, batch["truth"], valid))
   return total, (terms, region_vectors)

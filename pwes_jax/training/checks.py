@@ -6,7 +6,6 @@ terms they register are part of what the config names.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import math
@@ -35,6 +34,13 @@ ADDED_FIELDS = {
     "eval.max_per_video": 14,
     "eval.honest_point": "cross_fold",
     "loso.concurrent_folds": 1,
+    "loss.mil_k_snippets": [0, 0, 0],
+    "mplg.point_classes_only": False,
+    "mplg.features_before_dropout": False,
+    "dfcl.main_region": False,
+    "dfcl.features_before_dropout": False,
+    "inference.class_wise_nms": False,
+    "inference.max_per_class": [0, 0],
 }
 
 _POSITIVE_INTS = ("optim.steps", "optim.batch_size", "log_every", "checkpoint.every_steps",
@@ -136,6 +142,24 @@ def check_run_config(config) -> None:
   for field, value in config.loss.items():
     if field.endswith("_weight"):
       need(number(value) and not value < 0, f"loss.{field}", value, "must be >= 0")
+  def counts(v, n):
+    return (isinstance(v, (tuple, list)) and len(v) == n
+            and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v))
+
+  def flag(section, name):
+    value = config[section].get(name, ADDED_FIELDS[f"{section}.{name}"])
+    need(isinstance(value, bool), f"{section}.{name}", value, "must be True or False")
+
+  for section, name in (("mplg", "point_classes_only"), ("mplg", "features_before_dropout"),
+                        ("dfcl", "main_region"), ("dfcl", "features_before_dropout"),
+                        ("inference", "class_wise_nms")):
+    flag(section, name)
+  mil_k = config.loss.get("mil_k_snippets", (0, 0, 0))
+  need(counts(mil_k, 3), "loss.mil_k_snippets", tuple(mil_k),
+       "must be 3 integers >= 0 (ME, MaE, background; 0 = the ratio loss.mil_ratios)")
+  caps = config.inference.get("max_per_class", (0, 0))
+  need(counts(caps, 2), "inference.max_per_class", tuple(caps),
+       "must be 2 integers >= 0 (ME, MaE; 0 = no cap)")
   need(len(config.loss.mil_ratios) == 3 and all(number(r) and r > 0
                                                  for r in config.loss.mil_ratios),
        "loss.mil_ratios", tuple(config.loss.mil_ratios), "must be 3 positive numbers")
@@ -240,6 +264,7 @@ def warn_unannotated_folds(dataset, folds) -> list:
   return empty
 
 
-def config_hash(config) -> str:
-  """SHA-256 of the config's JSON (every field): equal on every process of one run."""
-  return hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()
+def config_fields(config) -> dict:
+  """``{"section.field": value}`` of every field of the config (JSON values): what every process
+  of one run must share (``sharding.agree`` names the first field that differs)."""
+  return _plain(config)

@@ -38,13 +38,15 @@ def _train(ctx: context.RunContext, driver: drivers.Driver, log: metrics_log.Met
 
   Every ``config.log_every`` steps and at every save, the window's metrics come to the host,
   are checked for NaN/Inf (never checkpoint an unchecked state) and logged per fold as their
-  mean; every ``config.checkpoint.every_steps`` steps and at the last step the states are
-  saved. The unit's training and inference time go to ``progress`` (its phases and its
-  per-fold line with the run's ETA).
+  mean, and a multi-process run checks that its other processes are still there; every
+  ``config.checkpoint.every_steps`` steps and at the last step the states are saved. The unit's
+  training and inference time go to ``progress`` (its phases and its per-fold line with the
+  run's ETA).
 
   Raises:
     NonFiniteLossError: naming the fold and the step of the first non-finite loss.
     StoppedError: when ``stop`` is set (checked before every step).
+    sharding.PeerLostError: when another process is gone.
   """
   config = ctx.config
   for fold in driver.folds:
@@ -61,6 +63,7 @@ def _train(ctx: context.RunContext, driver: drivers.Driver, log: metrics_log.Met
     done = step + 1
     save = done % config.checkpoint.every_steps == 0 or done == config.optim.steps
     if done % config.log_every == 0 or save:
+      sharding.check_peers(f"training step {done}")
       per_fold = driver.fetch(window)
       rate = len(window) / max(time.time() - t_window, 1e-9)
       rates.append(rate)
@@ -89,8 +92,8 @@ def _train(ctx: context.RunContext, driver: drivers.Driver, log: metrics_log.Met
       if len(tail) >= min(config.log_every, config.optim.steps):
         summary = metrics_log.summarize(tail)
       else:  # resumed too late for the last window to be in memory: rebuild it from the log
-        summary = metrics_log.summary_from_rows(log.rows(fold.index), config.optim.steps,
-                                                config.log_every)
+        summary = metrics_log.fold_summary(log.rows(fold.index), fold.index,
+                                           config.optim.steps, config.log_every)
       fresh = driver.resumed.get(fold.index, 0) == 0  # else this run's time is not the fold's
       records.append(context.finish_fold(ctx, fold, params[fold.index], summary,
                                  seconds if fresh else None))
@@ -166,16 +169,24 @@ def train_folds(ctx: context.RunContext, folds: Sequence[folds_lib.Fold],
 def _train_unit(ctx: context.RunContext, make_driver: Callable[[], drivers.Driver],
                 log: metrics_log.MetricsLog, progress: progress_lib.RunProgress,
                 stop: Optional[threading.Event] = None) -> list:
-  """Builds a unit's driver and trains it; the records of its folds."""
+  """Builds a unit's driver and trains it; the records of its folds.
+
+  Raises:
+    sharding.PeerLostError: when another process of a multi-process run is gone (its
+      collectives fail at once; there is no boundary left to agree at).
+  """
   # A phase boundary: a failure on any process (a NaN loss, a full disk) ends the unit on
   # every process, with the failing process's message, instead of a hang in the next
   # collective.
   error, records = None, []
   progress.unit_started()
   try:
-    with progress.phase("setup"):
-      driver = make_driver()
-    records = _train(ctx, driver, log, progress, stop)
+    with sharding.peers_lost_as_error("training a fold group"):
+      with progress.phase("setup"):
+        driver = make_driver()
+      records = _train(ctx, driver, log, progress, stop)
+  except sharding.PeerLostError:
+    raise
   except (ValueError, OSError, metrics_log.NonFiniteLossError) as e:
     error = e
   sharding.agree("training a fold group", error)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from typing import Mapping, Sequence
 
@@ -23,6 +24,10 @@ from pwes_jax.workdir import run_files
 
 # A window of fetched metrics: ``[(step, {name: scalar})]`` in step order.
 History = Sequence[tuple]
+
+
+# A metrics log of a run: ``metrics.jsonl``, or ``metrics.p<i>.jsonl`` of process i.
+_LOG_NAME = re.compile(r"^metrics(\.p\d+)?\.jsonl$")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -40,9 +45,11 @@ def _parse_row(line: bytes):
 class MetricsLog:
   """Appends JSON lines to ``workdir/metrics.jsonl`` (and TensorBoard events when available).
 
-  Opening repairs the file left by a killed run: lines that are not a whole row (a row torn by
-  the kill) are appended to ``metrics.jsonl.torn`` with a warning, and a missing final newline
-  is restored, so the next row never glues onto a half line.
+  Opening repairs the file left by a killed run or damaged since: lines that are not a whole row
+  (a row torn by the kill, bytes that are not UTF-8 JSON) are appended to
+  ``metrics.jsonl.torn`` with a warning, and a missing final newline is restored, so the next
+  row never glues onto a half line and the file loads as JSON lines. A training run opens it
+  even when every fold has finished.
 
   Args:
     workdir: the run directory.
@@ -82,14 +89,30 @@ class MetricsLog:
       f.write(b"".join(line + b"\n" for line in good))
 
   def rows(self, fold: int) -> list:
-    """``fold``'s rows, in file order."""
-    with self._lock:
-      return self._rows(fold)
+    """``fold``'s rows, in file order.
 
-  def _rows(self, fold: int) -> list:
-    if not os.path.isfile(self.path):
+    When this log holds none, the rows of the first other metrics log of the workdir that has
+    some (a fold another process, or a run with another process count, trained: a
+    single-process rerun of a two-process run rebuilding a fold of process 1's).
+    """
+    with self._lock:
+      for path in [self.path] + self._other_logs():
+        rows = self._rows(fold, path)
+        if rows:
+          return rows
       return []
-    with open(self.path, "rb") as f:
+
+  def _other_logs(self) -> list:
+    """The workdir's other metrics logs (``metrics.jsonl``, ``metrics.p<i>.jsonl``)."""
+    names = sorted(os.listdir(self._workdir)) if os.path.isdir(self._workdir) else []
+    return [os.path.join(self._workdir, n) for n in names
+            if _LOG_NAME.match(n) and os.path.join(self._workdir, n) != self.path]
+
+  @staticmethod
+  def _rows(fold: int, path: str) -> list:
+    if not os.path.isfile(path):
+      return []
+    with open(path, "rb") as f:
       rows = [_parse_row(line) for line in f if line.strip()]
     return [r for r in rows if r is not None and r["fold"] == fold]
 
@@ -157,10 +180,57 @@ def check_finite(history: History, fold_index: int) -> None:
                                f"terms: { {k: float(v) for k, v in m.items()} }")
 
 
+_QUALITY = re.compile(r"^pl_(\w+)_(labelled|correct|true)$")
+_DERIVED = re.compile(r"^pl_\w+_(precision|recall)$")
+
+
+def with_label_quality(summary: Mapping) -> dict:
+  """``summary`` plus ``pl_<class>_precision`` (correct / labelled) and ``pl_<class>_recall``
+  (correct / true) for every class whose pseudo-label counts it holds (0 when the denominator
+  is 0). The counts are means over the same steps, so these ratios are those of their sums."""
+  out = {k: v for k, v in summary.items() if not _DERIVED.match(k)}
+  for k in list(out):
+    m = _QUALITY.match(k)
+    if m and m.group(2) == "labelled":
+      c = m.group(1)
+      correct = out.get(f"pl_{c}_correct", 0.0)
+      labelled, true = out[k], out.get(f"pl_{c}_true", 0.0)
+      out[f"pl_{c}_precision"] = float(correct / labelled) if labelled > 0 else 0.0
+      out[f"pl_{c}_recall"] = float(correct / true) if true > 0 else 0.0
+  return out
+
+
 def summarize(history: History) -> dict:
-  """The mean of every metric over ``history`` (a non-empty ``[(step, metrics)]``)."""
+  """The mean of every metric over ``history`` (a non-empty ``[(step, metrics)]``), with the
+  pseudo-label precision and recall of the window (:func:`with_label_quality`)."""
   keys = history[0][1].keys()
-  return {k: float(np.mean([float(m[k]) for _, m in history])) for k in keys}
+  return with_label_quality(
+      {k: float(np.mean([float(m[k]) for _, m in history])) for k in keys})
+
+
+def fold_summary(rows: Sequence[Mapping], fold: int, last_step: int, window: int) -> dict:
+  """The ``train_summary`` of a fold whose last window is no longer in memory (a resume that
+  took no step, or too few), rebuilt from its logged ``rows`` (:func:`summary_from_rows`).
+
+  When no row covers the last window (its rows were torn or damaged and set aside by the
+  repair), the latest ``window`` steps that have rows stand in for it, with a warning naming
+  both; a fold with no row at all gets ``{}`` with a warning saying why.
+  """
+  summary = summary_from_rows(rows, last_step, window)
+  if summary:
+    return summary
+  logged = sorted(r["step"] for r in rows if r["step"] <= last_step)
+  if not logged:
+    logging.warning("fold %d: no metrics log of the workdir holds a row of this fold (torn or "
+                    "damaged rows are set aside in metrics.jsonl.torn); its train_summary is "
+                    "empty", fold)
+    return {}
+  latest = logged[-1]
+  logging.warning("fold %d: the metrics log holds no row of steps %d-%d (torn or damaged rows "
+                  "are set aside in metrics.jsonl.torn); its train_summary is the mean of "
+                  "steps %d-%d instead", fold, max(last_step - window, 0) + 1, last_step,
+                  max(latest - window, 0) + 1, latest)
+  return summary_from_rows(rows, latest, window)
 
 
 def summary_from_rows(rows: Sequence[Mapping], last_step: int, window: int) -> dict:
@@ -179,6 +249,8 @@ def summary_from_rows(rows: Sequence[Mapping], last_step: int, window: int) -> d
     prev = r["step"]
   if not picked:
     return {}
-  keys = [k for k in picked[-1][0] if k not in ("fold", "step", "steps_per_sec")]
+  keys = [k for k in picked[-1][0]
+          if k not in ("fold", "step", "steps_per_sec") and not _DERIVED.match(k)]
   total = sum(w for _, w in picked)
-  return {k: float(sum(float(r[k]) * w for r, w in picked if k in r) / total) for k in keys}
+  return with_label_quality(
+      {k: float(sum(float(r[k]) * w for r, w in picked if k in r) / total) for k in keys})

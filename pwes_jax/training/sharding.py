@@ -12,14 +12,18 @@ first fold that the step marks invalid.
 Multi-host: after ``jax.distributed.initialize`` the mesh spans every process's devices; each
 process holds a contiguous block of the group's folds (:func:`local_fold_positions`), builds
 their batches from its own rows (:func:`global_array`) and reads back only those
-(:func:`local_rows`).
+(:func:`local_rows`). Phase boundaries share every process's failure (:func:`agree`); a process
+that is gone makes the next collective of the others fail as :class:`PeerLostError`
+(:func:`peers_lost_as_error`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import math
-from typing import Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
@@ -111,48 +115,160 @@ def fold_slice(stacked, position: int):
 
 
 def global_min(value: int) -> int:
-  """The minimum of ``value`` over all processes (``value`` itself on a single host)."""
+  """The minimum of ``value`` over all processes (``value`` itself on a single host).
+
+  Raises:
+    PeerLostError: when another process is gone.
+  """
   if jax.process_count() == 1:
     return int(value)
-  return int(np.min(multihost_utils.process_allgather(np.array(value))))
+  with peers_lost_as_error("agreeing on a fold group's first step"):
+    return int(np.min(multihost_utils.process_allgather(np.array(value))))
 
 
 def sync(name: str) -> None:
-  """A barrier across processes (no-op on a single host)."""
+  """A barrier across processes (no-op on a single host).
+
+  Raises:
+    PeerLostError: when another process is gone.
+  """
   if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(name)
+    with peers_lost_as_error(f"the barrier '{name}'"):
+      multihost_utils.sync_global_devices(name)
+
+
+def check_peers(phase: str) -> None:
+  """A tiny all-gather that fails at once when another process is gone (no-op on one process).
+
+  Folds side by side train without any collective between the group's first step and its
+  end, so a process would train on for the rest of the group (until JAX's heartbeat timeout
+  aborts it) after a peer died; the loop calls this at every log window instead.
+
+  Raises:
+    PeerLostError: when another process is gone.
+  """
+  if jax.process_count() > 1:
+    with peers_lost_as_error(phase):
+      multihost_utils.process_allgather(np.zeros(1, np.int8))
 
 
 class PeerFailedError(ValueError):
   """Another process of a multi-process run failed; the message is that process's."""
 
 
+class PeerLostError(ConnectionError):
+  """Another process of a multi-process run is gone (killed, crashed, interrupted): a collective
+  with it failed. The message names the process (when it can be told) and how to resume."""
+
+
+# What a collective's error says when its peer process is gone: its connection closed (Gloo's
+# TCP pairs on CPUs), or another failure of the transport or of the coordination service.
+_CLOSED_WORDS = ("connection closed by peer", "connection reset by peer", "broken pipe",
+                 "socket closed")
+_LOST_PEER_WORDS = _CLOSED_WORDS + ("is not connected", "gloo", "unavailable:")
+
+
+def lost_peer(e: BaseException) -> bool:
+  """Whether ``e``, raised by a collective of a multi-process run, says a peer process is gone."""
+  text = str(e).lower()
+  return jax.process_count() > 1 and any(w in text for w in _LOST_PEER_WORDS)
+
+
+def _lost_message(phase: str, e: BaseException) -> str:
+  """The one line of :class:`PeerLostError`: who is gone (named when it can only be one), where
+  this process was, and how to resume."""
+  me, count = jax.process_index(), jax.process_count()
+  others = [p for p in range(count) if p != me]
+  who = (f"process {others[0]} of {count}" if len(others) == 1
+         else f"another of the {count} processes")
+  text = str(e).lower()
+  why = ("its connection closed" if any(w in text for w in _CLOSED_WORDS)
+         else " ".join(str(e).split())[:160])
+  return (f"{who} stopped while this process was at {phase} ({why}); finished folds and "
+          "checkpoints are kept: start every process again with the same command to resume")
+
+
+@contextlib.contextmanager
+def peers_lost_as_error(phase: str) -> Iterator[None]:
+  """Turns the error of a collective whose peer process is gone (:func:`lost_peer`) into
+  :class:`PeerLostError`, naming ``phase``; every other error passes unchanged.
+
+  Multi-process runs only lose a peer this way: a process that is gone (SIGKILL, a crash, its own
+  Ctrl-C) closes its connections, and the next collective of every other process fails at once.
+  """
+  try:
+    yield
+  except PeerLostError:
+    raise
+  except (RuntimeError, ValueError, OSError) as e:  # JaxRuntimeError, Gloo's errors
+    if not lost_peer(e):
+      raise
+    raise PeerLostError(_lost_message(phase, e)) from None
+
+
 _MESSAGE_BYTES = 2048
 
 
-def agree(phase: str, error: Optional[BaseException] = None, *, fingerprint: str = "") -> None:
-  """A phase boundary: every process learns whether any process failed, and checks that all
-  processes hold process 0's ``fingerprint`` (e.g. a hash of the config).
+def _allgather_bytes(data: bytes) -> list:
+  """``[bytes of process p]`` of every process (two all-gathers: the lengths, then the bytes
+  padded to the longest)."""
+  lengths = np.asarray(multihost_utils.process_allgather(np.array([len(data)], np.int64)))
+  lengths = lengths.reshape(-1)
+  padded = np.zeros(int(lengths.max()), np.uint8)
+  padded[:len(data)] = np.frombuffer(data, np.uint8)
+  rows = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(lengths), -1)
+  return [bytes(rows[p, :int(n)]) for p, n in enumerate(lengths)]
 
-  One small all-gather of ``[failed, fingerprint hash, message]`` rows. On a single process it
-  only re-raises ``error``.
+
+def _first_difference(settings: list, p: int) -> str:
+  """``"<field>: <value> on process p, <value> on process 0"`` of the first field (in sorted
+  order) whose value differs between process ``p``'s and process 0's ``settings``."""
+  mine, lead = settings[p], settings[0]
+  for key in sorted(set(mine) | set(lead)):
+    if mine.get(key, "<absent>") != lead.get(key, "<absent>"):
+      return (f"{key}: {mine.get(key, '<absent>')!r} on process {p}, "
+              f"{lead.get(key, '<absent>')!r} on process 0")
+  return "the same fields, hashed differently"
+
+
+def agree(phase: str, error: Optional[BaseException] = None, *,
+          settings: Optional[Mapping[str, Any]] = None) -> None:
+  """A phase boundary: every process learns whether any process failed, and checks that all
+  processes hold process 0's ``settings`` (e.g. the flattened config).
+
+  One small all-gather of ``[failed, settings hash, message]`` rows; only when the hashes differ
+  a second exchange (the settings as JSON) names the first differing field. On a single
+  process it only re-raises ``error``.
+
+  Args:
+    phase: names the boundary in messages ("start (config, ...)").
+    error: this process's failure before the boundary, if any.
+    settings: ``{name: JSON-serialisable value}`` every process must share.
 
   Raises:
     the process's own ``error`` when it has one;
     PeerFailedError: on every other process, with the first failing process's message; or,
-      when a process's fingerprint differs from process 0's, on every process.
+      when a process's settings differ from process 0's, on every process, naming the first
+      differing field with both values.
+    PeerLostError: when another process is gone.
   """
   if jax.process_count() == 1:
     if error is not None:
       raise error
     return
+  with peers_lost_as_error(phase):
+    _agree(phase, error, json.dumps(dict(settings or {}), sort_keys=True, default=str))
+
+
+def _agree(phase: str, error: Optional[BaseException], settings_json: str) -> None:
+  """:func:`agree` past its single-process shortcut (``settings`` as sorted JSON)."""
   row = np.zeros(1 + 32 + _MESSAGE_BYTES, np.uint8)
   if error is not None:
     row[0] = 1
     text = (f"{type(error).__name__}: {error}" if not isinstance(error, ValueError)
             else str(error)).encode("utf-8")[:_MESSAGE_BYTES]
     row[33:33 + len(text)] = np.frombuffer(text, np.uint8)
-  row[1:33] = np.frombuffer(hashlib.sha256(fingerprint.encode()).digest(), np.uint8)
+  row[1:33] = np.frombuffer(hashlib.sha256(settings_json.encode()).digest(), np.uint8)
   rows = np.asarray(multihost_utils.process_allgather(row)).reshape(jax.process_count(), -1)
   if error is not None:
     raise error
@@ -162,6 +278,8 @@ def agree(phase: str, error: Optional[BaseException] = None, *, fingerprint: str
       raise PeerFailedError(f"process {p} failed at {phase}: {message}")
   differ = [p for p in range(rows.shape[0]) if not np.array_equal(rows[p, 1:33], rows[0, 1:33])]
   if differ:
-    raise PeerFailedError(f"at {phase}: process(es) {differ} run another config than process "
-                          "0 (the config hashes differ); start every process with the same "
-                          "config and flags")
+    settings = [json.loads(b.decode("utf-8")) for b in _allgather_bytes(settings_json.encode())]
+    raise PeerFailedError(
+        f"at {phase}: process {differ[0]} runs another config than process 0 (first "
+        f"difference: {_first_difference(settings, differ[0])}); start every process with the "
+        "same config and flags")

@@ -67,7 +67,8 @@ def init_state(model, tx, config, key: jax.Array, feature_dim: int,
   params = model_lib.init_params(model, init_key, feature_dim)
   bank = None
   if config.dfcl.enabled:
-    bank = dfcl.init_bank(num_bank_videos, tuple(config.dfcl.regions), config.model.embed_dim)
+    slots = dfcl.slot_counts(tuple(config.dfcl.regions), config.dfcl.get("main_region", False))
+    bank = dfcl.init_bank(num_bank_videos, slots, config.model.embed_dim)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                     rng=run_key, bank=bank)
 

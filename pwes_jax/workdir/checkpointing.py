@@ -6,6 +6,10 @@ missing metadata file, any Orbax or TensorStore error) is set aside beside the c
 directory (renamed ``checkpoint_<step>.damaged-<time>``, never deleted) with a warning naming
 it, and the previous kept step is tried. Only a step whose recorded shapes differ from the
 config's train state is "another config" (an error).
+
+Multi-process runs: every fold belongs to one process, which writes, restores, checks and sets
+aside its checkpoints alone (:func:`make_manager`): no checkpoint call waits for another
+process, and each step holds its arrays whichever process wrote it.
 """
 
 from __future__ import annotations
@@ -22,56 +26,132 @@ from typing import Any, Optional
 
 from absl import logging
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 from pwes_jax.workdir import run_files
 
 
-def make_manager(directory: str, *, keep: int = 2, single_process: bool = False,
-                 read_only: bool = False) -> ocp.CheckpointManager:
+def process_local() -> bool:
+  """Whether this process checkpoints on its own: in a multi-process run every fold belongs to
+  one process, and every checkpoint call of that fold runs on that process only."""
+  return jax.process_count() > 1
+
+
+def _local_handler() -> ocp.PyTreeCheckpointHandler:
+  """The item handler of a process-local manager: this process is the primary host of the
+  step's metadata (``_METADATA``) and of its arrays' TensorStore metadata.
+
+  The standard handler a manager builds for ``StandardSave`` has Orbax's default options
+  (primary host 0) whatever the manager's, and Orbax writes numpy leaves only on process 0: a
+  step saved by process 1 held no ``_METADATA`` and no array at all. The type registry here holds
+  only ``jax.Array`` (:func:`save` hands it every leaf as one, :func:`_process_owned`): another
+  leaf type fails loudly instead of being left out. Its first replica holds the whole array
+  (no replica-parallel split: the other replicas never write), and no sharding file records the
+  writer's makeshift mesh (every restore names its target's shardings).
+  """
+  me = jax.process_index()
+  registry = ocp.type_handlers.create_type_handler_registry(
+      (jax.Array, ocp.type_handlers.ArrayHandler(
+          primary_host=me, use_replica_parallel=False, enable_write_sharding_file=False)))
+  return ocp.PyTreeCheckpointHandler(multiprocessing_options=_local_options(),
+                                     type_handler_registry=registry)
+
+
+def _local_options() -> ocp.options.MultiprocessingOptions:
+  """Orbax's multiprocessing options of a process-local manager: only this process takes part
+  (its barriers are skipped, its keys prefixed with the process index)."""
+  me = jax.process_index()
+  return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me},
+                                            barrier_sync_key_prefix=f"p{me}")
+
+
+def make_manager(directory: str, *, keep: int = 2, read_only: bool = False
+                 ) -> ocp.CheckpointManager:
   """The one way this package opens a checkpoint directory: a synchronous manager.
+
+  In a multi-process run (:func:`process_local`) the manager is this process's alone: it
+  writes and reads the steps of the folds on this process's devices with no cross-process
+  barrier (a reader too: a damaged step is examined by the one process that restores it), and
+  a step holds its arrays whichever process wrote it (:func:`_local_handler`); any process,
+  or a later single-process run, restores it.
 
   Args:
     directory: the checkpoint directory (one sub-directory per step).
     keep: a writing manager keeps the latest ``keep`` checkpoints.
-    single_process: multi-host runs; only this process takes part: each process writes the
-      checkpoints of the folds on its own devices, as host-local arrays, without cross-host
-      barriers.
-    read_only: a reader (``spot``): never creates the directory, never deletes a step, and
-      can read item metadata before any restore.
+    read_only: a reader (``spot``, the damage check of :func:`restore_latest`): never creates
+      the directory, never deletes a step, and can read item metadata before any restore.
 
   Returns:
     An ``ocp.CheckpointManager``; close it when done.
   """
   directory = os.path.abspath(directory)
+  local = process_local()
+  multiprocessing = _local_options() if local else ocp.options.MultiprocessingOptions()
   if read_only:
     # ``CheckpointManagerOptions(read_only=True)`` would only add two warnings per fold.
-    options = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False)
+    options = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False,
+                                           multiprocessing_options=multiprocessing)
     # The PyTree handler reads what the standard one wrote, and restores a part of it
     # (:func:`restore_part`: a reader keeps the parameters, not the optimizer's moments).
-    return ocp.CheckpointManager(directory, options=options,
-                                 item_handlers=ocp.PyTreeCheckpointHandler())
-  multiprocessing = ocp.options.MultiprocessingOptions()
-  if single_process:
+    return ocp.CheckpointManager(directory, options=options, item_handlers=(
+        ocp.PyTreeCheckpointHandler(multiprocessing_options=multiprocessing)))
+  if local:
     os.makedirs(directory, exist_ok=True)  # Orbax will not create it with active_processes.
-    me = jax.process_index()
-    multiprocessing = ocp.options.MultiprocessingOptions(
-        primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"p{me}")
   options = ocp.CheckpointManagerOptions(
       preservation_policy=checkpoint_managers.LatestN(keep),
       enable_async_checkpointing=False,
-      create=not single_process,
+      create=not local,
+      cleanup_tmp_directories=True,  # the half-written step directories of a killed run
       multiprocessing_options=multiprocessing,
   )
+  if local:
+    return ocp.CheckpointManager(directory, options=options, item_handlers=_local_handler())
   return ocp.CheckpointManager(directory, options=options)
 
 
 def fold_manager(workdir: str, fold_index: int, config) -> ocp.CheckpointManager:
   """The writing manager of a fold of a training run (``config.checkpoint.max_to_keep``)."""
   return make_manager(run_files.checkpoint_dir(workdir, fold_index),
-                      keep=config.checkpoint.max_to_keep,
-                      single_process=jax.process_count() > 1)
+                      keep=config.checkpoint.max_to_keep)
+
+
+def _save_args(state: Any) -> ocp.args.CheckpointArgs:
+  """What :func:`save` hands Orbax: the standard item on a single process; on a process-local
+  manager the PyTree item with every leaf as :func:`_process_owned`."""
+  if not process_local():
+    return ocp.args.StandardSave(state)
+  return ocp.args.PyTreeSave(jax.tree.map(_process_owned, state))
+
+
+def _process_owned(x) -> jax.Array:
+  """``x`` (a host or single-device array) as Orbax saves a fold's leaf on this process.
+
+  Orbax writes numpy leaves only on process 0 and refuses a fully addressable ``jax.Array`` in a
+  multi-process run. So the leaf becomes a global array replicated over a mesh of this process's
+  first device followed by one device of every other process: Orbax writes its first replica,
+  the one on this process, and the other processes are never asked for theirs (the array only
+  ever goes to the checkpoint writer, never into a computation).
+  """
+  mine = jax.local_devices()[0]
+  others = {}
+  for d in jax.devices():
+    if d.process_index != mine.process_index:
+      others.setdefault(d.process_index, d)
+  mesh = jax.sharding.Mesh(np.array([mine, *others.values()]), ("replica",))
+  local = jax.device_put(np.asarray(x) if not isinstance(x, jax.Array) else x, mine)
+  return jax.make_array_from_single_device_arrays(
+      local.shape, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()), [local])
+
+
+def _restore_args(abstract: Any) -> ocp.args.CheckpointArgs:
+  """What a restore hands Orbax for ``abstract`` (``jax.ShapeDtypeStruct`` leaves, shardings
+  included): the standard item, or on a process-local manager the PyTree item."""
+  if not process_local():
+    return ocp.args.StandardRestore(abstract)
+  return ocp.args.PyTreeRestore(
+      item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))
 
 
 # A save's failure as TensorStore words it -> the errno a launcher gives its advice for.
@@ -92,7 +172,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
   """
   _drop_restore_noise()
   try:
-    manager.save(int(step), args=ocp.args.StandardSave(state))
+    manager.save(int(step), args=_save_args(state))
     manager.wait_until_finished()
   except Exception as e:  # pylint: disable=broad-except  (Orbax/TensorStore raise anything)
     directory = os.fspath(manager.directory)
@@ -120,7 +200,7 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract: Any, *,
   """
   _drop_restore_noise()
   try:
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    return manager.restore(step, args=_restore_args(abstract))
   except (ValueError, KeyError, TypeError) as e:
     raise ValueError(f"{manager.directory}: checkpoint step {step} does not match {expected} "
                      f"({type(e).__name__}: {str(e)[:300]}); {remedy}") from None
@@ -280,7 +360,7 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Optional[Any]
                         directory)
       return None
     try:
-      return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      return manager.restore(step, args=_restore_args(abstract))
     except Exception as e:  # pylint: disable=broad-except  (Orbax/TensorStore raise anything)
       stored = _stored_shapes(directory, step)
       if stored is not None and stored != wanted:

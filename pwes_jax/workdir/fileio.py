@@ -8,6 +8,17 @@ import os
 from typing import Iterator, IO
 
 
+def process_alive(pid: int) -> bool:
+  """Whether process ``pid`` runs on this host (someone else's live process included)."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # someone else's live process
+    return True
+  return True
+
+
 def temp_path(path: str) -> str:
   """The temporary file :func:`atomic_open` writes before renaming: ``<path>.tmp-<pid>``."""
   return f"{path}.tmp-{os.getpid()}"

@@ -30,16 +30,6 @@ def lock_path(workdir: str) -> str:
   return os.path.join(workdir, run_files.LOCK_FILE)
 
 
-def _process_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:  # someone else's live process
-    return True
-  return True
-
-
 def _read_lock(path: str) -> Optional[dict]:
   try:
     doc = fileio.read_json(path)
@@ -68,6 +58,20 @@ def _one_takeover_at_a_time(workdir: str):
 
 
 @contextlib.contextmanager
+def _naming(workdir: str):
+  """An ``OSError`` of the block (other than the lock existing) names ``workdir``: the user
+  asked for the workdir, the lock's temporary file is ours."""
+  try:
+    yield
+  except FileExistsError:
+    raise
+  except OSError as e:
+    if e.errno is None:
+      raise
+    raise OSError(e.errno, e.strerror, workdir) from None
+
+
+@contextlib.contextmanager
 def workdir_lock(workdir: str):
   """Holds ``WORKDIR/run.lock`` (``{"host", "pid", "started"}``) for the block.
 
@@ -78,17 +82,26 @@ def workdir_lock(workdir: str):
 
   Raises:
     WorkdirBusyError: when a live process (or a process on another host) holds the lock.
+    OSError: when the lock cannot be written (a read-only or immutable workdir, no
+      permission); the error names the workdir, not the lock's temporary file.
   """
   path = lock_path(workdir)
   me = {"host": socket.gethostname(), "pid": os.getpid(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S")}
   tmp = fileio.temp_path(path)
-  with open(tmp, "w") as f:
-    json.dump(me, f)
+  try:
+    with _naming(workdir):
+      with open(tmp, "w") as f:
+        json.dump(me, f)
+  except OSError:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
   try:
     for attempt in range(3):
       try:
-        os.link(tmp, path)
+        with _naming(workdir):
+          os.link(tmp, path)
         break
       except FileExistsError:
         pass
@@ -99,7 +112,8 @@ def workdir_lock(workdir: str):
         if holder is None:
           stale = "unreadable"
         elif holder.get("host") == me["host"] and (
-            holder.get("pid") == me["pid"] or not _process_alive(int(holder.get("pid", -1)))):
+            holder.get("pid") == me["pid"]
+            or not fileio.process_alive(int(holder.get("pid", -1)))):
           stale = f"process {holder.get('pid')} on {holder.get('host')} is gone"
         else:
           stale = None

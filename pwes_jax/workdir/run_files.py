@@ -17,6 +17,7 @@ of that anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -103,6 +104,43 @@ def config_path(workdir: str) -> str:
   return os.path.join(workdir, CONFIG_FILE)
 
 
+# A temporary file of ``fileio.atomic_open`` (``<name>.tmp-<writer's pid>``) of one of the run's
+# own files: what a run killed mid-write leaves behind.
+_TEMP_OF_RUN_FILE = re.compile(
+    rf"^(?:{_OUTPUT_NAMES}|config\.json|run\.lock)\.tmp-(?P<pid>\d+)$")
+_TEMP_OF_FOLD_FILE = re.compile(r"^(?:fold\.json|outputs\.npz)\.tmp-(?P<pid>\d+)$")
+
+
+def remove_stale_temp_files(workdir: str) -> list:
+  """Removes the temporary files that runs killed mid-write left in ``workdir`` (their writer
+  is gone: ``config.json.tmp-<pid>``, ``fold_XX/outputs.npz.tmp-<pid>``, ...; only of the run's
+  own files); returns their paths.
+
+  Called by the training run that holds the workdir's lock: no other run writes there. A file
+  whose writer is still a live process of this host is left alone.
+  """
+  removed = []
+  if not os.path.isdir(workdir):
+    return removed
+  places = [(workdir, _TEMP_OF_RUN_FILE)] + [
+      (os.path.join(workdir, name), _TEMP_OF_FOLD_FILE)
+      for name in sorted(os.listdir(workdir)) if _FOLD_DIR.match(name)]
+  for directory, pattern in places:
+    if not os.path.isdir(directory):
+      continue
+    for name in sorted(os.listdir(directory)):
+      m = pattern.match(name)
+      path = os.path.join(directory, name)
+      if m and os.path.isfile(path) and not fileio.process_alive(int(m.group("pid"))):
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(path)
+          removed.append(path)
+  if removed:
+    logging.info("removed %d temporary file(s) of killed runs: %s", len(removed),
+                 ", ".join(removed))
+  return removed
+
+
 def set_aside(path: str, why: str, dest: Optional[str] = None) -> str:
   """Renames a damaged file or directory to ``<dest or path>.damaged-<time>`` (never deletes
   it) and warns, naming both paths and ``why``; returns the new path."""
@@ -183,10 +221,16 @@ def dataset_root(config, workdir: str) -> str:
 def save_outputs(workdir: str, fold_index: int, outputs: Mapping) -> None:
   """Writes ``{video: {key: array}}`` as ``fold_XX/outputs.npz`` (keys ``<key>__<video>``).
 
-  The keys are ``attention [T]``, ``probs [T, C+1]`` and ``suppressed [T, C]`` (float32).
+  The keys are ``attention [T]``, ``probs [T, C+1]`` and ``suppressed [T, C]`` (float32). An
+  existing ``outputs.npz`` that is not readable is set aside (:func:`set_aside`), never
+  overwritten.
   """
+  path = outputs_path(workdir, fold_index)
+  if os.path.isfile(path) and not outputs_readable(path):
+    set_aside(path, f"unreadable; fold {fold_index}'s outputs are written again from its "
+              "checkpoint")
   flat = {f"{k}__{name}": v for name, d in outputs.items() for k, v in d.items()}
-  with fileio.atomic_open(outputs_path(workdir, fold_index), "wb") as f:
+  with fileio.atomic_open(path, "wb") as f:
     np.savez(f, **flat)
 
 
@@ -263,8 +307,9 @@ def finished_folds(workdir: str, *, training: bool = False,
     workdir: the run directory.
     training: the caller is the training run that rebuilds such folds (the warnings say "this
       run rebuilds it" instead of how to rebuild it).
-    set_aside_damaged: an unreadable ``fold.json`` is set aside (:func:`set_aside`, as
-      ``fold.json.damaged-<time>``) instead of being left to be overwritten.
+    set_aside_damaged: an unreadable ``fold.json`` or ``outputs.npz`` is set aside
+      (:func:`set_aside`, as ``<name>.damaged-<time>``) instead of being left to be
+      overwritten.
   """
   out = {}
   if not os.path.isdir(workdir):
@@ -290,8 +335,11 @@ def finished_folds(workdir: str, *, training: bool = False,
       continue
     outputs = os.path.join(workdir, entry, OUTPUTS_FILE)
     if not outputs_readable(outputs):
-      logging.warning("%s: missing or unreadable; fold %d counts as unfinished (%s)",
-                      outputs, int(m.group(1)), rebuild)
+      if set_aside_damaged and os.path.isfile(outputs):
+        set_aside(outputs, f"unreadable; fold {int(m.group(1))} counts as unfinished ({rebuild})")
+      else:
+        logging.warning("%s: missing or unreadable; fold %d counts as unfinished (%s)",
+                        outputs, int(m.group(1)), rebuild)
       continue
     out[int(m.group(1))] = record
   return dict(sorted(out.items()))

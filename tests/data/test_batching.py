@@ -142,12 +142,12 @@ def check_batch(batch, videos, ids, length, batch_size, max_points):
             "valid": (batch_size, length), "point_index": (batch_size, max_points),
             "point_label": (batch_size, max_points), "point_valid": (batch_size, max_points),
             "video_label": (batch_size, C), "video_id": (batch_size,),
-            "row_valid": (batch_size,)}
+            "row_valid": (batch_size,), "truth": (batch_size, length)}
   assert set(batch) == set(batching.BATCH_KEYS) == set(shapes)
   for k, s in shapes.items():
     assert batch[k].shape == s, k
-    assert batch[k].dtype == (np.int32 if k in ("point_index", "point_label", "video_id")
-                              else np.float32), k
+    assert batch[k].dtype == (np.int32 if k in ("point_index", "point_label", "video_id",
+                                                "truth") else np.float32), k
   for row in range(batch_size):
     if row < len(videos):
       v, t, n = videos[row], videos[row].length, len(videos[row].points)
@@ -157,6 +157,8 @@ def check_batch(batch, videos, ids, length, batch_size, max_points):
       np.testing.assert_array_equal(batch["point_index"][row, :n], v.points.snippets)
       np.testing.assert_array_equal(batch["point_label"][row, :n], v.points.labels)
       np.testing.assert_array_equal(batch["video_label"][row], v.video_label)
+      expected = np.full(t, -1) if v.truth is None else v.truth
+      np.testing.assert_array_equal(batch["truth"][row, :t], expected)
     else:
       t = n = 0
       assert batch["video_id"][row] == -1 and batch["row_valid"][row] == 0
@@ -164,6 +166,7 @@ def check_batch(batch, videos, ids, length, batch_size, max_points):
     for j in range(length):
       assert batch["valid"][row, j] == (1.0 if j < t else 0.0)
     assert not batch["rgb"][row, t:].any() and not batch["flow"][row, t:].any()
+    assert (batch["truth"][row, t:] == -1).all()
     for j in range(max_points):
       assert batch["point_valid"][row, j] == (1.0 if j < n else 0.0)
     assert not batch["point_index"][row, n:].any() and not batch["point_label"][row, n:].any()

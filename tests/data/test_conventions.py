@@ -88,11 +88,12 @@ SAMM = [
 ]
 SAMM_CSV = "video,num_frames\n006_1,960\n007_3,200\n"  # 006_1's last image is number 960
 
-# By hand (frame base 1: 0-based = number - 1). Row 7, a Macro with onset 0: megc drops it (the
-# MEGC baseline's reader), lgsnet keeps it from frame 1.
+# By hand (frame base 1: 0-based = number - 1). Row 7, a Macro with onset 0: both conventions
+# keep it from frame 1 (the MEGC 2020 baseline's reader keeps it too).
 SAMM_EXPECTED = {
     # row 6: 566.4 -> 566 (both), 700.5 -> 701 half-up / 700 floor
-    "megc": [("006_1", 565, 599, 700, "MaE"), ("007_3", 63, -1, 79, "ME")],
+    "megc": [("006_1", 0, -1, 39, "MaE"), ("006_1", 565, 599, 700, "MaE"),
+             ("007_3", 63, -1, 79, "ME")],
     "lgsnet": [("006_1", 0, -1, 39, "MaE"), ("006_1", 565, 599, 699, "MaE"),
                ("007_3", 63, -1, 79, "ME")],
 }
@@ -125,10 +126,9 @@ def test_samm_lv_table_row_by_row(tmp_path, ext, conv, caplog):
   assert rows_of(out) == SAMM_EXPECTED[conv]
   megc = conv == "megc"
   assert (summary["videos"], summary["subjects"], summary["ME"], summary["MaE"]) == (
-      2, 2, 1, 1 if megc else 2)
+      2, 2, 1, 2)
   assert summary["rule_counts"] == {"frame_rounding": 1, "past_end": 1, "apex_dropped": 1,
-                                    "unknown_type": 1,
-                                    ("onset0_macro" if megc else "onset_clamped"): 1}
+                                    "unknown_type": 1, "onset_clamped": 1}
   where = f"file {table}" + ("" if ext == ".csv" else " [sheet 'FACS_Movement_Only']")
   row = "line" if ext == ".csv" else "row"
   rounded = "701" if megc else "700"
@@ -136,29 +136,48 @@ def test_samm_lv_table_row_by_row(tmp_path, ext, conv, caplog):
   # Field names as the table spells them ('Apex Frame', the real header).
   assert [w["message"] for w in summary["warnings"]] == [
       f"{where}, video '006_1', field 'Onset': {row} 6: fractional frame(s) rounded {rounding}: "
-      f"Onset 566.4000000000001 -> 566, Offset 700.5 -> {rounded}"] + ([] if megc else [
-          f"{where}, video '006_1', field 'Onset': {row} 7: onset 0 is below the first frame "
-          "number 1: clamped to 1"]) + [
+      f"Onset 566.4000000000001 -> 566, Offset 700.5 -> {rounded}",
+      f"{where}, video '006_1', field 'Onset': {row} 7: onset 0 is below the first frame "
+      "number 1: clamped to 1",
       f"{where}, video '007_3', field 'Apex Frame': {row} 9: implausible interval: offset 80 < "
       "apex 90; apex dropped"]
   assert [s["message"] for s in summary["skipped"]] == [
       f"{where}, video '007_3', field 'Type': {row} 10: unknown expression type 'Blink' "
-      "(expected a micro- or macro-expression label)"] + ([
-          f"{where}, video '006_1', field 'Onset': {row} 7: MaE with onset 0 below the first "
-          "frame number 1 left out (onset0_macro drop: the MEGC baseline's SAMM-LV reader "
-          "ignores these extremely long samples)"] if megc else []) + [
+      "(expected a micro- or macro-expression label)",
       f"{where}, video '006_1', field 'Offset': {row} 8: interval [900, 1000] ends past the "
       "video's last frame 960"]
   assert "skipped (past_end)" in caplog.text and f"{row} 8" in caplog.text
   with open(os.path.join(out, "import_report.json")) as f:
     report = json.load(f)
-  assert report["rows_skipped"] == (3 if megc else 2)
+  assert report["rows_skipped"] == 2
   assert report["conventions"]["convention"] == conv
   meta = json.load(open(os.path.join(out, "dataset.json")))
   assert meta["conventions"]["rules"]["frame_rounding"] == rounding
-  assert meta["conventions"]["rules"]["onset0_macro"] == ("drop" if megc else "keep")
+  assert meta["conventions"]["rules"]["onset0_macro"] == "keep"
+  if megc:
+    assert "MEGC 2020 baseline" in meta["conventions"]["sources"]["onset0_macro"]
+    assert "343 MaE" in meta["conventions"]["sources"]["onset0_macro"]
   assert meta["conventions"]["rules"]["frame_base"] == 1
   assert "5051" in meta["conventions"]["sources"]["frame_base"]  # the frame-base evidence
+
+
+def test_samm_lv_onset0_macro_drop_is_a_named_rule_of_softnet_and_mean(tmp_path):
+  table, feats, frames = _samm_setup(tmp_path, ".xlsx")
+  out = str(tmp_path / "out")
+  summary = importers.import_samm_lv(table, feats, out, num_frames_csv=frames,
+                                     onset0_macro="drop")
+  assert rows_of(out) == [("006_1", 565, 599, 700, "MaE"), ("007_3", 63, -1, 79, "ME")]
+  assert summary["rule_counts"]["onset0_macro"] == 1 and "onset_clamped" not in summary[
+      "rule_counts"]
+  where = f"file {table} [sheet 'FACS_Movement_Only']"
+  assert (f"{where}, video '006_1', field 'Onset': row 7: MaE with onset 0 below the first "
+          "frame number 1 left out (onset0_macro drop: SoftNet's and MEAN's SAMM-LV readers "
+          "ignore these extremely long samples; the MEGC 2020 baseline keeps them)") in [
+              s["message"] for s in summary["skipped"]]
+  meta = json.load(open(os.path.join(out, "dataset.json")))["conventions"]
+  assert meta["set_by_user"] == ["onset0_macro"]
+  assert meta["sources"]["onset0_macro"].startswith("set by the user (SoftNet (genbing99/"
+                                                    "SoftNet-SpotME) and MEAN")
 
 
 def test_samm_lv_rules_set_on_their_own(tmp_path):
@@ -178,6 +197,86 @@ def test_samm_lv_rules_set_on_their_own(tmp_path):
                              exclude_rows=["99"])
 
 
+def test_exclude_rows_takes_the_samm_lv_filename(tmp_path):
+  table, feats, frames = _samm_setup(tmp_path, ".xlsx")
+  summary = importers.import_samm_lv(table, feats, str(tmp_path / "out"), num_frames_csv=frames,
+                                     exclude_rows=["006_1_2"])
+  assert rows_of(str(tmp_path / "out")) == [("006_1", 565, 599, 700, "MaE"),
+                                            ("007_3", 63, -1, 79, "ME")]
+  (skip,) = [s for s in summary["skipped"] if s["rule"] == "exclude_rows"]
+  assert skip["message"].endswith("video '006_1': row 7: row named in exclude_rows (expression "
+                                  "id '006_1_2')")
+  with pytest.raises(ValueError, match=r"exclude_rows entry '012_4_1' names no annotation row "
+                     r"of .*: it is not a row number \(ROW, SHEET!ROW or FILE!ROW\) and no row "
+                     r"has that expression id \(SAMM-LV Filename such as 012_4_1"):
+    importers.import_samm_lv(table, feats, str(tmp_path / "o2"), num_frames_csv=frames,
+                             exclude_rows=["012_4_1"])
+
+
+def test_cli_exclude_rows_by_expression_id(tmp_path):
+  table, feats, frames = _samm_setup(tmp_path, ".csv")
+  base = ["--format=samm_lv", f"--annotations={table}", f"--features={feats}",
+          f"--num_frames_csv={frames}"]
+  res = _cli(base + [f"--output_dir={tmp_path / 'out'}", "--exclude_rows=006_1_2"], tmp_path)
+  assert res.returncode == 0, res.stderr
+  assert json.loads(res.stdout)["rule_counts"]["exclude_rows"] == 1
+  assert "row named in exclude_rows (expression id '006_1_2')" in res.stderr
+  res = _cli(base + [f"--output_dir={tmp_path / 'o2'}", "--exclude_rows=006_9_9"], tmp_path)
+  assert res.returncode != 0, res.stderr
+  error = res.stderr.strip().splitlines()[-1]  # after the table's own warnings
+  assert error.startswith("import_dataset: exclude_rows entry '006_9_9' names no annotation "
+                          "row of "), res.stderr
+  assert "no row has that expression id (SAMM-LV Filename such as 012_4_1" in error
+  assert not os.path.exists(tmp_path / "o2" / "dataset.json")
+
+
+def test_cli_imports_features_of_any_width_with_feature_dim(tmp_path):
+  table, _, frames = _samm_setup(tmp_path, ".csv")
+  feats = str(tmp_path / "feats32")
+  os.makedirs(feats)
+  for video, t in (("006_1", 29), ("007_3", 6)):
+    np.savez(os.path.join(feats, f"{video}.npz"), rgb=np.ones((t, 32), np.float32),
+             flow=np.zeros((t, 32), np.float32))
+  base = ["--format=samm_lv", f"--annotations={table}", f"--features={feats}",
+          f"--num_frames_csv={frames}"]
+  res = _cli(base + [f"--output_dir={tmp_path / 'out'}", "--feature_dim=32"], tmp_path)
+  assert res.returncode == 0, res.stderr
+  assert json.load(open(tmp_path / "out" / "dataset.json"))["feature_dim"] == 32
+  ds = layout.load_dataset(str(tmp_path / "out"))
+  (video,) = [v for v in ds.videos if v.video == "006_1"]
+  assert layout.load_features(ds, video)[0].shape == (29, 32)
+  res = _cli(base + [f"--output_dir={tmp_path / 'o2'}"], tmp_path)  # the default is 1024
+  assert res.returncode != 0 and "feature width 32 != 1024" in res.stderr, res.stderr
+  res = _cli(base + [f"--output_dir={tmp_path / 'o3'}", "--feature_dim=0"], tmp_path)
+  assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+  assert "--feature_dim" in res.stderr
+
+
+def test_exclude_rows_takes_the_casme2_and_casme3_expression_ids(tmp_path):
+  table = write_table(src(tmp_path) / "CAS(ME)^2code_final.xlsx", [
+      ("Sheet1", CASME2_ROWS), ("naming rule1", [(15, "s15", 1), (16, "s16", 2)]),
+      ("naming rule2", [("0401", "anger1"), (502, "happy1")])])
+  feats = str(tmp_path / "feats")
+  features(feats, "s15_0401", 80)
+  features(feats, "s16_0502", 60)
+  importers.import_casme2(table, feats, str(tmp_path / "c2"), exclude_rows=["s15_anger1_2"])
+  assert sorted(rows_of(str(tmp_path / "c2"))) == [
+      r for r in CASME2_EXPECTED["megc"] if r != ("s15_0401", 99, 129, 129, "MaE")]
+  me, mae, feats3 = _casme3_two(tmp_path, ".xlsx")
+  # spNO.2_b_30 is an ME row; spNO.2_b_50 two identical MaE rows (one expression).
+  summary = importers.import_casme3([me, mae], feats3, str(tmp_path / "c3"),
+                                    annotation_types=["me", "mae"],
+                                    exclude_rows=["spNO.2_b_30", "spNO.2_b_50"])
+  assert sorted(rows_of(str(tmp_path / "c3"))) == CASME3_TWO_EXPECTED[:3]
+  assert summary["rule_counts"]["exclude_rows"] == 2
+  both = write_table(src(tmp_path) / "both.csv", [("S", [
+      ("Subject", "Filename", "Onset", "Offset", "Type"), ("spNO.1", "a", 100, 110, "micro"),
+      ("spNO.1", "a", 100, 160, "macro")])])
+  with pytest.raises(ValueError, match=r"exclude_rows entry 'spNO.1_a_100' is the expression id "
+                     r"of 2 rows \(both.csv line 2, both.csv line 3\); name the one"):
+    importers.import_casme3(both, feats3, str(tmp_path / "c4"), exclude_rows=["spNO.1_a_100"])
+
+
 def test_strict_turns_each_skip_into_an_error_naming_the_row(tmp_path):
   table, feats, frames = _samm_setup(tmp_path, ".xlsx")
   with pytest.raises(layout.DatasetError, match=r"\[sheet 'FACS_Movement_Only'\], video "
@@ -189,7 +288,7 @@ def test_strict_turns_each_skip_into_an_error_naming_the_row(tmp_path):
   with pytest.raises(layout.DatasetError, match=r"video '006_1', field 'Onset': row 7: MaE with "
                      r"onset 0 below the first frame number 1 left out.*strict"):
     importers.import_samm_lv(table, feats, str(tmp_path / "out"), num_frames_csv=frames,
-                             strict=True)
+                             strict=True, onset0_macro="drop")
   with pytest.raises(layout.DatasetError, match=r"video '006_1', field 'Offset': row 8: "
                      r"interval \[900, 1000\] ends past the video's last frame 960.*strict"):
     importers.import_samm_lv(table, feats, str(tmp_path / "out"), num_frames_csv=frames,

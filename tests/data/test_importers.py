@@ -218,19 +218,12 @@ def test_samm_import_reports_skipped_footer_and_counts(tmp_path, conv):
   make_features(feats, "006_2", 2, "npy")
   make_features(feats, "007_3", 3, "npz")
   summary = importers.import_samm_lv(xlsx, feats, str(tmp_path / "out"), conventions=conv)
-  # 006_2_1 is a Macro row with onset 0 (frame base 1): megc drops it (the MEGC baseline's
-  # reader), so 006_2 is a negative video; lgsnet keeps it from frame 1.
-  if conv == "megc":
-    assert (summary["videos"], summary["negative_videos"], summary["ME"], summary["MaE"]) == (
-        3, 1, 2, 1)
-    assert [(s["rule"], s["row"]) for s in summary["skipped"]] == [
-        ("onset0_macro", "sheet 'FACS_Movement_Only' row 8")]
-    assert summary["rule_counts"] == {"onset0_macro": 1, "negative_videos": 1}
-  else:
-    assert (summary["videos"], summary["subjects"], summary["ME"], summary["MaE"]) == (
-        3, 2, 2, 2)
-    assert summary["skipped"] == []  # the footer is a note, not an annotation row
-    assert summary["rule_counts"] == {"onset_clamped": 1}
+  # 006_2_1 is a Macro row with onset 0 (frame base 1): both conventions keep it from frame 1
+  # (the MEGC 2020 baseline keeps it too).
+  assert (summary["videos"], summary["subjects"], summary["ME"], summary["MaE"]) == (
+      3, 2, 2, 2)
+  assert summary["skipped"] == []  # the footer is a note, not an annotation row
+  assert summary["rule_counts"] == {"onset_clamped": 1}
   ds = layout.load_dataset(str(tmp_path / "out"))
   assert (ds.info.fps, ds.info.snippet_length) == (200.0, 32)
   assert {v.video: v.num_frames for v in ds.videos} == {"006_1": 641, "006_2": 65, "007_3": 97}

@@ -238,3 +238,53 @@ def test_bad_inputs_are_clear_errors(kwargs, match):
 def test_empty_video_gives_no_proposals():
   assert proposals.generate_proposals(np.zeros(0), np.zeros((0, 2)), snippet_length=8,
                                       fps=30.0) == []
+
+
+def _nested_case():
+  """Attention with a long MaE-like run 2..9 whose highest part 4..5 is a 2-snippet ME-like
+  run: multi-top gives both; the MaE scores higher, so class-agnostic NMS removes the ME."""
+  att = np.zeros(16)
+  att[2:10] = 0.6
+  att[4:6] = 1.0
+  sup = np.zeros((16, 2))
+  sup[4:6, 0] = 0.9   # ME evidence on the short run
+  sup[2:10, 1] = 0.95  # MaE evidence on the long run
+  return att, sup
+
+
+def test_class_wise_nms_keeps_an_me_nested_in_a_longer_maE():
+  att, sup = _nested_case()
+  kw = dict(snippet_length=8, fps=30.0, k_range=(2, 8))
+  agnostic = proposals.generate_proposals(att, sup, **kw)
+  wise = proposals.generate_proposals(att, sup, class_wise_nms=True, **kw)
+  assert [(p["type"], p["start_snippet"], p["end_snippet"]) for p in agnostic][0] == (
+      "MaE", 2, 9)
+  assert (4, 5) not in [(p["start_snippet"], p["end_snippet"]) for p in agnostic]
+  me = [p for p in wise if p["type"] == "ME" and p["score"] > 0]
+  assert [(p["start_snippet"], p["end_snippet"]) for p in me] == [(4, 5)]
+  assert [p["score"] for p in wise] == sorted((p["score"] for p in wise), reverse=True)
+  # Within a class NMS still applies: no two kept proposals of one class overlap.
+  for c in ("ME", "MaE"):
+    kept = [(p["start_snippet"], p["end_snippet"]) for p in wise if p["type"] == c]
+    for i, a in enumerate(kept):
+      for b in kept[i + 1:]:
+        assert a[1] < b[0] or b[1] < a[0]
+
+
+def test_per_class_caps_keep_the_highest_scored_of_each_class():
+  rng = np.random.default_rng(3)
+  att = np.zeros(80)
+  for start, width in ((3, 1), (8, 2), (14, 5), (24, 1), (30, 6), (40, 2), (50, 4), (60, 8)):
+    att[start:start + width] = 0.3 + 0.7 * rng.random()
+  sup = rng.random((80, 2))
+  kw = dict(snippet_length=8, fps=30.0, nms_threshold=0.5)
+  everything = proposals.generate_proposals(att, sup, class_wise_nms=True, **kw)
+  capped = proposals.generate_proposals(att, sup, class_wise_nms=True, max_per_class=(1, 2),
+                                        **kw)
+  by_type = {c: [p for p in everything if p["type"] == c] for c in ("ME", "MaE")}
+  assert len(by_type["ME"]) > 1 and len(by_type["MaE"]) > 2
+  want = sorted(by_type["ME"][:1] + by_type["MaE"][:2], key=lambda p: -p["score"])
+  assert capped == want
+  with pytest.raises(ValueError, match="max_per_class"):
+    proposals.generate_proposals(att, sup, max_per_class=(1,), **kw)
+

@@ -1,11 +1,14 @@
 """The four protocols: hand-worked boundary cases, brute-force loops, the cross-fold threshold."""
 
 import fractions
+import json
 import math
 
 import numpy as np
 import pytest
 
+from pwes_jax import evaluate
+from pwes_jax.data import layout
 from pwes_jax.evaluation import scoring
 from pwes_jax.evaluation import prediction_files
 from pwes_jax.evaluation import operating_points
@@ -114,6 +117,57 @@ def test_strs_each_ground_truth_counts_once_and_file_order_decides_the_fp():
   assert counts(got) == (1, 1, 1)
 
 
+def test_strs_at_a_threshold_scores_the_subjects_of_the_predictions_above_it():
+  # Subject b's only prediction is below the threshold: the STRS script, given the
+  # predictions at or above it, never sees subject b, so b's ground truths are not FNs.
+  gts = {"a_1": [(0, 9, "ME"), (100, 129, "MaE")], "b_1": [(0, 9, "ME"), (50, 79, "MaE")],
+         "b_2": [], "c_1": [(0, 9, "ME")]}
+  preds = preds_of({"a_1": [(0, 9, 0.9), (300, 309, 0.7)], "b_1": [(0, 9, 0.3)],
+                    "b_2": [(0, 9, 0.95)]})
+  gt = make_gt(30.0, gts)
+  res = scoring.evaluate(preds, gt, protocol="strs", threshold=0.6)
+  # a_1: TP 1, FP 1, FN 1; b_2 (no ground truth) makes subject b scored, b_1's 2 are FNs.
+  assert counts(res) == (1, 2, 4)
+  assert (res["strs_scored_videos"], res["strs_unscored_predictions"],
+          res["strs_unscored_ground_truths"]) == (2, 1, 1)  # b_2's prediction; c_1's ME
+  preds["b_2"] = []
+  res = scoring.evaluate(preds, gt, protocol="strs", threshold=0.6)
+  assert counts(res) == (1, 2, 2)
+  assert res["rows"]["overall"]["f1"] == pytest.approx(0.5)
+  assert (res["strs_scored_videos"], res["strs_unscored_predictions"],
+          res["strs_unscored_ground_truths"]) == (1, 0, 3)
+  assert ("strs scored 1 videos; not scored: 0 counted predictions (videos without ground "
+          "truth), 3 ground truths (subjects without a counted prediction)") in (
+              evaluate.summary_lines(res))
+  # At 0.3 subject b is scored again: its prediction takes b_1's ME.
+  assert counts(scoring.evaluate(preds, gt, protocol="strs", threshold=0.3)) == (2, 3, 4)
+  tuned = scoring.evaluate(preds, gt, protocol="strs")
+  assert tuned["threshold"] == 0.9 and counts(tuned) == (1, 1, 2)
+  assert tuned["strs_unscored_ground_truths"] == 3
+
+
+def test_strs_at_a_threshold_equals_strs_on_the_exported_predictions(tmp_path):
+  # What a user does: export the predictions counted at k, then run the STRS script on them.
+  fps, gt_items, pred_items = 30.0, {}, {}
+  for seed in range(30):
+    _, g, p = random_case(seed)
+    gt_items.update({f"{k}_{seed}": v for k, v in g.items()})
+    pred_items.update({f"{k}_{seed}": v for k, v in p.items() if k in g})
+  gt, preds = make_gt(fps, gt_items), preds_of(pred_items)
+  everything = prediction_files.parse_predictions(preds, "p")
+  for k in (0.2, 0.4, 0.6, 0.8):
+    chosen = prediction_files.select(everything, "strs", k)
+    at_k = scoring.evaluate(preds, gt, protocol="strs", threshold=k)
+    path = str(tmp_path / f"at_{k}.csv")
+    prediction_files.write_csv(path, chosen, gt)
+    exported = prediction_files.load(path)
+    again = scoring.evaluate(exported.videos, gt, protocol="strs", threshold=-1.0)
+    assert again["rows"] == at_k["rows"], k
+    for key in ("strs_scored_videos", "strs_unscored_predictions",
+                "strs_unscored_ground_truths"):
+      assert again[key] == at_k[key], (k, key)
+
+
 def _capped_case(n, scores):
   gts = {"a_1": [(40 * i, 40 * i + 19, "MaE") for i in range(n)]}
   preds = {"a_1": [(40 * i, 40 * i + 19, s) for i, s in zip(range(n), scores)]}
@@ -152,6 +206,48 @@ def test_settings_move_the_me_bound(protocol):
   gts, preds = {"a_1": [(0, 20, "ME")]}, {"a_1": [(0, 20, 1.0)]}
   assert counts(at_zero(gts, preds, protocol), "me")[1] == 0
   assert counts(at_zero(gts, preds, protocol, me_seconds=0.7), "me")[1] == 1
+
+
+def _samm_lv(name="samm_lv"):
+  videos = [layout.Video("006", "006_1", 5000)]
+  anns = [layout.Annotation("006", "006_1", 0, -1, 104, "ME"),
+          layout.Annotation("006", "006_1", 1000, -1, 1399, "MaE")]
+  return scoring.ground_truth_from_annotations(videos, anns, 200.0, dataset=name)
+
+
+@pytest.mark.parametrize("prediction,me_under_megc", [
+    ((0, 103), True), ((0, 104), True), ((0, 105), False)],
+    ids=["104_frames_inclusive", "105_frames_inclusive_the_baselines_longest_me",
+         "106_frames_inclusive_the_baselines_shortest_mae"])
+def test_megc_on_samm_lv_types_predictions_as_the_megc_2020_baseline(prediction, me_under_megc):
+  preds = preds_of({"006_1": [(*prediction, 0.9)]})
+  res = scoring.evaluate(preds, _samm_lv(), protocol="megc", threshold=0.5)
+  assert (res["me_seconds"], res["me_max_frames"]) == (0.52, 104.0)
+  assert res["me_bound_rule"].startswith("MEGC 2020 baseline, SAMM-LV")
+  assert counts(res, "me")[1] == int(me_under_megc)
+  assert counts(res, "mae")[1] == int(not me_under_megc)
+  # Every other protocol, another dataset, or a bound the user gives: 0.5 s (100 frames).
+  for protocol, gt, kw in [("paper", _samm_lv(), {}), ("strict", _samm_lv(), {}),
+                           ("strs", _samm_lv(), {}), ("megc", _samm_lv("casme2"), {}),
+                           ("megc", _samm_lv(), {"me_seconds": 0.5})]:
+    other = scoring.evaluate(preds, gt, protocol=protocol, threshold=0.5, **kw)
+    assert other["me_max_frames"] == 100.0 and counts(other, "me")[1] == 0, protocol
+    assert other["me_bound_rule"] == ("given" if kw else protocols.ME_BOUND_RULE)
+
+
+def test_the_samm_lv_bound_reaches_the_cli_evaluator_and_the_honest_points(tmp_path):
+  gt = _samm_lv()
+  root = str(tmp_path / "samm_lv")
+  layout.write_dataset(root, layout.DatasetInfo("samm_lv", 200.0, 32, 4),
+                       [layout.Video("006", "006_1", 5000)],
+                       [a for anns in gt.annotations.values() for a in anns])
+  path = tmp_path / "preds.json"
+  path.write_text(json.dumps({"videos": preds_of({"006_1": [(0, 104, 0.9)]})}))
+  metrics = evaluate.evaluate(root, str(path), protocol="megc", threshold=0.5).metrics
+  assert metrics["me_seconds"] == 0.52 and counts(metrics, "me") == (1, 1, 1)
+  res = operating_points.honest_operating_point({"0": {}}, {"0": preds_of(
+      {"006_1": [(0, 104, 0.9)]})}, gt, protocol="megc")
+  assert counts(res["honest"], "me") == (1, 1, 1) and res["tuned"]["me_seconds"] == 0.52
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,9 +294,11 @@ def _bf_in_row(row, p=None, g=None, fps=30.0):
 
 
 def bf_strs(pred_items, gt_items, fps, th):
-  """STRS spotting at ``score >= th``, walked as genbing99/STRS-Metric ``evaluate_spotting``
-  does: predictions in file order, each taking every not-yet-taken ground truth it matches."""
-  with_preds = {v.split("_")[0] for v, ps in pred_items.items() if ps}
+  """STRS spotting at ``score >= th``, walked as genbing99/STRS-Metric ``evaluate_STRS`` does
+  on the predictions with ``score >= th``: the subjects of those predictions, their videos
+  with ground truth, and in each video the predictions in file order, each taking every
+  not-yet-taken ground truth it matches."""
+  with_preds = {v.split("_")[0] for v, ps in pred_items.items() if any(p[2] >= th for p in ps)}
   rows = {}
   for row in scoring.ROWS:
     tp = fp = fn = 0

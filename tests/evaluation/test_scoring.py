@@ -495,3 +495,76 @@ def test_videos_argument_restricts_the_evaluated_set():
   res = scoring.evaluate(preds, gt, threshold=0.0, videos=["a_1"])
   assert counts(res) == (1, 1, 1)
   assert res["predictions_outside_evaluated_videos"] == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Total row metrics: a row with no predictions or no ground truth scores 0, with its counts.
+
+
+def test_the_reported_zero_division_case_scores_zero_from_the_cli(tmp_path):
+  # paper: an MaE-typed ground truth of 10 frames (ME by its length) found by a longer
+  # prediction is an ME hit in a row with n_pred = n_gt = 0.
+  root = tmp_path / "ds"
+  root.mkdir()
+  (root / "dataset.json").write_text('{"name": "repro", "fps": 30, "snippet_length": 8, '
+                                     '"feature_dim": 1024}')
+  (root / "videos.csv").write_text("subject,video,num_frames\ns1,v1,100\n")
+  (root / "annotations.csv").write_text("subject,video,onset,apex,offset,type\n"
+                                        "s1,v1,0,,9,MaE\n")
+  preds = write(tmp_path, '{"videos": {"v1": [{"onset": 0, "offset": 17, "score": 0.9}]}}',
+                "preds.json")
+  out = tmp_path / "out.json"
+  proc = run_cli(f"--dataset_dir={root}", f"--predictions={preds}", f"--output={out}",
+                 "--protocol=paper")
+  assert proc.returncode == 0, proc.stderr
+  res = json.loads(out.read_text())
+  assert res["rows"]["me"] == dict(tp=1, n_pred=0, n_gt=0, recall=0.0, precision=0.0, f1=0.0)
+  assert res["f1_0.5"] == 0.0 and res["f1_p"] == 0.0  # the sweep said 2.0 for this row
+  assert counts(res, "mae") == (0, 1, 1)
+  fixed = scoring.evaluate(prediction_files.load_predictions(preds),
+                           scoring.load_ground_truth(str(root)), protocol="paper", threshold=0.5)
+  assert fixed["rows"]["me"]["f1"] == 0.0 and counts(fixed, "me") == (1, 0, 0)
+
+
+@pytest.mark.parametrize("tp,n_pred,n_gt", [(1, 0, 0), (2, 0, 3), (2, 5, 0), (0, 0, 0),
+                                            (0, 4, 0), (0, 0, 4)],
+                         ids=["hit_without_predictions_or_ground_truth",
+                              "hits_without_predictions", "hits_without_ground_truth",
+                              "empty_row", "predictions_only", "ground_truths_only"])
+def test_a_row_without_predictions_or_ground_truth_scores_zero_with_its_counts(tp, n_pred,
+                                                                                n_gt):
+  want = dict(tp=tp, n_pred=n_pred, n_gt=n_gt, recall=0.0, precision=0.0, f1=0.0)
+  assert scoring.row_metrics(tp, n_pred, n_gt) == want
+  # pylint: disable-next=protected-access
+  vectorised = scoring._f1(np.array([tp]), np.array([n_pred]), np.array([n_gt]))
+  assert vectorised.tolist() == [0.0]
+
+
+@pytest.mark.parametrize("protocol", list(scoring.PROTOCOLS))
+def test_scalar_and_vectorised_f1_agree_at_every_cut(protocol):
+  for seed in range(40):
+    fps, gt_items, pred_items = random_case(seed)
+    prep = scoring.Prepared(prediction_files.parse_predictions(preds_of(pred_items), "p"),
+                            make_gt(fps, gt_items), list(gt_items), protocol, "p",
+                            scoring.settings(max_per_video=3))
+    cuts = np.concatenate([np.unique(prep.matched.p_score), [-np.inf, np.inf]])
+    for row, (tp, n, g) in prep.counts(cuts).items():
+      f1 = scoring._f1(tp, n, g)  # pylint: disable=protected-access
+      for k in range(cuts.size):
+        assert f1[k] == scoring.row_metrics(tp[k], n[k], g[k])["f1"], (seed, row, cuts[k])
+
+
+def test_an_error_while_scoring_names_the_protocol_the_fold_and_the_row():
+  gt = make_gt(30.0, {"a_1": [(0, 9, "ME")], "b_1": [(0, 9, "ME")]})
+  test = {"0": preds_of({"a_1": [(0, 9, 0.9)]}), "1": preds_of({"b_1": [(0, 9, 0.9)]})}
+  train = {"0": preds_of({"b_1": [(0, 9, 0.8)]}), "1": preds_of({"a_1": [(0, 9, 0.8)]})}
+  real = scoring.row_metrics
+
+  def fails_on_me(tp, n_pred, n_gt):
+    if n_pred == 1 and n_gt == 1 and tp == 1:
+      raise ZeroDivisionError("float division by zero")
+    return real(tp, n_pred, n_gt)
+  with mock.patch.object(scoring, "row_metrics", fails_on_me):
+    with pytest.raises(scoring.ScoringError, match=r"scoring failed under protocol 'paper', "
+                       r"fold '0', row 'overall': ZeroDivisionError: float division by zero"):
+      operating_points.honest_operating_point(train, test, gt, protocol="paper")

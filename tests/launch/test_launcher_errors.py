@@ -211,18 +211,20 @@ def test_read_only_directory_for_real(world, tmp_path):
     (ro / "workdir").chmod(stat.S_IRWXU)
 
 
-def _interrupt(cmd, ready, env=None, timeout=300):
-  """Starts ``cmd``, sends SIGINT once ``ready()`` is true; ``(exit status, stderr)``."""
+def _interrupt(cmd, ready, env=None, timeout=300, signum=signal.SIGINT, poll=0.2, delay=0.0):
+  """Starts ``cmd``, sends ``signum`` ``delay`` seconds after ``ready()`` is true (checked every
+  ``poll`` seconds); ``(exit status, stderr)``."""
   with tempfile.TemporaryFile("w+") as err:
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err,
                             text=True)
     try:
       deadline = time.time() + timeout
       while not ready() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
+        time.sleep(poll)
+      time.sleep(delay)
       assert proc.poll() is None, "ended before it could be interrupted"
       assert ready(), "never got ready"
-      proc.send_signal(signal.SIGINT)
+      proc.send_signal(signum)
       code = proc.wait(timeout=120)
     finally:
       if proc.poll() is None:
@@ -231,9 +233,12 @@ def _interrupt(cmd, ready, env=None, timeout=300):
     return code, err.read()
 
 
-def test_ctrl_c_of_a_training_run_is_one_line_with_status_130(tmp_path):
-  """SIGINT in the middle of training: one line saying how to resume, exit status 130, no
-  KeyboardInterrupt traceback, the lock released."""
+@pytest.mark.parametrize("signum,status,word", [(signal.SIGINT, 130, "interrupted"),
+                                                 (signal.SIGTERM, 143, "terminated")],
+                         ids=["ctrl_c", "sigterm"])
+def test_a_signal_to_a_training_run_is_one_line_with_its_status(tmp_path, signum, status, word):
+  """SIGINT or SIGTERM in the middle of training: one line saying how to resume, exit status
+  130 / 143, no KeyboardInterrupt traceback, the lock released."""
   workdir = tmp_path / "run"
   ckpts = workdir / "fold_00" / "checkpoints"
   env = dict(os.environ, JAX_PLATFORMS="cpu", PWES_COMPILE_CACHE=os.path.join(
@@ -243,13 +248,40 @@ def test_ctrl_c_of_a_training_run_is_one_line_with_status_130(tmp_path):
       [sys.executable, "-m", "launch.main", "--config=configs/synthetic.py:tiny",
        f"--workdir={workdir}", "--folds=0", "--config.optim.steps=100000",
        "--config.checkpoint.every_steps=5", "--config.mplg.pretrain_steps=4"],
-      lambda: ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()), env=env)
+      lambda: ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()), env=env,
+      signum=signum)
   lines = [l for l in err.splitlines() if l.strip()]
-  assert code == 130, err[-3000:]
-  assert lines[-1] == ("launch.main: interrupted; rerun the same command to resume (finished "
+  assert code == status, err[-3000:]
+  assert lines[-1] == (f"launch.main: {word}; rerun the same command to resume (finished "
                        "folds are kept)"), err[-3000:]
   assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
   assert not (workdir / "run.lock").exists()
+
+
+@pytest.mark.parametrize("delay", [0.01, 0.1], ids=["10ms", "100ms"])
+def test_ctrl_c_after_the_last_fold_is_an_interrupt(tmp_path, tiny_run, delay):
+  """SIGINT a moment after the last fold's fold.json, while the run evaluates: status 130 and
+  the one line, not a run that goes on to exit 0 (the signal lands in a weakref callback, where
+  Python swallows the handler's exception); the lock released; the rerun ends with the
+  uninterrupted run's predictions."""
+  workdir = tmp_path / "run"
+  record = workdir / "fold_00" / "fold.json"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PWES_COMPILE_CACHE=os.path.join(
+      tempfile.gettempdir(), "pwes_jax_test_xla_cache"))  # the fake devices of tiny_run
+  cmd = [sys.executable, "-m", "launch.main", "--config=configs/synthetic.py:tiny",
+         f"--workdir={workdir}", "--folds=0", "--config.optim.steps=6"]
+  code, err = _interrupt(cmd, record.exists, env=env, poll=0.002, delay=delay)
+  # 130 with the line; or, when the signal lands after Python has finished and restored the
+  # default action, the process is killed by it (a shell reports 130 too). Never 0.
+  assert code in (130, -signal.SIGINT), err[-3000:]
+  if code == 130:
+    assert err.splitlines()[-1].startswith("launch.main: interrupted; rerun"), err[-3000:]
+  assert not (workdir / "run.lock").exists()
+  rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  with open(workdir / "predictions.json") as f, open(
+      os.path.join(tiny_run, "predictions.json")) as g:
+    assert json.load(f) == json.load(g)
 
 
 def test_ctrl_c_stops_concurrently_trained_folds_at_once(tmp_path):
@@ -277,6 +309,48 @@ def test_ctrl_c_stops_concurrently_trained_folds_at_once(tmp_path):
   assert not (workdir / "fold_01" / "fold.json").exists()
   assert not (workdir / "fold_02" / "fold.json").exists()
   assert not (workdir / "run.lock").exists()
+
+
+_SWALLOWED = """
+import atexit, os, signal, sys, time, weakref
+from launch import common
+common.flags_parser("report")(["report"])
+flag = sys.argv[1]
+
+def kill_myself(*unused):  # the handler runs inside this function, whose exceptions are swallowed
+  os.kill(os.getpid(), signal.{signal})
+  for _ in range(20):
+    time.sleep(0.01)
+
+if sys.argv[2] == "weakref":
+  class Thing:
+    pass
+  thing = Thing()
+  ref = weakref.ref(thing, kill_myself)
+  del thing
+  for _ in range(300):  # the work that must not run on after the signal
+    time.sleep(0.01)
+  open(flag, "w").close()
+else:
+  atexit.register(kill_myself)
+"""
+
+
+@pytest.mark.parametrize("where", ["weakref", "atexit"])
+@pytest.mark.parametrize("signame,status,word", [("SIGINT", 130, "interrupted"),
+                                                 ("SIGTERM", 143, "terminated")])
+def test_a_signal_python_swallows_still_ends_the_launcher(tmp_path, where, signame, status,
+                                                          word):
+  """The signal's handler raising inside a weakref callback or an atexit function (Python
+  reports such exceptions and goes on): the launcher still ends with the line and the status,
+  and the work after the callback does not run."""
+  flag = tmp_path / "ran_on"
+  proc = subprocess.run([sys.executable, "-c", _SWALLOWED.replace("{signal}", signame),
+                         str(flag), where], cwd=REPO, capture_output=True, text=True,
+                        timeout=60)
+  assert proc.returncode == status, proc.stderr[-2000:]
+  assert proc.stderr == f"report: {word}\n", proc.stderr[-2000:]
+  assert not flag.exists()
 
 
 def test_ctrl_c_of_any_launcher_is_one_line_with_status_130():

@@ -139,3 +139,92 @@ def test_keep_freed_memory_sets_glibc_thresholds_unless_the_user_did(monkeypatch
   monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
   if platform.libc_ver()[0] == "glibc":
     assert runtime.keep_freed_memory() is True
+
+
+# ------------------------------------------------------------------------------------------------
+# A cache that cannot be used, or holds damaged entries.
+
+
+@pytest.fixture
+def no_configured_cache():
+  configured = jax.config.jax_compilation_cache_dir
+  jax.config.update("jax_compilation_cache_dir", None)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_compilation_cache_dir", configured)
+
+
+def _read_only(monkeypatch):
+  def refuse(*args, **kwargs):
+    raise PermissionError(13, "Permission denied", kwargs.get("dir"))
+  monkeypatch.setattr(runtime.tempfile, "NamedTemporaryFile", refuse)
+
+
+@pytest.mark.parametrize("case", ["not_a_directory", "read_only"])
+def test_an_unusable_cache_directory_is_one_warning_and_a_run_without_it(
+    tmp_path, caplog, monkeypatch, no_configured_cache, case):
+  if case == "not_a_directory":
+    (tmp_path / "home").write_text("a file where the cache directory should be")
+    directory, reason = str(tmp_path / "home" / "xla"), "a path component is a file"
+  else:
+    _read_only(monkeypatch)  # (the tests may run as root, whom no mode bit stops)
+    directory, reason = str(tmp_path / "xla"), "permission denied"
+  with caplog.at_level("WARNING"):
+    assert runtime.enable(directory) is None
+  assert not jax.config.jax_compilation_cache_dir
+  said = [r.getMessage() for r in caplog.records]
+  assert len(said) == 1, said
+  assert said[0].startswith(f"compilation cache {directory} cannot be used: {reason}")
+  assert "running without it (set PWES_COMPILE_CACHE to a writable directory, or to off)" in said[0]
+
+
+def test_a_launcher_with_an_unusable_cache_goes_on_without_it(tmp_path):
+  (tmp_path / "home").write_text("not a directory")
+  env = dict(os.environ, PWES_COMPILE_CACHE=str(tmp_path / "home" / "xla"), JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.run([sys.executable, "-m", "launch.spot", f"--workdir={tmp_path / 'none'}",
+                         f"--features={tmp_path / 'none.npz'}", f"--output={tmp_path / 'o.json'}"],
+                        cwd=_ROOT, env=env, capture_output=True, text=True, timeout=120)
+  assert "Traceback" not in proc.stderr, proc.stderr
+  lines = proc.stderr.strip().splitlines()
+  assert lines[0].startswith("warning: compilation cache ") and "cannot be used" in lines[0]
+  assert lines[-1].startswith("spot: ")  # the run went on to its own (one-line) error
+
+
+_DAMAGE = r"""
+import os, sys
+import jax, jax.numpy as jnp
+from pwes_jax import runtime
+assert runtime.enable(sys.argv[1]) == sys.argv[1]
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+f = jax.jit(lambda x: jnp.sin(x) @ x.T + 1.0)
+print(float(f(jnp.ones((32, 32))).sum()))
+"""
+
+
+def test_a_damaged_cache_entry_is_set_aside_and_rebuilt_once(tmp_path):
+  cache = tmp_path / "xla"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=_ROOT)
+  env.pop("XLA_FLAGS", None)
+
+  def run():
+    proc = subprocess.run([sys.executable, "-c", _DAMAGE, str(cache)], cwd=_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+  value = run().stdout
+  entry = next(n for n in os.listdir(cache) if n.startswith("jit__lambda-"))
+  whole = (cache / entry).read_bytes()
+  (cache / entry).write_bytes(whole[:len(whole) // 3])  # a killed or full-disk write
+  again = run()
+  assert again.stdout == value
+  said = [l for l in again.stderr.splitlines() if "compilation cache" in l or "Error reading" in l]
+  assert len(said) == 1, again.stderr
+  assert f"damaged entry {entry} set aside (.damaged)" in said[0]
+  assert (cache / f"{entry}.damaged").read_bytes() == whole[:len(whole) // 3]
+  assert len((cache / entry).read_bytes()) > len(whole) // 3  # written afresh
+  third = run()  # rebuilt once: the next run reads it without a word
+  assert third.stdout == value and "compilation cache" not in third.stderr
+  assert "Error reading" not in third.stderr

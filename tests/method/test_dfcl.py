@@ -404,3 +404,43 @@ def test_end_to_end_region_vectors_bank_and_loss_pipeline():
   assert float(loss0) == 0.0 and float(aux0["num_anchors"]) == 0.0
   bank, loss1, aux1 = step(bank, f, l, v)
   assert float(aux1["num_anchors"]) > 0 and np.isfinite(float(loss1))
+
+
+def test_main_region_adds_each_class_whole_feature_set_before_its_splits():
+  """Hand case: ME members at snippets 1, 2; MaE at 4..7; background at 0, 3, 8, 9; regions
+  (1, 2, 2) with the main region: per class [whole set] + splits."""
+  t_len, dim = 10, 3
+  feats = np.arange(t_len * dim, dtype=np.float32).reshape(t_len, dim)
+  labels = np.zeros((t_len, 3), np.float32)
+  labels[[1, 2], 0] = 1
+  labels[[4, 5, 6, 7], 1] = 1
+  labels[[0, 3, 8, 9], 2] = 1
+  valid = np.ones(t_len, np.float32)
+  vec, ok, cls = dfcl.region_vectors(jnp.asarray(feats), jnp.asarray(labels), jnp.asarray(valid),
+                                     regions=(1, 2, 2), main_region=True)
+  mean = lambda idx: feats[idx].mean(axis=0)  # noqa: E731
+  want = [mean([1, 2]), mean([1, 2]),                             # ME: whole, 1 split
+          mean([4, 5, 6, 7]), mean([4, 5]), mean([6, 7]),         # MaE: whole, 2 splits
+          mean([0, 3, 8, 9]), mean([0, 3]), mean([8, 9])]         # background
+  np.testing.assert_allclose(np.asarray(vec), np.stack(want), rtol=1e-6)
+  np.testing.assert_array_equal(np.asarray(ok), np.ones(8))
+  np.testing.assert_array_equal(np.asarray(cls), [0, 0, 1, 1, 1, 2, 2, 2])
+  assert dfcl.slot_counts((1, 2, 2), True) == (2, 3, 3)
+  assert dfcl.slot_counts((1, 2, 2), False) == (1, 2, 2)
+  plain, _, _ = dfcl.region_vectors(jnp.asarray(feats), jnp.asarray(labels), jnp.asarray(valid),
+                                    regions=(1, 2, 2))
+  np.testing.assert_allclose(np.asarray(plain), np.stack([want[i] for i in (1, 3, 4, 6, 7)]),
+                             rtol=1e-6)
+
+
+def test_a_bank_with_main_regions_feeds_the_contrastive_loss():
+  slots = dfcl.slot_counts((2, 3, 10), True)
+  bank = dfcl.init_bank(4, slots, 8)
+  assert bank.num_slots == sum(slots) == 18
+  rng = np.random.default_rng(0)
+  vec = jnp.asarray(rng.normal(size=(2, 18, 8)).astype(np.float32))
+  ok = jnp.ones((2, 18))
+  bank = dfcl.update_bank(bank, jnp.array([0, 1]), vec, ok, jnp.ones(2))
+  loss, aux = dfcl.contrastive_loss(vec, ok, jnp.array([2, 3]), jnp.ones(2), bank, slots)
+  assert np.isfinite(float(loss)) and float(aux["num_anchors"]) > 0
+

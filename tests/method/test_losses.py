@@ -69,7 +69,7 @@ def ref_bce(p, y):
   return -(y * math.log(p) + (1.0 - y) * math.log(1.0 - p))
 
 
-def ref_mil(scores, labels, valid, row_valid, ratios):
+def ref_mil(scores, labels, valid, row_valid, ratios, fixed_k=None):
   total, rows = 0.0, 0.0
   for b in range(scores.shape[0]):
     if row_valid[b] == 0:
@@ -78,6 +78,8 @@ def ref_mil(scores, labels, valid, row_valid, ratios):
     per_class = []
     for c, r in enumerate(ratios):
       k = max(1, math.ceil(n / r))
+      if fixed_k is not None and fixed_k[c] > 0:
+        k = fixed_k[c]
       pooled = ref_topk_mean(scores[b, :, c], valid[b], k, k)
       per_class.append(ref_bce(pooled, labels[b, c]))
     total += sum(per_class) / len(per_class)
@@ -200,6 +202,22 @@ def test_mil_loss_matches_numpy(branch):
                         jnp.asarray(ROW_VALID), ratios, k_max)
   want = ref_mil(scores, labels, valid, ROW_VALID, ratios)
   np.testing.assert_allclose(float(got), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fixed_k", [(2, 0, 0), (1, 3, 5), (2, 6, 0)],
+                         ids=["me_2_snippets", "every_class_fixed", "me_and_mae_fixed"])
+def test_mil_loss_with_a_fixed_k_per_class_matches_numpy(fixed_k):
+  d = make_inputs()
+  valid = make_valid()
+  labels = np.concatenate([d["video_fg"], np.ones([B, 1], np.float32)], axis=-1)
+  k_max = max(losses.static_max_k(T, RATIOS), *fixed_k)
+  got = losses.mil_loss(jnp.asarray(d["probs"]), jnp.asarray(labels), jnp.asarray(valid),
+                        jnp.asarray(ROW_VALID), RATIOS, k_max, fixed_k)
+  want = ref_mil(d["probs"], labels, valid, ROW_VALID, RATIOS, fixed_k)
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+  ratio_only = losses.mil_loss(jnp.asarray(d["probs"]), jnp.asarray(labels), jnp.asarray(valid),
+                               jnp.asarray(ROW_VALID), RATIOS, k_max)
+  assert float(ratio_only) != pytest.approx(float(got))
 
 
 def test_mil_loss_rejects_a_ratio_count_that_differs_from_classes():

@@ -18,7 +18,7 @@ SLOPE = 0.2
 OUTPUT_SHAPES = {
     "attention": (B, T), "attention_rgb": (B, T), "attention_flow": (B, T),
     "tcam": (B, T, C + 1), "probs": (B, T, C + 1), "suppressed": (B, T, C),
-    "features": (B, T, EMBED),
+    "features": (B, T, EMBED), "features_before_dropout": (B, T, EMBED),
 }
 
 MODEL = model_lib.PWESModel(embed_dim=EMBED, attention_hidden=HIDDEN)
@@ -205,7 +205,7 @@ def np_forward(rgb, flow, p):
   attention = 0.5 * (a_rgb + a_flow)
   return {"attention": attention, "attention_rgb": a_rgb, "attention_flow": a_flow,
           "tcam": tcam, "probs": probs, "suppressed": attention[:, None] * probs[:, :C],
-          "features": x}
+          "features": x, "features_before_dropout": x}
 
 
 @pytest.mark.parametrize("row", [0, 2], ids=["full_length_video", "short_padded_video"])
@@ -231,6 +231,20 @@ def test_train_mode_dropout_depends_on_the_key_and_only_on_it(params, outputs):
     np.testing.assert_array_equal(np.asarray(a[name]), np.asarray(b[name]), err_msg=name)
   assert not np.allclose(np.asarray(a["tcam"]), np.asarray(c["tcam"]))
   assert not np.allclose(np.asarray(a["tcam"]), outputs["tcam"])
+
+
+def test_features_before_dropout_are_the_fused_features_the_dropout_masks(params, outputs):
+  """In training, ``features`` is ``features_before_dropout`` with units zeroed and the rest
+  scaled by 1 / (1 - rate); without training both equal the deterministic X."""
+  rgb, flow = make_features()
+  valid = make_valid()
+  a = apply(params, rgb, flow, valid, dropout_key(10), train=True)
+  before, after = np.asarray(a["features_before_dropout"]), np.asarray(a["features"])
+  kept = after != 0
+  rate = MODEL.dropout_rate
+  np.testing.assert_allclose(after[kept], before[kept] / (1.0 - rate), rtol=1e-5)
+  assert 0.3 < 1.0 - kept[before != 0].mean() < 0.7  # about half the units dropped
+  np.testing.assert_array_equal(outputs["features_before_dropout"], outputs["features"])
 
 
 # ---------------------------------------------------------------- compiles

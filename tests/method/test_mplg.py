@@ -44,7 +44,7 @@ def _ref_apply_points(labels, pts):
 
 
 def ref_pseudo_labels(case, *, top_ratio=0.3, theta=0.8, neg_ratio=2.0, variant="full",
-                      threshold_mode="relative"):
+                      threshold_mode="relative", point_classes_only=False):
   probs = case["probs"].astype(np.float64)
   att = case["attention"].astype(np.float64)
   x = case["features"].astype(np.float64)
@@ -98,6 +98,13 @@ def ref_pseudo_labels(case, *, top_ratio=0.3, theta=0.8, neg_ratio=2.0, variant=
       if variant in ("caf2", "full"):
         ptil[t, c] *= w[t][c]
 
+  # A class no point names gets W = 0 (every variant) when asked.
+  if point_classes_only:
+    for c in range(C):
+      if c not in present:
+        for t in vs:
+          ptil[t, c] = 0.0
+
   # Step 4: drop below the mean original probability.
   for c in range(C):
     mean = sum(probs[t, c] for t in vs) / tv if tv else 0.0
@@ -135,8 +142,9 @@ def ref_pseudo_labels(case, *, top_ratio=0.3, theta=0.8, neg_ratio=2.0, variant=
   return _ref_apply_points(labels, pts)
 
 
-def ref_pplm_labels(case, *, fg_threshold=0.5, bg_threshold=0.1):
+def ref_pplm_labels(case, *, fg_threshold=0.5, bg_threshold=0.1, point_classes_only=False):
   probs, att = case["probs"], case["attention"]
+  named = {lab for _, lab in _ref_points(case)}
   t_len = probs.shape[0]
   labels = np.zeros((t_len, C + 1))
   for t in range(t_len):
@@ -145,6 +153,8 @@ def ref_pplm_labels(case, *, fg_threshold=0.5, bg_threshold=0.1):
     best, best_val = None, None
     for c in range(C):
       s = float(np.float32(att[t]) * np.float32(probs[t, c]))
+      if point_classes_only and c not in named:
+        continue
       if s > fg_threshold and (best is None or s > best_val):
         best, best_val = c, s
     if best is not None:
@@ -253,7 +263,9 @@ def _check_structure(out, batch):
 
 
 OPTION_GRID = [dict(variant=v, threshold_mode=m) for v in mplg.VARIANTS
-               for m in mplg.THRESHOLD_MODES]
+               for m in mplg.THRESHOLD_MODES] + [
+                   dict(variant=v, threshold_mode=m, point_classes_only=True)
+                   for v in mplg.VARIANTS for m in mplg.THRESHOLD_MODES]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -261,8 +273,9 @@ OPTION_GRID = [dict(variant=v, threshold_mode=m) for v in mplg.VARIANTS
 
 
 @pytest.mark.parametrize("options", OPTION_GRID,
-                         ids=[f"{o['variant']}_{o['threshold_mode']}_matches_loop_reference"
-                              for o in OPTION_GRID])
+                         ids=[f"{o['variant']}_{o['threshold_mode']}"
+                              f"{'_point_classes_only' if o.get('point_classes_only') else ''}"
+                              "_matches_loop_reference" for o in OPTION_GRID])
 def test_every_variant_matches_the_loop_reference_on_all_named_cases(options):
   out = _run(BATCH, **options)
   _check_structure(out, BATCH)
@@ -414,3 +427,56 @@ def test_label_quality_counts_precision_and_coverage():
   np.testing.assert_allclose(q["correct"], [1, 0, 1])
   np.testing.assert_allclose(q["precision"], [0.5, 0, 1])
   np.testing.assert_allclose(q["coverage"], [0.5, 0, 1])
+
+
+@pytest.mark.parametrize("miner", list(mplg.VARIANTS) + ["pplm"])
+@pytest.mark.parametrize("threshold_mode", mplg.THRESHOLD_MODES)
+def test_with_point_classes_only_no_variant_labels_a_class_the_points_do_not_name(
+    miner, threshold_mode):
+  """Hand cases: a video whose only points are MaE gets no ME label; a video with no point gets
+  no foreground label, only background; without the option the same videos do get them."""
+  t_len = 12
+  probs = np.full((t_len, C + 1), 0.9, np.float32)  # every class passes every threshold
+  probs[:, 2] = 0.05
+  att = np.linspace(1.0, 0.05, t_len).astype(np.float32)
+  feats = np.random.default_rng(0).normal(size=(t_len, D)).astype(np.float32)
+  valid = np.ones(t_len, np.float32)
+
+  def labels(points, restrict):
+    pidx = np.zeros(N, np.int32)
+    plab = np.zeros(N, np.int32)
+    pval = np.zeros(N, np.float32)
+    for n, (p, lab) in enumerate(points):
+      pidx[n], plab[n], pval[n] = p, lab, 1.0
+    if miner == "pplm":
+      return np.asarray(mplg.pplm_labels(probs, att, pidx, plab, pval, valid,
+                                         point_classes_only=restrict))
+    return np.asarray(mplg.pseudo_labels(probs, att, feats, pidx, plab, pval, valid,
+                                         variant=miner, threshold_mode=threshold_mode,
+                                         point_classes_only=restrict))
+
+  only_mae = labels([(1, 1)], True)
+  assert only_mae[:, 0].sum() == 0, "an ME label in a video whose only point is an MaE"
+  assert only_mae[:, 1].sum() >= 1
+  none = labels([], True)
+  assert none[:, :C].sum() == 0, "a foreground label in a video without a point"
+  if miner != "pplm":  # PPLM's background needs attention below its threshold
+    assert none[:, C].sum() > 0, "a video without a point still gets background labels"
+  # Without the option the absent classes are labelled (the test can fail): a video without a
+  # point in every miner (W = 1 there), and ME beside an MaE point where no W is applied.
+  assert labels([], False)[:, :C].sum() > 0
+  if miner not in ("caf2", "full"):  # these apply W, which is already 0 for an absent class
+    assert labels([(1, 1)], False)[:, 0].sum() > 0
+
+
+def test_pplm_with_point_classes_only_matches_the_loop_reference():
+  f = jax.jit(jax.vmap(functools.partial(mplg.pplm_labels, point_classes_only=True)))
+  keys = [k for k in ARG_ORDER if k != "features"]
+  batch = dict(BATCH)
+  batch["attention"] = BATCH["attention"] * 1.0
+  batch["attention"][::2] = 1.0 - 0.9 * batch["attention"][::2]
+  out = np.asarray(f(*(batch[k] for k in keys)))
+  for b, name in enumerate(CASE_NAMES):
+    case = {k: batch[k][b] for k in ARG_ORDER}
+    np.testing.assert_array_equal(out[b], ref_pplm_labels(case, point_classes_only=True),
+                                  err_msg=name)

@@ -205,3 +205,83 @@ def test_shipped_configs_use_the_paper_terms():
   """``objective.PAPER_TERMS`` (what report names and old runs default to) is what the configs
   ship."""
   assert tuple(common.base_config().loss.terms) == objective.PAPER_TERMS
+
+
+# ------------------------------------------------------------------------------------------------
+# Pseudo-label quality (metrics only).
+
+
+def _counts_by_loop(mined, truth, valid):
+  """Plain-Python counts of labelled / correct / true snippets per class."""
+  out = {}
+  for k, name in enumerate(objective.QUALITY_CLASSES):
+    labelled = correct = true = 0
+    for b in range(truth.shape[0]):
+      for t in range(truth.shape[1]):
+        if not valid[b, t] or truth[b, t] < 0:
+          continue
+        labelled += int(mined[b, t, k] > 0)
+        correct += int(mined[b, t, k] > 0 and truth[b, t] == k)
+        true += int(truth[b, t] == k)
+    out.update({f"pl_{name}_labelled": labelled, f"pl_{name}_correct": correct,
+                f"pl_{name}_true": true})
+  return out
+
+
+def test_pseudo_label_counts_hand_case_with_padding_and_a_negative_video():
+  # Row 0: ME at 1-2, MaE at 4-5, snippet 7 padded. Row 1: a negative video (all background),
+  # snippets 5-7 padded. Row 2: a padded row (truth -1, valid 0).
+  truth = np.array([[2, 0, 0, 2, 1, 1, 2, -1],
+                    [2, 2, 2, 2, 2, -1, -1, -1],
+                    [-1] * 8], np.int32)
+  valid = (truth >= 0).astype(np.float32)
+  mined = np.zeros((3, 8, 3), np.float32)
+  mined[0, [1, 3], 0] = 1     # ME: one right (1), one wrong (3)
+  mined[0, [4, 5, 6], 1] = 1  # MaE: two right, one on background
+  mined[0, 0, 2] = 1          # background right
+  mined[1, [0, 1], 0] = 1     # ME labels in a negative video: both wrong
+  mined[1, [2, 3], 2] = 1     # background right
+  mined[0, 7, 0] = 1          # a label on a padded snippet is not counted
+  got = {k: float(v) for k, v in objective.pseudo_label_counts(
+      jnp.asarray(mined), jnp.asarray(truth), jnp.asarray(valid)).items()}
+  assert got == _counts_by_loop(mined, truth, valid)
+  assert got["pl_me_labelled"] == 4 and got["pl_me_correct"] == 1 and got["pl_me_true"] == 2
+  assert got["pl_mae_labelled"] == 3 and got["pl_mae_correct"] == 2 and got["pl_mae_true"] == 2
+  assert got["pl_bg_labelled"] == 3 and got["pl_bg_correct"] == 3 and got["pl_bg_true"] == 8
+
+
+def test_pseudo_label_counts_match_a_loop_on_random_batches():
+  rng = np.random.default_rng(0)
+  for _ in range(5):
+    truth = rng.integers(-1, 3, (4, 16)).astype(np.int32)
+    valid = (rng.random((4, 16)) > 0.2).astype(np.float32)
+    mined = np.eye(3, dtype=np.float32)[rng.integers(0, 3, (4, 16))]
+    mined *= (rng.random((4, 16, 1)) > 0.3)
+    got = objective.pseudo_label_counts(jnp.asarray(mined), jnp.asarray(truth),
+                                        jnp.asarray(valid))
+    assert {k: float(v) for k, v in got.items()} == _counts_by_loop(mined, truth, valid)
+
+
+def test_the_step_logs_pseudo_label_counts_of_the_miners_labels_not_the_loss_labels(net):
+  """While pretraining the loss uses the points, but the counts measure the miner's labels;
+  the truth never changes the loss."""
+  batch = make_batch()
+  batch["truth"] = np.where(batch["valid"] > 0, np.arange(T)[None, :] % 3, -1).astype(np.int32)
+  c = make_config(dfcl_enabled=False)
+  total, (metrics, _) = _loss(net, batch, 0, c, None)  # step 0: eq. 15 labels are the points
+  mined = objective.mined_labels(outputs_of(net, batch), batch, c)
+  expected = objective.pseudo_label_counts(mined, batch["truth"], batch["valid"])
+  assert float(expected["pl_me_labelled"] + expected["pl_mae_labelled"]) > 0
+  for k, v in expected.items():
+    assert float(metrics[k]) == float(v), k
+  flipped = dict(batch, truth=np.where(batch["truth"] >= 0, 2 - batch["truth"], -1))
+  total2, (metrics2, _) = _loss(net, flipped, 0, c, None)
+  assert float(total2) == float(total)
+  assert float(metrics2["pl_bg_true"]) != float(metrics["pl_bg_true"])
+  _, (without, _) = _loss(net, make_batch(), 0, c, None)
+  assert not any(k.startswith("pl_") for k in without)  # no truth in the batch, no counts
+
+
+def test_a_loss_term_may_not_take_a_pseudo_label_metric_name():
+  with pytest.raises(ValueError, match="already registered or reserved"):
+    objective.register_loss_term("pl_me_precision")(lambda *a: 0.0)

@@ -117,8 +117,11 @@ def test_missing_metadata_and_truncated_outputs(full, caplog):
   with caplog.at_level("WARNING"):
     train.train_and_evaluate(tiny_config(full["data"]), w)
   warned = _warnings(caplog)
-  assert "outputs.npz: missing or unreadable" in warned
+  assert "outputs.npz: unreadable; fold 1 counts as unfinished" in warned
   assert "checkpoint step 12 cannot be restored" in warned
+  # The damaged outputs are set aside, never overwritten.
+  aside = glob.glob(run_files.outputs_path(w, 1) + ".damaged-*")
+  assert len(aside) == 1 and os.path.getsize(aside[0]) == 200
   assert "does not match" not in warned
   assert "(this run rebuilds it from its checkpoint)" in warned
   assert _predictions(w) == _predictions(full["workdir"])
@@ -154,6 +157,107 @@ def test_record_written_after_resume_rebuilds_summary_and_prunes(full):
   assert os.listdir(run_files.checkpoint_dir(w, 1)) == ["12"]
   assert _predictions(w) == _predictions(full["workdir"])
   assert record["train_seconds"] is None  # rebuilt from its last checkpoint, no earlier record
+
+
+def test_a_torn_last_row_keeps_a_train_summary(full, caplog):
+  """Killed after its last checkpoint and before its outputs, the fold's last metrics row torn:
+  the repair sets the row aside, the fold restores at its last step (no step left to take) and
+  its train_summary is the mean of the latest logged window, with a warning naming both."""
+  w = _copy(full, "torn_last_row")
+  os.remove(run_files.fold_record_path(w, 1))
+  os.remove(run_files.outputs_path(w, 1))
+  path = os.path.join(w, "metrics.jsonl")
+  with open(path, "rb") as f:
+    lines = f.read().splitlines(keepends=True)
+  assert json.loads(lines[-1]) == {**json.loads(lines[-1]), "fold": 1, "step": 12}
+  with open(path, "wb") as f:
+    f.write(b"".join(lines[:-1]) + lines[-1][:len(lines[-1]) // 2])
+  with caplog.at_level("WARNING"):
+    train.train_and_evaluate(tiny_config(full["data"]), w)
+  warned = _warnings(caplog)
+  assert "torn or damaged line" in warned
+  assert ("fold 1: the metrics log holds no row of steps 9-12 (torn or damaged rows are set "
+          "aside in metrics.jsonl.torn); its train_summary is the mean of steps 5-8 instead"
+          in warned), warned
+  summary = run_files.read_fold_record(w, 1)["train_summary"]
+  rows = metrics_log.MetricsLog(full["workdir"], False).rows(1)
+  expected = metrics_log.summary_from_rows(rows, 8, 4)
+  assert summary and summary.keys() == expected.keys()
+  for k, v in expected.items():
+    assert summary[k] == pytest.approx(v, rel=1e-6), k
+  with open(os.path.join(w, "results.json")) as f:
+    assert json.load(f)["folds"]["1"]["train_summary"] == summary
+  assert _predictions(w) == _predictions(full["workdir"])
+
+
+def test_undecodable_bytes_in_a_finished_runs_metrics_are_repaired(full, caplog):
+  """Bytes that are not UTF-8 JSON appended to a finished run's metrics.jsonl: the rerun (no fold
+  left to train) repairs the file on open, so it loads as JSON lines again."""
+  w = _copy(full, "bad_bytes")
+  with open(os.path.join(w, "metrics.jsonl"), "ab") as f:
+    f.write(b"\xff\xfe\x00{\"fold\": 1, \x81")
+  with caplog.at_level("WARNING"):
+    train.train_and_evaluate(tiny_config(full["data"]), w)
+  assert "1 torn or damaged line(s)" in _warnings(caplog)
+  assert _metric_keys(w) == _metric_keys(full["workdir"])  # every line is a JSON row
+  with open(os.path.join(w, "metrics.jsonl.torn"), "rb") as f:
+    assert f.read() == b"\xff\xfe\x00{\"fold\": 1, \x81\n"
+
+
+def test_no_temporary_file_of_a_killed_run_survives_a_rerun(full):
+  """What a run killed mid-write leaves (``<file>.tmp-<pid>`` of every file a run writes, an
+  Orbax temporary step directory) is removed by the next run; a temporary file whose writer is
+  still alive is left alone."""
+  w = _copy(full, "leftovers")
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  fold = run_files.fold_dir(w, 1)
+  names = [os.path.join(w, n) for n in ("config.json", "results.json", "predictions.json",
+                                         "metrics.jsonl", "run.lock")]
+  names += [os.path.join(fold, n) for n in ("fold.json", "outputs.npz")]
+  for name in names:
+    with open(f"{name}.tmp-{dead.pid}", "w") as f:
+      f.write("half written")
+  live = os.path.join(w, f"results.json.tmp-{os.getppid()}")
+  open(live, "w").close()
+  os.remove(run_files.fold_record_path(w, 1))  # the fold is rebuilt: it writes its files again
+  os.makedirs(os.path.join(run_files.checkpoint_dir(w, 1), "12.orbax-checkpoint-tmp-1"))
+  train.train_and_evaluate(tiny_config(full["data"]), w)
+  left = sorted(glob.glob(os.path.join(w, "**", "*tmp*"), recursive=True))
+  assert left == [live], left
+  assert _predictions(w) == _predictions(full["workdir"])
+
+
+def test_a_lock_that_cannot_be_written_names_the_workdir(tmp_path, monkeypatch):
+  """A read-only or immutable workdir: the lock's error names the workdir, not the lock's
+  temporary file, and the launcher's line says what to do."""
+  w = str(tmp_path)
+  real_open, real_link = open, os.link
+
+  def read_only_open(path, *args, **kwargs):
+    if "run.lock" in str(path):
+      raise OSError(errno.EROFS, "Read-only file system", path)
+    return real_open(path, *args, **kwargs)
+
+  monkeypatch.setattr("builtins.open", read_only_open)
+  with pytest.raises(OSError) as e:
+    with lock.workdir_lock(w):
+      pass
+  assert (e.value.errno, e.value.filename) == (errno.EROFS, w)
+  assert launch_common.one_line(e.value) == (f"{w}: the file system is read-only; choose a "
+                                             "writable path")
+  monkeypatch.setattr("builtins.open", real_open)
+
+  def immutable_link(src, dst):
+    raise OSError(errno.EPERM, "Operation not permitted", src, dst)
+
+  monkeypatch.setattr(os, "link", immutable_link)
+  with pytest.raises(OSError) as e:
+    with lock.workdir_lock(w):
+      pass
+  assert (e.value.errno, e.value.filename, e.value.filename2) == (errno.EPERM, w, None)
+  monkeypatch.setattr(os, "link", real_link)
+  assert os.listdir(w) == []  # nothing left behind
 
 
 def test_a_checkpoint_of_another_config_keeps_its_message(full):

@@ -257,8 +257,8 @@ def test_sweep_only_names_an_unknown_entry_before_any_work(world):
   fresh = os.path.join(world["root"], "fresh_sweep")
   _check_refused(world, "launch.sweep", [
       ([f"--workdir={fresh}", "--config=configs/synthetic.py:tiny", "--sweep=table1",
-        "--only=Baseline,+PLM"], "--only: no entry +PLM in sweep 'table1'; its entries: "
-       "Baseline, +PPLM, +MPLG, +MPLG+DFCL"),
+        "--only=+points,+PLM"], "--only: no entry +PLM in sweep 'table1'; its entries: "
+       "Video-level, +points, +PPLM, +MPLG, +MPLG+DFCL"),
   ])
   assert not os.path.exists(fresh)
 

@@ -15,7 +15,9 @@ with the video path, e.g. ``s15/15_0401girlcrashing``: the subject (``s15``) and
 (``0401``) come from it, so no naming sheets are needed.
 
 A video is named ``video_name_format.format(subject=..., subject_number=..., code=...,
-code_name=...)``, by default ``"{subject}_{code}"``, e.g. ``s15_0401``. fps 30, snippet 8.
+code_name=...)``, by default ``"{subject}_{code}"``, e.g. ``s15_0401``. An expression's id
+(``exclude_rows``) is the subject and sheet 1's column 2 as written, e.g. ``s15_anger1_1``.
+fps 30, snippet 8.
 """
 
 from __future__ import annotations
@@ -141,7 +143,8 @@ def read_casme2_rows(path: str, report: Report, table_type: Optional[str] = None
       kind = type_cell(tables.cell(row, 7), where, video, "type", report)
     except SkipRow:
       continue
-    out.append(RawRow(where, subject, video, onset, apex, offset, kind))
+    out.append(RawRow(where, subject, video, onset, apex, offset, kind,
+                      expression_id=f"{subject}_{raw_name}"))
   info = {"file": os.path.abspath(path), "sheet": sheet, "rows": len(out),
           "type_from": "column 8"}
   return out, info

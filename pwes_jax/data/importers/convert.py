@@ -5,12 +5,14 @@ How the numbers become 0-based intervals is decided by the
 frames, CAS(ME)^2's missing offsets, duration limits, excluded rows; rows past the video's end
 are :mod:`frames <pwes_jax.data.importers.frames>`' job). A row repeating an earlier row exactly
 (subject, video, frames, type; also across tables) is dropped with a warning
-(``duplicate_row``): it would count twice in evaluation.
+(``duplicate_row``): it would count twice in evaluation. ``exclude_rows`` names rows by number
+(``ROW``, ``SHEET!ROW``, ``FILE!ROW``) or by the table's own expression id (:data:`EXPRESSION_IDS`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Optional, Sequence
 
@@ -41,14 +43,16 @@ def convert_row(raw: RawRow, rules: conventions.Rules, dataset: str,
 
   In order: ``exclude_rows``; ``frame_rounding``; an apex below the frame base is unknown;
   CAS(ME)^2 ``missing_offset`` (offset 0) and ``offset_at_or_before_apex``; a MaE whose onset
-  is below the frame base is dropped under ``onset0_macro='drop'`` (the MEGC baseline's
-  SAMM-LV reader); an onset below the frame base is otherwise clamped to it (SAMM-LV onset 0);
+  is below the frame base is dropped under ``onset0_macro='drop'`` (SoftNet's and MEAN's
+  SAMM-LV readers); an onset below the frame base is otherwise clamped to it (SAMM-LV onset 0);
   ``onset > offset`` is skipped; an apex outside the interval is dropped; ``max_me_frames`` /
   ``max_mae_frames``. Messages give the table's numbers and its own field names.
   """
   w, v, base = raw.where, raw.video, rules.frame_base
-  if any(w.matches(s) for s in rules.exclude_rows):
-    report.skip("exclude_rows", w, v, None, "row named in exclude_rows")
+  named = [s for s in rules.exclude_rows if names_row(s, raw)]
+  if named:
+    by_id = "" if is_row_number(named[0]) else f" (expression id {named[0]!r})"
+    report.skip("exclude_rows", w, v, None, f"row named in exclude_rows{by_id}")
     return None
   names = {"onset": raw.onset, "apex": raw.apex, "offset": raw.offset}
   label = {k: w.field(k) for k in names}
@@ -84,8 +88,8 @@ def convert_row(raw: RawRow, rules: conventions.Rules, dataset: str,
       offset = replacement
   if onset < base <= offset and raw.kind == "MaE" and rules.onset0_macro == "drop":
     report.skip("onset0_macro", w, v, label["onset"], f"MaE with onset {onset} below the first "
-                f"frame number {base} left out (onset0_macro drop: the MEGC baseline's SAMM-LV "
-                "reader ignores these extremely long samples)")
+                f"frame number {base} left out (onset0_macro drop: SoftNet's and MEAN's SAMM-LV "
+                "readers ignore these extremely long samples; the MEGC 2020 baseline keeps them)")
     return None
   if onset < base <= offset:
     report.convert("onset_clamped", w, v, label["onset"], f"onset {onset} is below the first "
@@ -133,20 +137,46 @@ def drop_duplicates(raw: list, report: Report) -> list:
   return out
 
 
+EXPRESSION_IDS = ("SAMM-LV Filename such as 012_4_1, CAS(ME)^2 subject and code name such as "
+                  "s15_anger1_1, CAS(ME)^3 Subject_Filename_Onset such as spNO.1_a_355")
+
+
+def is_row_number(spec: str) -> bool:
+  """Whether an ``exclude_rows`` entry is a row number (``ROW``, ``SHEET!ROW``, ``FILE!ROW``);
+  any other entry is a table's expression id (:class:`~pwes_jax.data.importers.rows.RawRow`)."""
+  return re.fullmatch(r"(?:.+!)?\s*\d+\s*", spec) is not None
+
+
+def names_row(spec: str, raw: RawRow) -> bool:
+  """Whether an ``exclude_rows`` entry names ``raw``: by row number, or by expression id."""
+  if is_row_number(spec):
+    return raw.where.matches(spec)
+  return raw.expression_id is not None and raw.expression_id == spec.strip()
+
+
 def check_exclude_rows(specs: Sequence[str], raw: list, paths: Sequence[str]) -> None:
-  """Checks that each ``exclude_rows`` entry names annotation rows of exactly one table.
+  """Checks that each ``exclude_rows`` entry names annotation rows of exactly one table, and an
+  expression id exactly one row.
 
   Raises:
-    ValueError: an entry that is not ``ROW``, ``SHEET!ROW`` or ``FILE!ROW``, one that names no
-      row of ``raw`` (the rows read from ``paths``), or one naming rows of several tables.
+    ValueError: an entry that names no row of ``raw`` (the rows read from ``paths``) by number
+      or by expression id, a row number naming rows of several tables, or an expression id
+      naming several different rows (exact duplicates count as one).
   """
   for spec in specs:
-    if not re.fullmatch(r"(?:.+!)?\s*\d+\s*", spec):
-      raise ValueError(f"exclude_rows entry {spec!r} is not ROW, SHEET!ROW or FILE!ROW")
-    hit = {r.where.file for r in raw if r.where.matches(spec)}
-    if not hit:
+    hits = [r for r in raw if names_row(spec, r)]
+    if not hits:
+      what = ("" if is_row_number(spec) else
+              f": it is not a row number (ROW, SHEET!ROW or FILE!ROW) and no row has that "
+              f"expression id ({EXPRESSION_IDS})")
       raise ValueError(f"exclude_rows entry {spec!r} names no annotation row of "
-                       f"{', '.join(paths)}")
-    if len(hit) > 1:
+                       f"{', '.join(paths)}{what}")
+    tables_hit = {r.where.file for r in hits}
+    if is_row_number(spec) and len(tables_hit) > 1:
       raise ValueError(f"exclude_rows entry {spec!r} names rows of several tables "
-                       f"({', '.join(sorted(hit))}); write SHEET!ROW or FILE!ROW")
+                       f"({', '.join(sorted(tables_hit))}); write SHEET!ROW or FILE!ROW")
+    distinct = {(r.subject, r.video, r.onset, r.apex, r.offset, r.kind) for r in hits}
+    if not is_row_number(spec) and len(distinct) > 1:  # exact duplicates are one expression
+      where = ", ".join(f"{os.path.basename(r.where.file)} {r.where.label}" for r in hits)
+      raise ValueError(f"exclude_rows entry {spec!r} is the expression id of {len(hits)} rows "
+                       f"({where}); name the one to leave out as SHEET!ROW or FILE!ROW")

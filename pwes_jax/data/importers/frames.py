@@ -1,8 +1,10 @@
 """Frame mapping: a video's rows from the table's frame numbers to the frames of its features.
 
-Per video the rows are mapped through a recorded ``first_frame_number`` (a frame folder whose
-first images are lost, CAS(ME)^3 ``7.jpg ...``: frame ``n`` is position ``n - first_frame_number``
-of the extracted video), then, for features extracted from a resampled video, to the resampled
+Per video the rows are mapped through a recorded ``first_frame_number`` when the folder's
+numbering differs from the table's frame base (:func:`numbering_reading`: a folder whose first
+images are lost, CAS(ME)^3 ``7.jpg ...``: frame ``n`` is position ``n - first_frame_number`` of
+the extracted video; a dump numbered from 0 for a table counting from 1: its first file is the
+table's first frame; either reading is warned about with the flag for the other), then, for features extracted from a resampled video, to the resampled
 video's frames (:func:`resample_interval`), then checked against the video's end (rule
 ``past_end``): :func:`map_video_rows`.
 
@@ -18,8 +20,7 @@ import dataclasses
 import math
 from typing import Optional
 
-from absl import logging
-
+from pwes_jax.data import feature_settings
 from pwes_jax.data import layout
 from pwes_jax.data.importers.features import VideoRecord
 from pwes_jax.data.importers.rows import Parsed, Report, Row
@@ -30,18 +31,44 @@ def _table_numbers(row: Row) -> str:
   return f"[{a.onset + row.base}, {a.offset + row.base}]"
 
 
+def numbering_reading(first: int, base: int) -> tuple:
+  """How a frame folder numbered from ``first`` is read against a table counting from ``base``.
+
+  Returns:
+    ``(shift, text)``: the rows' 0-based frames move by ``shift``; ``text`` says how they were
+    read and the flag that reads them the other way (empty when ``first == base``).
+
+  * ``first < base`` (a dump numbered from 0, a table counting from 1): the numbers are the
+    dump tool's, not the table's, so the first file is the table's first frame (shift 0).
+  * ``first > base`` (CAS(ME)^3's ``7.jpg ...`` for a table counting from 0): the table numbers
+    the files and the frames before ``first`` are lost (shift ``base - first``).
+  """
+  if first == base:
+    return 0, ""
+  if first < base:
+    return 0, (f"frame files numbered from {first}, the table counts frames from {base}: the "
+               f"first file is taken as the table's frame {base} (table frame n is file "
+               f"n - {base - first}); if the table numbers these files themselves, pass "
+               f"--frame_base={first}")
+  return base - first, (f"frame files numbered from {first}, the table counts frames from "
+                        f"{base}: the table is taken to number the files, frames {base}.."
+                        f"{first - 1} lost (table frame n is file n, position n - {first}); if "
+                        f"the files simply count from {first}, pass --frame_base={first}")
+
+
 def _map_numbering(vrows: list, record: Optional[VideoRecord], rules, report: Report) -> list:
-  """Maps rows through a recorded ``first_frame_number`` (frame ``n`` is position ``n - first``)."""
-  if record is None or record.first_frame_number is None:
+  """Maps rows through a recorded ``first_frame_number`` (:func:`numbering_reading`)."""
+  if record is None or record.first_frame_number is None or not vrows:
     return vrows
-  shift = rules.frame_base - record.first_frame_number
-  if shift == 0 or not vrows:
+  shift, text = numbering_reading(record.first_frame_number, rules.frame_base)
+  if not text:
     return vrows
   video = vrows[0].annotation.video
-  report.counts["first_frame_number"] += len(vrows)
-  logging.warning("video %r: its frame files start at number %d (first_frame_number in the "
-                  "num_frames CSV, line %d): %d annotation(s) mapped through it", video,
-                  record.first_frame_number, record.line, len(vrows))
+  report.note("first_frame_number", None, video, "first_frame_number",
+              f"{text} (first_frame_number on line {record.line} of the num_frames CSV); "
+              f"{len(vrows)} annotation(s)", count=len(vrows))
+  if shift == 0:
+    return vrows
   out = []
   for r in vrows:
     a = r.annotation
@@ -96,9 +123,12 @@ def video_num_frames(video: str, t: int, snippet_length: int, last_offset: int,
   if record is not None:
     n = record.num_frames
     if (n - 1) // snippet_length != t:
-      raise layout.error(csv_path, video, "num_frames", f"{n} frames give "
-                         f"{(n - 1) // snippet_length} snippets of {snippet_length}, but the "
-                         f"features have {t}")
+      s = feature_settings.implied_stride(t, n)
+      hint = (f"they fit a stride of {s} frames: pass --snippet_length={s}" if s else
+              "were they made at another frame rate (--resample_fps)?")
+      raise layout.error(csv_path or "the features", video, "num_frames",
+                         f"{n} frames give {(n - 1) // snippet_length} snippets of "
+                         f"{snippet_length}, but the features have {t}; {hint}")
     return n, False
   return max(t * snippet_length + 1, last_offset + 1), True
 

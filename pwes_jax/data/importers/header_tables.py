@@ -5,7 +5,8 @@
   (``006_1_2``: the video is the first two parts, ``006_1``; the subject the first, ``006``),
   ``Onset``, ``Apex Frame`` (the release's header; ``Apex`` too), ``Offset``, ``Type``
   (``Macro``, ``Micro - 1/2``); ``Duration`` and the notes are not read (``Duration`` is a
-  formula). An apex of -1 or an empty one is unknown. fps 200, snippet 32.
+  formula). An apex of -1 or an empty one is unknown. An expression's id (``exclude_rows``) is
+  its ``Filename``. fps 200, snippet 32.
 * **CAS(ME)^3** part A, published as two workbooks without a type column,
   ``cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx`` (sheet ``label``: ``Subject, Filename, Onset,
   Apex, Offset, AU, Objective class, emotion``) and
@@ -14,7 +15,8 @@
   ``annotation_types``, else the ``ME``/``MaE`` token of its file name with a warning); or one
   table (``.xls``, ``.xlsx`` or ``.csv``) with a type column ``Expression type`` / ``Type``.
   The frame numbers are jpg numbers. A video is named ``<Subject>_<Filename>``, e.g.
-  ``spNO.1_a``. fps 30, snippet 8.
+  ``spNO.1_a``; an expression (``exclude_rows``) ``<Subject>_<Filename>_<Onset>``, e.g.
+  ``spNO.1_a_355``. fps 30, snippet 8.
 
 Header-found columns accept ``Onset Frame`` / ``Apex Frame`` / ``Offset Frame`` as well; a table
 without an apex column gets a warning with its row count (every apex unknown). Messages name
@@ -82,7 +84,7 @@ def _table_rows(path, sheet, start: int, rows: list, cols: dict, fields: tuple):
 
 
 def _read_header_table(path: str, report: Report, name_of: Callable,
-                       table_type: Optional[str]) -> tuple:
+                       table_type: Optional[str], id_of: Callable) -> tuple:
   """Reads a table with a header row (SAMM-LV, CAS(ME)^3); ``(rows, table info)``.
 
   The columns are found by header (case, spaces and ``_`` ignored): ``Subject``/``sub``,
@@ -90,7 +92,7 @@ def _read_header_table(path: str, report: Report, name_of: Callable,
   ``Apex``/``Apex Frame`` and ``Type``/``Expression type``. Without a type column every row
   has ``table_type`` (the user's), else the type of the file name's ``ME``/``MaE`` token (a
   warning says so); with neither the table is an error. ``name_of(cells, where)`` gives
-  ``(subject, video)`` or skips the row.
+  ``(subject, video)`` or skips the row; ``id_of(cells, video, onset)`` the expression's id.
   """
   sheet, h, names, rows = _header_sheet(path)
   header_cells = rows[h]
@@ -140,7 +142,8 @@ def _read_header_table(path: str, report: Report, name_of: Callable,
                                 where.field("type"), report)
     except SkipRow:
       continue
-    out.append(RawRow(where, subject, video, onset, apex, offset, kind))
+    out.append(RawRow(where, subject, video, onset, apex, offset, kind,
+                      expression_id=id_of(row, cols, video, onset)))
   if type_from == "file name":
     report.note("type_from_file_name", header, None, None, f"no type column: the {len(out)} "
                 f"row(s) of this table are typed {fixed} from the file name's {fixed} token (say "
@@ -166,7 +169,10 @@ def read_samm_lv_rows(path: str, report: Report, table_type: Optional[str] = Non
                   "<subject>_<video>[_<n>]")
       raise SkipRow
     return parts[0], "_".join(parts[:2])
-  return _read_header_table(path, report, name_of, table_type)
+
+  def id_of(row, cols, video, onset):
+    return tables.text(tables.cell(row, cols["filename"]))  # 012_4_1
+  return _read_header_table(path, report, name_of, table_type, id_of)
 
 
 def samm_lv_subject_of(video: str) -> Optional[str]:
@@ -185,7 +191,11 @@ def read_casme3_rows(path: str, report: Report, table_type: Optional[str] = None
                   "empty subject" if not subject else "empty file name")
       raise SkipRow
     return subject, f"{subject}_{filename}"
-  return _read_header_table(path, report, name_of, table_type)
+
+  def id_of(row, cols, video, onset):
+    number = int(onset) if float(onset).is_integer() else onset
+    return f"{video}_{number}"  # spNO.1_a_355, as part A's ME clip folders are named
+  return _read_header_table(path, report, name_of, table_type, id_of)
 
 
 def casme3_subject_of(video: str) -> Optional[str]:

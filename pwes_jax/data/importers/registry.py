@@ -62,7 +62,8 @@ def read_table(dataset: str, path, rules: Optional[conventions.Rules] = None, *,
   Raises:
     layout.DatasetError: a table of the wrong structure, one without a type from any source;
       with ``rules.strict`` any skipped row.
-    ValueError: an ``exclude_rows`` entry that names no row (or rows of several tables), a
+    ValueError: an ``exclude_rows`` entry that names no row by number or expression id (or
+      rows of several tables, or several rows by one expression id), a
       wrong ``types``.
   """
   paths = table_paths(path)
@@ -103,12 +104,13 @@ def parse_casme3(path: str, *, frame_base: Optional[int] = None, strict: bool = 
 def _import(key: str, path, features_dir: str, output_dir: str, *, conventions_name,
             num_frames_csv, skip_missing, frame_base, feature_dim, resample_fps=None,
             snippet_length=None, subject_of=None, reader_kwargs=None, types=None,
-            **rule_overrides) -> dict:
+            snippet_window=None, rgb_only=False, **rule_overrides) -> dict:
   """Imports dataset ``key``: checks the arguments, reads the table(s), writes the dataset.
 
   The dataset's defaults (:data:`DEFAULTS`) give the name, fps and snippet length;
-  ``subject_of`` (default: the dataset's :data:`SUBJECT_OF` rule) is handed to the writer.
-  Arguments and summary as in :func:`import_casme2`.
+  ``subject_of`` (default: the dataset's :data:`SUBJECT_OF` rule) is handed to the writer, and
+  so are ``snippet_window`` and ``rgb_only`` (:func:`write.import_parsed`; every importer takes
+  them as keywords). Arguments and summary as in :func:`import_casme2`.
   """
   d = DEFAULTS[key]
   if snippet_length is not None and (isinstance(snippet_length, bool) or
@@ -128,7 +130,8 @@ def _import(key: str, path, features_dir: str, output_dir: str, *, conventions_n
                              snippet_length=snippet_length or d["snippet_length"], source=path,
                              num_frames_csv=num_frames_csv, skip_missing=skip_missing,
                              feature_dim=feature_dim,
-                             subject_of=subject_of or SUBJECT_OF.get(key), resample=resample)
+                             subject_of=subject_of or SUBJECT_OF.get(key), resample=resample,
+                             snippet_window=snippet_window, rgb_only=rgb_only)
 
 
 def import_casme2(table: str, features_dir: str, output_dir: str, *, conventions: str = "megc",

@@ -140,7 +140,12 @@ class SkipRow(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class RawRow:
-  """A table row as read: frame numbers as the table has them (int, float or None)."""
+  """A table row as read: frame numbers as the table has them (int, float or None).
+
+  ``expression_id`` is the table's own name of the expression, which ``exclude_rows`` accepts
+  besides row numbers: SAMM-LV's ``Filename`` (``012_4_1``), CAS(ME)^2's subject and code name
+  (``s15_anger1_1``), CAS(ME)^3's ``<Subject>_<Filename>_<Onset>`` (``spNO.1_a_355``).
+  """
   where: Where
   subject: str
   video: str
@@ -148,6 +153,7 @@ class RawRow:
   apex: object
   offset: object
   kind: str
+  expression_id: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)

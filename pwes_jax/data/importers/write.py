@@ -12,6 +12,15 @@ the caller hands in (``subject_of``; the registry's).
 
 The output directory may not be, or lie inside, the features folder, the num_frames CSV's
 folder or a table's folder (:func:`check_output_dir`; checked before anything is read).
+
+Settings travel with the features: what the feature files record (``num_frames``, ``fps``,
+snippet stride and window; LGSNet's frame count and windows) and, for a features folder written
+by ``launch.extract_features``, its ``dataset.json`` beside it, are checked against the import's
+frame rate (``fps``, or ``resample_fps``), ``snippet_length`` and ``snippet_window``: a mismatch
+is one line naming both values and the flag that converts. Without a num_frames CSV the files'
+own frame counts are used (exact, not inferred), and the extraction's ``videos.csv`` beside the
+features gives them and the frame folders' ``first_frame_number``. The written features carry
+the dataset's settings in turn (:mod:`pwes_jax.data.feature_settings`).
 """
 
 from __future__ import annotations
@@ -24,10 +33,12 @@ from typing import Callable, Optional, Sequence
 
 from absl import logging
 
+from pwes_jax.data import feature_settings
 from pwes_jax.data import layout
-from pwes_jax.data.importers.features import (FEATURE_DIM, VideoRecord, feature_names,
-                                              load_source_features, match_name,
-                                              read_video_records, warn_case_clashes)
+from pwes_jax.data.importers.features import (FEATURE_DIM, SourceFeatures, VideoRecord,
+                                              feature_names, lgsnet_casme2_name, match_name,
+                                              read_source_features, read_video_records,
+                                              warn_case_clashes)
 from pwes_jax.data.importers.frames import map_video_rows, video_num_frames
 from pwes_jax.data.importers.rows import REPORT_FILE, Parsed, Report, table_paths
 
@@ -36,7 +47,8 @@ def import_parsed(parsed: Parsed, features_dir: str, output_dir: str, *, name: s
                   snippet_length: int, source: str, num_frames_csv: Optional[str] = None,
                   skip_missing: bool = False, feature_dim: int = FEATURE_DIM,
                   subject_of: Optional[Callable] = None,
-                  resample: Optional[tuple] = None) -> dict:
+                  resample: Optional[tuple] = None, snippet_window: Optional[int] = None,
+                  rgb_only: bool = False) -> dict:
   """Writes a converted table plus the user's features as a dataset directory.
 
   Per video the rows are mapped through a recorded ``first_frame_number`` (source frames), then
@@ -45,7 +57,10 @@ def import_parsed(parsed: Parsed, features_dir: str, output_dir: str, *, name: s
   ``fps``), then checked against the video's end
   (:func:`~pwes_jax.data.importers.frames.map_video_rows`).
   ``subject_of(video)`` names the subject of a negative video the table and the num_frames CSV
-  do not (the dataset's rule; None: such a video is skipped).
+  do not (the dataset's rule; None: such a video is skipped). ``snippet_window`` is the frames
+  per window when the features' windows overlap (default ``snippet_length``); ``rgb_only``
+  imports the RGB stream alone (zeros as flow, recorded in ``dataset.json``). The features'
+  recorded settings are checked against these (module docstring).
 
   Everything is read and checked before anything is written; existing output files are never
   replaced (``FileExistsError``) and nothing is written outside ``output_dir``, which may not
@@ -56,8 +71,13 @@ def import_parsed(parsed: Parsed, features_dir: str, output_dir: str, *, name: s
   """
   rules, report = parsed.rules, parsed.report
   sources = table_paths(source)
+  window = snippet_length if snippet_window is None else int(snippet_window)
+  if window < snippet_length:
+    raise ValueError(f"snippet_window {window} is shorter than the stride snippet_length "
+                     f"{snippet_length}")
   src = _open_sources(features_dir, output_dir, num_frames_csv, sources, feature_dim,
-                      snippet_length, report)
+                      snippet_length, report, window=window, rgb_only=rgb_only,
+                      fps=resample[1] if resample is not None else fps)
   by_video, table_subject = _match_features(parsed.rows, src, skip_missing, report)
 
   # Pass 1: check every video's features and frame count.
@@ -77,11 +97,12 @@ def import_parsed(parsed: Parsed, features_dir: str, output_dir: str, *, name: s
   _refuse_existing([layout.feature_path(output_dir, v.video) for v in videos])
 
   # Pass 2: write.
-  _write_features(output_dir, videos, src)
   recorded = rules.recorded()
   if resample is not None:
     fps = resample[1]
-  info = _dataset_info(name, fps, snippet_length, feature_dim, sources, rules, recorded)
+  _write_features(output_dir, videos, src, fps)
+  info = _dataset_info(name, fps, snippet_length, feature_dim, sources, rules, recorded,
+                       window=window, rgb_only=rgb_only, extraction=src.extraction)
   annotations = [r.annotation for r in rows]
   layout.write_dataset(output_dir, info, videos, annotations)
   layout.load_dataset(output_dir)  # The written directory must read back cleanly.
@@ -105,34 +126,98 @@ class _Sources:
   num_frames_csv: Optional[str]
   feature_dim: int
   snippet_length: int
+  window: int = 0
+  rgb_only: bool = False
+  fps: Optional[float] = None  # the frame rate of the features' frames
+  made: Optional[dict] = None  # the settings of the extraction beside the features folder
+  made_path: Optional[str] = None
+  extraction: Optional[dict] = None  # that extraction's record (dataset.json's ``extraction``)
 
-  def record_of(self, video: str) -> Optional[VideoRecord]:
-    """``video``'s num_frames CSV line (matched ignoring case, with a warning); None if no CSV.
+  def record_of(self, video: str, frames: Optional[int] = None) -> Optional[VideoRecord]:
+    """``video``'s num_frames CSV line (matched ignoring case, with a warning); without a CSV,
+    the features' own frame count ``frames`` (None if they record none).
 
     Raises:
-      layout.DatasetError: the CSV does not list ``video``.
+      layout.DatasetError: the CSV does not list ``video``, or its count differs from the
+        features' own.
     """
     if self.records is None:
-      return None
+      return VideoRecord(frames) if frames is not None else None
     key, was_renamed = match_name(video, self.records, "num_frames CSV lines")
     if key is None:
       raise layout.error(self.num_frames_csv, video, "video", "not listed in the num_frames CSV")
     if was_renamed:
       logging.warning("video %r: listed as %r in %s (same name ignoring case)", video, key,
                       self.num_frames_csv)
-    return self.records[key]
+    record = self.records[key]
+    if frames is not None and record.num_frames != frames:
+      raise layout.error(self.num_frames_csv, video, "num_frames", f"line {record.line}: "
+                         f"{record.num_frames} frames, but the features were made from "
+                         f"{frames} frames (their own num_frames): fix the CSV, or leave it out "
+                         "to use the features' count")
+    return record
 
-  def snippets(self, video: str) -> int:
-    """``T``, the snippets of ``video``'s features (read and checked in full)."""
-    return load_source_features(self.features_dir, video, self.feature_dim)[0].shape[0]
+  def read(self, video: str) -> SourceFeatures:
+    """``video``'s features, read in full (:func:`read_source_features`)."""
+    return read_source_features(self.features_dir, video, self.feature_dim,
+                                rgb_only=self.rgb_only, window=self.window)
+
+  def checked(self, video: str, report: Report) -> SourceFeatures:
+    """:meth:`read`, with the settings the features record checked against the import's.
+
+    Raises:
+      layout.DatasetError: one line naming the file, both values and the flag that converts.
+    """
+    got = read_source_features(self.features_dir, video, self.feature_dim,
+                               rgb_only=self.rgb_only, window=self.window,
+                               defer_missing_flow=True)
+    made = {**(self.made or {}), **got.settings}
+    where = (f"features of video {video!r} in {self.features_dir}" +
+             (f" (made as {self.made_path} records)" if self.made and not got.settings else ""))
+    try:
+      feature_settings.check(made, {"fps": self.fps, "snippet_stride": self.snippet_length,
+                                    "snippet_window": self.window},
+                             where=where, against="the import", remedy=layout.IMPORT_REMEDY)
+    except feature_settings.MismatchError as e:
+      also = " --rgb_only (they have no flow stream)" if got.missing_flow else ""
+      raise layout.DatasetError(f"{e}{also}") from None
+    if got.missing_flow:
+      raise layout.DatasetError(got.missing_flow)
+    for note in got.notes:
+      report.note("features", None, video, None, note)
+    return got
+
+
+def _extraction_beside(features_dir: str) -> tuple:
+  """``(settings, dataset.json path, videos.csv path, extraction record)`` of the
+  ``launch.extract_features`` directory a features folder lies in (its ``features/``); Nones
+  otherwise."""
+  root = os.path.dirname(os.path.abspath(features_dir).rstrip(os.sep))
+  meta_path = os.path.join(root, "dataset.json")
+  try:
+    with open(meta_path) as f:
+      meta = json.load(f)
+  except (OSError, ValueError):
+    return None, None, None, None
+  made = meta.get("extraction") if isinstance(meta, dict) else None
+  if not isinstance(made, dict) or os.path.basename(features_dir.rstrip(os.sep)) != "features":
+    return None, None, None, None
+  settings = {"fps": float(meta["fps"]), "snippet_stride": int(meta["snippet_length"]),
+              "snippet_window": int(meta.get("snippet_window") or made.get("snippet_length")
+                                    or meta["snippet_length"])}
+  videos_csv = os.path.join(root, "videos.csv")
+  return settings, meta_path, videos_csv if os.path.isfile(videos_csv) else None, made
 
 
 def _open_sources(features_dir: str, output_dir: str, num_frames_csv: Optional[str],
                   sources: Sequence[str], feature_dim: int, snippet_length: int,
-                  report: Report) -> _Sources:
+                  report: Report, *, window: Optional[int] = None, rgb_only: bool = False,
+                  fps: Optional[float] = None) -> _Sources:
   """Checks the folders, then reads the num_frames CSV and the feature names; writes nothing.
 
-  Feature names that differ only in case are warned about (:func:`warn_case_clashes`).
+  Feature names that differ only in case are warned about (:func:`warn_case_clashes`). A
+  features folder written by ``launch.extract_features`` brings its settings, and without a
+  num_frames CSV its ``videos.csv`` (:func:`_extraction_beside`).
 
   Raises:
     layout.DatasetError: no features folder, or a bad num_frames CSV.
@@ -144,10 +229,15 @@ def _open_sources(features_dir: str, output_dir: str, num_frames_csv: Optional[s
   check_output_dir(output_dir, features_dir, num_frames_csv, sources)
   _refuse_existing([os.path.join(output_dir, n) for n in
                     ("dataset.json", "videos.csv", "annotations.csv", REPORT_FILE)])
+  made, made_path, made_csv, record = _extraction_beside(features_dir)
+  if num_frames_csv is None and made_csv is not None:
+    num_frames_csv = made_csv
+    logging.info("num_frames and first_frame_number from the extraction's %s", made_csv)
   records = read_video_records(num_frames_csv) if num_frames_csv else None
   available = feature_names(features_dir)
   warn_case_clashes(available, features_dir, report)
-  return _Sources(features_dir, available, records, num_frames_csv, feature_dim, snippet_length)
+  return _Sources(features_dir, available, records, num_frames_csv, feature_dim, snippet_length,
+                  window or snippet_length, rgb_only, fps, made, made_path, record)
 
 
 def _match_features(rows: Sequence, src: _Sources, skip_missing: bool, report: Report) -> tuple:
@@ -164,14 +254,20 @@ def _match_features(rows: Sequence, src: _Sources, skip_missing: bool, report: R
     layout.DatasetError: an annotated video without features and no ``skip_missing``.
   """
   by_video, renamed, table_subject = {}, {}, {}
+  lgsnet = {}
+  for name in src.available:
+    lgsnet.setdefault(lgsnet_casme2_name(name), []).append(name)
   for r in rows:
     video = r.annotation.video
     if video not in renamed:
       match, was_renamed = match_name(video, src.available, "feature files")
+      why = "same name ignoring case"
+      if match is None and len(lgsnet.get(video, ())) == 1:
+        match, was_renamed, why = lgsnet[video][0], True, "LGSNet's name for it"
       renamed[video] = match
       if was_renamed:
         report.convert("video_renamed", r.where, video, r.where.field("filename"),
-                       f"no features named {video!r}; using {match!r} (same name ignoring case)")
+                       f"no features named {video!r}; using {match!r} ({why})")
     match = renamed[video]
     if match is None:
       if not skip_missing:
@@ -206,8 +302,9 @@ def _annotated_videos(by_video: dict, src: _Sources, rules, report: Report, sour
     if len(subjects) > 1:
       raise layout.DatasetError(f"{source}: video {video!r}: rows disagree on the subject "
                                 f"{sorted(subjects)} ({', '.join(r.where.label for r in vrows)})")
-    record = src.record_of(video)
-    t = src.snippets(video)
+    features = src.checked(video, report)
+    record = src.record_of(video, features.settings.get("num_frames"))
+    t = features.rgb.shape[0]
     vrows = map_video_rows(vrows, record, t, src.snippet_length, rules, report, resample)
     n, was_inferred = video_num_frames(video, t, src.snippet_length,
                                        max([r.annotation.offset for r in vrows], default=0),
@@ -240,7 +337,6 @@ def _negative_videos(annotated: set, table_subject: dict, src: _Sources, rules,
     if not rules.negative_videos:
       unused.append(video)
       continue
-    record = None
     if src.records is not None:
       key = match_name(video, src.records, "num_frames CSV lines")[0]
       if key is None:
@@ -248,15 +344,17 @@ def _negative_videos(annotated: set, table_subject: dict, src: _Sources, rules,
                     f"not listed in {src.num_frames_csv}: not imported")
         unused.append(video)
         continue
-      record = src.records[key]
-    subject = (table_subject.get(video) or (record.subject if record else None)
+    listed = src.records[key] if src.records is not None else None
+    subject = (table_subject.get(video) or (listed.subject if listed else None)
                or (subject_of(video) if subject_of else None))
     if not subject:
       report.skip("negative_video", None, video, "subject", "features but no annotation, and "
                   "no subject: name it in the num_frames CSV's subject column")
       unused.append(video)
       continue
-    t = src.snippets(video)
+    features = src.checked(video, report)
+    record = src.record_of(video, features.settings.get("num_frames"))
+    t = features.rgb.shape[0]
     n, was_inferred = video_num_frames(video, t, src.snippet_length, 0, record,
                                        src.num_frames_csv)
     if was_inferred:
@@ -279,22 +377,36 @@ def _skip_records_without_features(src: _Sources, report: Report) -> None:
                   "features: not imported")
 
 
-def _write_features(output_dir: str, videos: Sequence, src: _Sources) -> None:
-  """Copies each video's source features, as float32, to ``output_dir/features/<video>.npz``."""
+def _write_features(output_dir: str, videos: Sequence, src: _Sources, fps: float) -> None:
+  """Copies each video's source features, as float32, to ``output_dir/features/<video>.npz``,
+  with the dataset's settings (:func:`feature_settings.arrays`)."""
   for i, v in enumerate(videos):
-    rgb, flow = load_source_features(src.features_dir, v.video, src.feature_dim)
-    layout.write_features(output_dir, v.video, rgb, flow)
+    got = src.read(v.video)
+    layout.write_features(output_dir, v.video, got.rgb, got.flow,
+                          settings=feature_settings.arrays(num_frames=v.num_frames, fps=fps,
+                                                           stride=src.snippet_length,
+                                                           window=src.window))
     if (i + 1) % 50 == 0:
       logging.info("Wrote features of %d/%d videos.", i + 1, len(videos))
 
 
 def _dataset_info(name: str, fps: float, snippet_length: int, feature_dim: int,
-                  sources: Sequence[str], rules, recorded: dict) -> layout.DatasetInfo:
-  """``dataset.json``'s contents; its extras name the table(s), the frame base and the rules."""
-  return layout.DatasetInfo(name, float(fps), int(snippet_length), int(feature_dim),
-                            {"source": (os.path.basename(sources[0]) if len(sources) == 1 else
-                                        [os.path.basename(p) for p in sources]),
-                             "frame_base": int(rules.frame_base), "conventions": recorded})
+                  sources: Sequence[str], rules, recorded: dict, *, window: int,
+                  rgb_only: bool = False,
+                  extraction: Optional[dict] = None) -> layout.DatasetInfo:
+  """``dataset.json``'s contents; its extras name the table(s), the frame base and the rules,
+  the snippet window, for an RGB-only import that the flow input is zeros, and for features
+  from ``launch.extract_features`` its ``extraction`` record (so ``spot --video`` extracts new
+  videos as these were)."""
+  extras = {"source": (os.path.basename(sources[0]) if len(sources) == 1 else
+                       [os.path.basename(p) for p in sources]),
+            "snippet_window": int(window),
+            "frame_base": int(rules.frame_base), "conventions": recorded}
+  if rgb_only:
+    extras["feature_streams"] = "rgb only (imported with rgb_only: the flow input is zeros)"
+  if extraction is not None:
+    extras["extraction"] = extraction
+  return layout.DatasetInfo(name, float(fps), int(snippet_length), int(feature_dim), extras)
 
 
 def _summary(parsed: Parsed, output_dir: str, sources: Sequence[str], videos: list,
