@@ -55,7 +55,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.mplg.top_ratio = 0.3
   c.mplg.theta = 0.8
   c.mplg.neg_ratio = 2.0
-  c.mplg.threshold_mode = "relative"  # or "absolute" (literal Ptil > theta).
+  # The paper's literal "Ptil > theta" (step 5); "relative" keeps Ptil >= (1 - theta) * max and
+  # gave 6x less precise ME labels at the same F1 (docs/results.md, "Readings of the paper").
+  c.mplg.threshold_mode = "absolute"
   # Foreground labels only for the classes the video's points name; no point, no foreground
   # (Section 3.3: an absent category's weight is 0; docs/mplg.md).
   c.mplg.point_classes_only = True

@@ -48,7 +48,7 @@ SWEEPS = {
     # the full method with the defaults.
     "readings": [
         ("defaults", {}),
-        ("absolute_threshold", {"mplg.threshold_mode": "absolute"}),
+        ("relative_threshold", {"mplg.threshold_mode": "relative"}),
         ("absent_classes_labelled", {"mplg.point_classes_only": False}),
         ("features_before_dropout", {"mplg.features_before_dropout": True,
                                      "dfcl.features_before_dropout": True}),

@@ -24,24 +24,9 @@ RERUN_FREE_FIELDS = ("loso.folds", "loso.parallel_folds", "loso.concurrent_folds
                      "tensorboard", "checkpoint.every_steps", "checkpoint.max_to_keep",
                      "data.cache_dir")
 
-# Fields added after runs were already made, with the value that means "as before": a workdir
-# whose config.json predates a field is accepted when the field holds this value.
-ADDED_FIELDS = {
-    "extensions": [],
-    "loss.terms": list(objective.PAPER_TERMS),
-    "eval.me_seconds": 0.5,
-    "eval.me_long_seconds": 1.0,
-    "eval.max_per_video": 14,
-    "eval.honest_point": "cross_fold",
-    "loso.concurrent_folds": 1,
-    "loss.mil_k_snippets": [0, 0, 0],
-    "mplg.point_classes_only": False,
-    "mplg.features_before_dropout": False,
-    "dfcl.main_region": False,
-    "dfcl.features_before_dropout": False,
-    "inference.class_wise_nms": False,
-    "inference.max_per_class": [0, 0],
-}
+# Fields added after runs were already made, with the value that means "as before"
+# (``run_files.ADDED_FIELDS``: a run's config.json is upgraded with them where it is read).
+ADDED_FIELDS = run_files.ADDED_FIELDS
 
 _POSITIVE_INTS = ("optim.steps", "optim.batch_size", "log_every", "checkpoint.every_steps",
                   "checkpoint.max_to_keep", "data.max_points", "data.max_buckets",

@@ -193,8 +193,42 @@ def read_config_dict(workdir: str, *, set_aside_damaged: bool = False) -> Option
     return None
 
 
+# Config fields added after runs were already made, with the value that means "as before":
+# a config.json that predates a field is read as holding this value (:func:`upgrade_config`),
+# and a workdir whose config.json predates it is resumed when the field holds it.
+ADDED_FIELDS = {
+    "extensions": [],
+    "loss.terms": ["mil", "mil_suppressed", "guide", "sparsity", "mutual", "snippet"],
+    "eval.me_seconds": 0.5,
+    "eval.me_long_seconds": 1.0,
+    "eval.max_per_video": 14,
+    "eval.honest_point": "cross_fold",
+    "loso.concurrent_folds": 1,
+    "loss.mil_k_snippets": [0, 0, 0],
+    "mplg.point_classes_only": False,
+    "mplg.features_before_dropout": False,
+    "dfcl.main_region": False,
+    "dfcl.features_before_dropout": False,
+    "inference.class_wise_nms": False,
+    "inference.max_per_class": [0, 0],
+}
+
+
+def upgrade_config(doc: Mapping) -> dict:
+  """A copy of a config dict (``config.json``) with every :data:`ADDED_FIELDS` entry it lacks,
+  set to the value that means "as before"; fields it has are kept as they are."""
+  out = json.loads(json.dumps(doc))
+  for field, value in ADDED_FIELDS.items():
+    section, _, name = field.rpartition(".")
+    holder = out.setdefault(section, {}) if section else out
+    if isinstance(holder, dict) and name not in holder:
+      holder[name] = json.loads(json.dumps(value))
+  return out
+
+
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The run's config rebuilt from ``workdir/config.json``.
+  """The run's config rebuilt from ``workdir/config.json``, upgraded once here with the fields
+  added since the run was made (:func:`upgrade_config`).
 
   Raises:
     FileNotFoundError: if ``workdir`` or its ``config.json`` does not exist.
@@ -206,7 +240,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if doc is None:
     raise FileNotFoundError(f"{config_path(workdir)} missing: {workdir} is not a run directory "
                             "of launch.main")
-  return ml_collections.ConfigDict(doc)
+  return ml_collections.ConfigDict(upgrade_config(doc))
 
 
 def dataset_root(config, workdir: str) -> str:
