@@ -351,7 +351,8 @@ def pseudo_labels(probs, attention, features, point_index, point_label, point_va
     theta: foreground threshold, in [0, 1].
     neg_ratio: background count per top-k snippet, >= 0.
     variant: one of :data:`VARIANTS`.
-    threshold_mode: ``"relative"`` (default) or ``"absolute"`` (literal ``Ptil > theta``).
+    threshold_mode: ``"relative"`` (this function's default) or ``"absolute"`` (literal
+      ``Ptil > theta``; the configs' default, docs/mplg.md).
     point_classes_only: ``Ptil[:, c] = 0`` for every class c that no effective point names,
       before steps 4-5 and in every variant (paper: "if a point-level label for a particular
       category is absent ... we assign a value of 0 to [W] for the current category"; the
