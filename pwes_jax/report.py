@@ -349,10 +349,6 @@ def load_run(workdir: str) -> tuple:
   return config, source.prepare_dataset(config, workdir)
 
 
-# Proposal settings absent from the config.json of runs made before they existed.
-_ADDED_INFERENCE_FIELDS = ("class_wise_nms", "max_per_class")
-
-
 def rescore(workdir: str, inference: Mapping, *, run: Optional[tuple] = None) -> dict:
   """A finished run's result with other proposal settings, from its stored outputs.
 
@@ -375,7 +371,7 @@ def rescore(workdir: str, inference: Mapping, *, run: Optional[tuple] = None) ->
   config, dataset = run or load_run(workdir)
   config = ml_collections.ConfigDict(config.to_dict())
   for field, value in inference.items():
-    if field not in config.inference and field not in _ADDED_INFERENCE_FIELDS:
+    if field not in config.inference:  # load_run's config holds every field added since
       raise KeyError(f"config.inference has no field {field!r}")
     config.inference[field] = value
   folds = sorted(run_files.require_finished_folds(workdir))
